@@ -1,0 +1,275 @@
+"""GPT-1 models: the backbone, the language model, and the task model.
+
+Reads top to bottom like the paper:
+  h_0 = U W_e + W_p;  h_l = block(h_{l-1});  P(u) = softmax(h_n W_e^T)   (eq. 2)
+  P(y | x) = softmax(h_l^m W_y)                                         (eq. 3)
+  L3 = L2 + lambda * L1                                                 (eq. 5)
+
+Padding is id 0 plus a mask (never an extra embedding row); positions come
+from the mask so that left padding does not shift them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from gpt_keras import step
+from gpt_keras.config import GPTConfig
+from gpt_keras.layers import DecoderBlock, TokenAndPositionEmbedding
+from gpt_keras.tasks import TaskFamily
+
+
+def position_ids(padding_mask):
+    """0-based position of each real token; pads get the position before them (clipped at 0)."""
+    mask = ops.cast(padding_mask, "int32")
+    return ops.maximum(ops.cumsum(mask, axis=-1) - 1, 0)
+
+
+def attention_mask(padding_mask):
+    """[batch, query, key] boolean mask: causal and excluding padded keys."""
+    mask = ops.cast(padding_mask, "bool")
+    length = ops.shape(mask)[-1]
+    causal = ops.tril(ops.ones((length, length), dtype="bool"))
+    return ops.logical_and(causal[None, :, :], mask[:, None, :])
+
+
+@keras.saving.register_keras_serializable(package="gpt_keras")
+class GPTBackbone(keras.Model):
+    """Token ids + padding mask in, final hidden states out (no final LayerNorm).
+
+    Constructor arguments are the `GPTConfig` fields; use
+    `GPTBackbone.from_preset("gpt1")` or `GPTBackbone(**config.to_dict())`.
+    """
+
+    def __init__(self, vocab_size: int, n_special: int, n_ctx: int, n_layer: int, n_embd: int,
+                 n_head: int, n_inner: int, embd_pdrop: float = 0.1, attn_pdrop: float = 0.1,
+                 resid_pdrop: float = 0.1, clf_pdrop: float = 0.1, layer_norm_epsilon: float = 1e-5,
+                 initializer_range: float = 0.02, **kwargs):
+        config = GPTConfig(vocab_size=vocab_size, n_special=n_special, n_ctx=n_ctx, n_layer=n_layer,
+                           n_embd=n_embd, n_head=n_head, n_inner=n_inner, embd_pdrop=embd_pdrop,
+                           attn_pdrop=attn_pdrop, resid_pdrop=resid_pdrop, clf_pdrop=clf_pdrop,
+                           layer_norm_epsilon=layer_norm_epsilon, initializer_range=initializer_range)
+        super().__init__(**kwargs)
+        self.config = config
+        self.embed = TokenAndPositionEmbedding(config.total_vocab_size, n_ctx, n_embd, embd_pdrop,
+                                               initializer_range, name="embed")
+        self.blocks = [DecoderBlock(n_embd, n_head, n_inner, attn_pdrop, resid_pdrop, layer_norm_epsilon,
+                                    initializer_range, name=f"h{i}") for i in range(n_layer)]
+        # Build eagerly so that weights exist before loading/transfer.
+        self.embed.build()
+        for block in self.blocks:
+            block.build((None, None, n_embd))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        token_ids = ops.convert_to_tensor(inputs["token_ids"], "int32")
+        padding_mask = ops.convert_to_tensor(inputs["padding_mask"], "int32")
+        x = self.embed(token_ids, position_ids(padding_mask), training=training)
+        mask = attention_mask(padding_mask)
+        for block in self.blocks:
+            x = block(x, attention_mask=mask, training=training)
+        return x
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides: Any) -> "GPTBackbone":
+        return cls(**GPTConfig.from_preset(preset, **overrides).to_dict())
+
+    def call_with_cache(self, token_ids, positions, mask, cache, cache_update_index):
+        """Incremental forward pass for generation.
+
+        Args:
+          token_ids: [batch, new] ids of the new positions.
+          positions: [batch, new] their position ids.
+          mask: [batch, new, max_len] which cache slots each new position may see.
+          cache: [batch, n_layer, 2, max_len, n_head, head_dim].
+          cache_update_index: where the new keys/values are written.
+        Returns:
+          (hidden [batch, new, n_embd], updated cache).
+        """
+        x = self.embed(token_ids, positions)
+        layer_caches = []
+        for i, block in enumerate(self.blocks):
+            x, layer_cache = block(x, attention_mask=mask, cache=cache[:, i],
+                                   cache_update_index=cache_update_index)
+            layer_caches.append(layer_cache)
+        return x, ops.stack(layer_caches, axis=1)
+
+    def empty_cache(self, batch_size: int, max_length: int, dtype: str = "float32"):
+        c = self.config
+        return ops.zeros((batch_size, c.n_layer, 2, max_length, c.n_head, c.n_embd // c.n_head), dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, **self.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def with_special_tokens(backbone: GPTBackbone, seed: int | None = None) -> GPTBackbone:
+    """A backbone with the `_start_`/`_delimiter_`/`_classify_` rows.
+
+    Returned as is when it has them; otherwise a copy with every weight
+    transferred and three new rows drawn from N(0, initializer_range), as the
+    paper's fine-tuning adds them.
+    """
+    if backbone.config.n_special:
+        return backbone
+    config = backbone.config.replace(n_special=3)
+    new = GPTBackbone(**config.to_dict(), name=backbone.name)
+    for target, source in zip(new.weights, backbone.weights):
+        if target.path.endswith("token_embeddings"):
+            extra = np.random.default_rng(seed).normal(
+                0.0, config.initializer_range, (config.n_special, config.n_embd)).astype(target.dtype)
+            target.assign(np.concatenate([ops.convert_to_numpy(source), extra], axis=0))
+        else:
+            target.assign(source)
+    return new
+
+
+class _StepModel(keras.Model):
+    """Routes `fit`/`evaluate` through `gpt_keras.step`, the one home of the step logic."""
+
+    def loss_terms(self, data, training: bool) -> tuple[step.LossTerms, step.LossTerms]:
+        """({name: (loss_sum, count)}, {metric: (sum, count)}) for one batch."""
+        raise NotImplementedError
+
+    def train_step(self, data):
+        return step.train_step(self, data)
+
+    def test_step(self, data):
+        return step.test_step(self, data)
+
+    @property
+    def metrics(self):
+        return step.metric_trackers(self)
+
+
+@keras.saving.register_keras_serializable(package="gpt_keras")
+class GPTLMModel(_StepModel):
+    """Language model: backbone + tied head. `call` returns logits over the vocabulary.
+
+    Its loss (L1, eq. 1) is the shifted next-token cross-entropy over pairs of
+    real tokens, normalised by the global number of such pairs.
+    """
+
+    def __init__(self, backbone: GPTBackbone, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        step.create_metric_trackers(self)
+
+    def call(self, inputs, training=None):
+        hidden = self.backbone(_model_inputs(inputs), training=training)
+        return self.backbone.embed.attend(hidden)
+
+    def loss_terms(self, data, training):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        logits = self(x, training=training)
+        return {"lm": lm_loss_sum(logits, x["token_ids"], x["padding_mask"])}, {}
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "backbone": keras.saving.serialize_keras_object(self.backbone)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def _model_inputs(inputs) -> dict:
+    return {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]}
+
+
+def lm_loss_sum(logits, token_ids, padding_mask):
+    """Summed next-token cross-entropy and the number of predicted tokens.
+
+    Position t predicts t+1 when both are real tokens, so padding (right or left)
+    never contributes.
+    """
+    mask = ops.cast(padding_mask, "bool")
+    valid = ops.cast(ops.logical_and(mask[..., :-1], mask[..., 1:]), "float32")
+    losses = keras.losses.sparse_categorical_crossentropy(
+        token_ids[..., 1:], ops.cast(logits[..., :-1, :], "float32"), from_logits=True)
+    return ops.sum(losses * valid), ops.sum(valid)
+
+
+@keras.saving.register_keras_serializable(package="gpt_keras")
+class GPTTaskModel(_StepModel):
+    """Fine-tuning model for one task family (paper section 3.3).
+
+    Inputs are `token_ids`/`padding_mask` of shape [batch, n_sequences, length],
+    built by `gpt_keras.tasks.build_inputs`. The head reads the hidden state at
+    the `_classify_` token of each sequence (similarity: the two orders are
+    added; multiple choice: one score per candidate, softmax over them).
+
+    `call` returns the head output: class logits [batch, n_labels], choice
+    logits [batch, n_choices], or the regression score [batch].
+    """
+
+    def __init__(self, backbone: GPTBackbone, family: str, num_labels: int | None = None,
+                 num_choices: int | None = None, lm_weight: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.family = TaskFamily.parse(family)
+        self.num_labels = self.family.validate_num_labels(num_labels)
+        self.num_choices = self.family.validate_num_choices(num_choices)
+        if lm_weight < 0:
+            raise ValueError(f"lm_weight (lambda) must be >= 0, got {lm_weight}")
+        self.lm_weight = float(lm_weight)
+        self.backbone = with_special_tokens(backbone)
+        config = self.backbone.config
+        self.classify_id = config.classify_id
+        self.clf_dropout = keras.layers.Dropout(config.clf_pdrop)
+        self.head = keras.layers.Dense(
+            self.family.head_units(self.num_labels),
+            kernel_initializer=keras.initializers.RandomNormal(stddev=config.initializer_range), name="clf")
+        self.head.build((None, config.n_embd))
+        step.create_metric_trackers(self)
+
+    def _forward(self, inputs, training):
+        token_ids = ops.convert_to_tensor(inputs["token_ids"], "int32")
+        padding_mask = ops.convert_to_tensor(inputs["padding_mask"], "int32")
+        self.family.check_input_rank(token_ids, self.num_choices)
+        n_seq, length = ops.shape(token_ids)[1], ops.shape(token_ids)[2]
+        flat_ids = ops.reshape(token_ids, (-1, length))
+        flat_mask = ops.reshape(padding_mask, (-1, length))
+        hidden = self.backbone({"token_ids": flat_ids, "padding_mask": flat_mask}, training=training)
+        # The extract token (`_classify_`) marks where the head reads.
+        extract = ops.argmax(ops.cast(ops.equal(flat_ids, self.classify_id), "int32"), axis=-1)
+        h_clf = ops.take_along_axis(hidden, extract[:, None, None], axis=1)[:, 0]
+        h_clf = ops.reshape(h_clf, (-1, n_seq, ops.shape(hidden)[-1]))
+        head_out = self.family.head_output(self.head, self.clf_dropout(h_clf, training=training))
+        return head_out, hidden, flat_ids, flat_mask
+
+    def call(self, inputs, training=None):
+        return self._forward(inputs, training)[0]
+
+    def loss_terms(self, data, training):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if y is None:
+            y = x["label"]
+        head_out, hidden, flat_ids, flat_mask = self._forward(x, training)
+        terms = {"task": self.family.loss_sum(head_out, y)}
+        if self.lm_weight > 0:
+            logits = self.backbone.embed.attend(hidden)
+            terms["lm"] = lm_loss_sum(logits, flat_ids, flat_mask)
+        return terms, self.family.metric_sums(head_out, y)
+
+    def loss_weights(self) -> dict[str, float]:
+        return {"task": 1.0, "lm": self.lm_weight}
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "family": self.family.value, "num_labels": self.num_labels,
+                "num_choices": self.num_choices, "lm_weight": self.lm_weight}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

@@ -1,0 +1,123 @@
+"""The paper's optimizer and learning-rate schedules.
+
+`OpenAIAdam` is the update of the original release's `opt.py`, written as a
+Keras optimizer because Keras's `AdamW` differs in two ways that matter for
+fidelity and for multi-replica equivalence:
+  * the original decays with the *bias-corrected* step size,
+      p -= lr_t * (m_t / (sqrt(v_t) + eps) + l2 * p),
+    lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t); Keras's AdamW uses plain lr;
+  * Keras clips gradients (`global_clipnorm`) *before* the cross-replica sum,
+    i.e. per replica; here the global norm is taken after the sum, as a single
+    device would.
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="gpt_keras")
+class OpenAIAdam(keras.optimizers.Optimizer):
+    """Adam with decoupled L2 (w = 0.01) on every weight of rank >= 2.
+
+    Args:
+      learning_rate: float or schedule.
+      l2: decoupled weight decay; never applied to biases or LayerNorm gains
+        (rank-1 weights).
+      decay_embeddings: whether the token/position embeddings (rank 2) are
+        decayed, as in the original code (default True).
+      max_grad_norm: clip the summed gradient to this global norm (<= 0: off).
+    """
+
+    def __init__(self, learning_rate=6.25e-5, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, l2: float = 0.01, decay_embeddings: bool = True,
+                 max_grad_norm: float = 1.0, name: str = "openai_adam", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.l2 = l2
+        self.decay_embeddings = decay_embeddings
+        self.max_grad_norm = max_grad_norm
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._m, self._v = self.add_optimizer_variables(var_list, ["m", "v"])
+        self._decay = [self._decays(v) for v in var_list]  # by variable index
+
+    def _decays(self, variable) -> bool:
+        if len(variable.shape) < 2:
+            return False
+        return self.decay_embeddings or "embeddings" not in variable.path
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        # TF backend hook that runs right after the cross-replica sum: the
+        # only place where the *global* gradient norm is available.
+        grads_and_vars = super()._all_reduce_sum_gradients(grads_and_vars)
+        if self.max_grad_norm and self.max_grad_norm > 0:
+            grads, variables = zip(*grads_and_vars)
+            grads, _ = tf.clip_by_global_norm(list(grads), self.max_grad_norm)
+            grads_and_vars = list(zip(grads, variables))
+        return grads_and_vars
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        # Densify (tied-embedding gradients arrive as IndexedSlices), as the original code does.
+        gradient = ops.cast(tf.convert_to_tensor(gradient), variable.dtype)
+        t = ops.cast(self.iterations + 1, variable.dtype)
+        key = self._get_variable_index(variable)
+        m, v = self._m[key], self._v[key]
+        self.assign(m, self.beta_1 * m + (1 - self.beta_1) * gradient)
+        self.assign(v, self.beta_2 * v + (1 - self.beta_2) * ops.square(gradient))
+        lr_t = lr * ops.sqrt(1 - ops.power(self.beta_2, t)) / (1 - ops.power(self.beta_1, t))
+        update = m / (ops.sqrt(v) + self.epsilon)
+        if self.l2 and self._decay[key]:
+            update = update + self.l2 * variable
+        self.assign_sub(variable, lr_t * update)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, l2=self.l2,
+                      decay_embeddings=self.decay_embeddings, max_grad_norm=self.max_grad_norm)
+        return config
+
+
+def warmup_cosine(peak_lr: float, warmup_steps: int, total_steps: int):
+    """Pre-training schedule: linear warmup over `warmup_steps`, then cosine to 0
+    at `total_steps` (Keras's CosineDecay does exactly this)."""
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"need 0 <= warmup_steps ({warmup_steps}) < total_steps ({total_steps})")
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0, decay_steps=total_steps - warmup_steps, alpha=0.0,
+        warmup_target=peak_lr, warmup_steps=warmup_steps)
+
+
+@keras.saving.register_keras_serializable(package="gpt_keras")
+class WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):
+    """Fine-tuning schedule: linear warmup over `warmup_fraction` of the steps,
+    then linear decay to 0 at `total_steps` (the paper: 0.2% warmup)."""
+
+    def __init__(self, peak_lr: float, total_steps: int, warmup_fraction: float = 0.002):
+        if total_steps <= 0 or not 0 <= warmup_fraction < 1:
+            raise ValueError(f"need total_steps > 0 and 0 <= warmup_fraction < 1, "
+                             f"got {total_steps}, {warmup_fraction}")
+        self.peak_lr, self.total_steps, self.warmup_fraction = peak_lr, total_steps, warmup_fraction
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        total = float(self.total_steps)
+        warmup = max(math.ceil(self.warmup_fraction * total), 0)
+        up = (step + 1.0) / float(max(warmup, 1))
+        down = ops.maximum(total - step, 0.0) / max(total - warmup, 1.0)
+        return self.peak_lr * ops.where(step < warmup, up, ops.minimum(down, 1.0))
+
+    def get_config(self):
+        return {"peak_lr": self.peak_lr, "total_steps": self.total_steps,
+                "warmup_fraction": self.warmup_fraction}
+
+
+def warmup_linear(peak_lr: float, total_steps: int, warmup_fraction: float = 0.002) -> WarmupLinear:
+    return WarmupLinear(peak_lr, total_steps, warmup_fraction)

