@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "apache-beam>=2.77,<2.78",
     "google-crc32c>=1.5,<2",  # Beam's TFRecord writer needs a CRC32C implementation
     "tensorflow-serving-api>=2.21,<2.22",
+    "tensorboard>=2.20,<3",  # TensorBoard logs from training
     "numpy>=1.26,<3",
     "scipy>=1.11,<2",
     "matplotlib>=3.8,<4",

@@ -160,6 +160,7 @@ class GPTLMModel(_StepModel):
         super().__init__(**kwargs)
         self.backbone = backbone
         step.create_metric_trackers(self)
+        self.built = True  # all weights exist already
 
     def call(self, inputs, training=None):
         hidden = self.backbone(_model_inputs(inputs), training=training)
@@ -229,6 +230,7 @@ class GPTTaskModel(_StepModel):
             kernel_initializer=keras.initializers.RandomNormal(stddev=config.initializer_range), name="clf")
         self.head.build((None, config.n_embd))
         step.create_metric_trackers(self)
+        self.built = True  # all weights exist already
 
     def _forward(self, inputs, training):
         token_ids = ops.convert_to_tensor(inputs["token_ids"], "int32")

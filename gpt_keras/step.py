@@ -64,6 +64,9 @@ def train_step(model, data) -> dict:
         terms, extra = _run(model, data, training=True)
         loss, logs, counts = replica_loss(model, terms, extra)
     grads = tape.gradient(loss, model.trainable_variables)
+    # Dense all-reduce: sparse (IndexedSlices) gathers need equal shapes on all
+    # replicas and the tied embedding gradient is dense anyway.
+    grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
     model.optimizer.apply(grads, model.trainable_variables)
     return update_metrics(model, logs, counts)
 

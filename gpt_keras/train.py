@@ -1,0 +1,211 @@
+"""`pretrain` and `finetune`: `model.fit` under a `tf.distribute` strategy.
+
+Training is measured in optimizer steps. An "epoch" here is
+`steps_per_epoch` steps of a continuous (repeated) data stream and is also the
+checkpoint interval: after an interruption, training restores the last
+checkpoint (weights, optimizer moments, step) and skips the batches already
+consumed, so it continues the same stream instead of starting over. At most
+the steps since that checkpoint are lost.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+from typing import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from gpt_keras.config import GPTConfig
+from gpt_keras.model import GPTBackbone, GPTLMModel, GPTTaskModel, with_special_tokens
+from gpt_keras.optim import OpenAIAdam, warmup_cosine, warmup_linear
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("warmup_cosine", "warmup_linear", "constant")
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    """Optimisation settings. Defaults are the paper's fine-tuning values.
+
+    `warmup` is a number of steps for `warmup_cosine` and a fraction of all
+    steps for `warmup_linear`.
+    """
+
+    learning_rate: float = 6.25e-5
+    schedule: str = "warmup_linear"
+    warmup: float = 0.002
+    epochs: int = 3
+    steps_per_epoch: int | None = None
+    l2: float = 0.01
+    decay_embeddings: bool = True
+    max_grad_norm: float = 1.0
+    checkpoint_dir: str | None = None
+    log_dir: str | None = None
+    jit_compile: bool = False
+    verbose: str | int = "auto"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"Unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
+        if self.epochs <= 0 or (self.steps_per_epoch is not None and self.steps_per_epoch <= 0):
+            raise ValueError("epochs and steps_per_epoch must be positive")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+    def make_optimizer(self, total_steps: int) -> OpenAIAdam:
+        if self.schedule == "warmup_cosine":
+            lr = warmup_cosine(self.learning_rate, int(self.warmup), total_steps)
+        elif self.schedule == "warmup_linear":
+            lr = warmup_linear(self.learning_rate, total_steps, float(self.warmup))
+        else:
+            lr = self.learning_rate
+        return OpenAIAdam(lr, l2=self.l2, decay_embeddings=self.decay_embeddings,
+                          max_grad_norm=self.max_grad_norm)
+
+
+@functools.lru_cache(maxsize=None)
+def default_strategy() -> tf.distribute.Strategy:
+    """`MirroredStrategy` over all local devices, one per process.
+
+    Cached because TF numbers collective ops per strategy instance: a second
+    MirroredStrategy in the same process reuses the first one's collective
+    keys and fails with "Shape mismatch in the collective instance". Callers
+    passing their own strategy should likewise create it once.
+    """
+    return tf.distribute.MirroredStrategy()
+
+
+def pretrain(config: GPTConfig | GPTBackbone, train_data: tf.data.Dataset, settings: TrainSettings,
+             val_data: tf.data.Dataset | None = None, strategy: tf.distribute.Strategy | None = None,
+             callbacks: Sequence[keras.callbacks.Callback] = ()) -> tuple[GPTLMModel, keras.callbacks.History]:
+    """Generative pre-training (L1) of a language model.
+
+    Args:
+      config: a `GPTConfig` (fresh weights) or a backbone to continue from.
+      train_data: batches of {"token_ids", "padding_mask"} int32 [batch, len]
+        (global batch size; the strategy splits it across replicas).
+      settings: `TrainSettings`; the paper uses `warmup_cosine`, lr 2.5e-4, 2000 warmup steps.
+    """
+    cfg = config.config if isinstance(config, GPTBackbone) else config
+
+    def build() -> GPTLMModel:
+        return GPTLMModel(_fresh_backbone(cfg, config if isinstance(config, GPTBackbone) else None))
+
+    return _fit(build, cfg, train_data, settings, val_data, strategy, callbacks)
+
+
+def finetune(backbone: GPTBackbone, family: str, train_data: tf.data.Dataset, settings: TrainSettings,
+             num_labels: int | None = None, num_choices: int | None = None, lm_weight: float = 0.5,
+             val_data: tf.data.Dataset | None = None, strategy: tf.distribute.Strategy | None = None,
+             callbacks: Sequence[keras.callbacks.Callback] = ()) -> tuple[GPTTaskModel, keras.callbacks.History]:
+    """Discriminative fine-tuning with L3 = L2 + lm_weight * L1 (eq. 5).
+
+    The pre-trained weights are copied into a new backbone built under the
+    strategy (special-token rows are added when missing), so `backbone` itself
+    is left untouched. Batches are {"token_ids", "padding_mask"} of shape
+    [batch, n_sequences, len] plus "label" (or `(x, y)` pairs).
+    """
+    source = with_special_tokens(backbone)
+    cfg = source.config
+
+    def build() -> GPTTaskModel:
+        return GPTTaskModel(_fresh_backbone(cfg, source), family, num_labels=num_labels,
+                            num_choices=num_choices, lm_weight=lm_weight)
+
+    return _fit(build, cfg, train_data, settings, val_data, strategy, callbacks)
+
+
+def _fresh_backbone(cfg: GPTConfig, source: GPTBackbone | None) -> GPTBackbone:
+    backbone = GPTBackbone(**cfg.to_dict())
+    if source is not None:
+        backbone.set_weights(source.get_weights())
+    return backbone
+
+
+def checked_dataset(data: tf.data.Dataset, config: GPTConfig) -> tf.data.Dataset:
+    """Validate token ids and lengths in tf.data, outside the (possibly XLA) step,
+    where an out-of-range gather would silently return a row."""
+    limit = config.total_vocab_size
+
+    def check(*batch):
+        x = batch[0]
+        ids = x["token_ids"]
+        deps = [
+            tf.debugging.assert_non_negative(ids, message="negative token id in the data"),
+            tf.debugging.assert_less(ids, tf.cast(limit, ids.dtype),
+                                     message=f"token id >= vocabulary size {limit}: the data was "
+                                             "tokenized with a different vocabulary than the model"),
+            tf.debugging.assert_less_equal(tf.shape(ids)[-1], config.n_ctx,
+                                           message=f"sequence longer than n_ctx={config.n_ctx}"),
+        ]
+        with tf.control_dependencies(deps):
+            out = tf.nest.map_structure(tf.identity, batch)
+        return out if len(out) > 1 else out[0]
+
+    return data.map(check)
+
+
+def _fit(build: Callable[[], keras.Model], cfg: GPTConfig, train_data: tf.data.Dataset,
+         settings: TrainSettings, val_data, strategy, callbacks):
+    strategy = strategy or default_strategy()
+    steps_per_epoch = settings.steps_per_epoch or _cardinality(train_data)
+    total_steps = steps_per_epoch * settings.epochs
+    with strategy.scope():
+        model = build()
+        optimizer = settings.make_optimizer(total_steps)
+        model.compile(optimizer=optimizer, jit_compile=settings.jit_compile)
+        optimizer.build(model.trainable_variables)
+
+    manager = None
+    initial_step = 0
+    if settings.checkpoint_dir:
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        manager = tf.train.CheckpointManager(checkpoint, settings.checkpoint_dir, max_to_keep=3)
+        if manager.latest_checkpoint:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            initial_step = int(optimizer.iterations.numpy())
+            log.info("Resumed from %s at step %d", manager.latest_checkpoint, initial_step)
+            print(f"Resuming from {manager.latest_checkpoint} (step {initial_step}/{total_steps})")
+    if initial_step >= total_steps:
+        return model, keras.callbacks.History()
+
+    # A continuous stream: resuming skips exactly the batches already consumed.
+    stream = checked_dataset(train_data, cfg).repeat().skip(initial_step)
+    all_callbacks = list(callbacks)
+    if manager is not None:
+        all_callbacks.append(_SaveCheckpoint(manager, optimizer))
+    if settings.log_dir:
+        all_callbacks.append(keras.callbacks.TensorBoard(settings.log_dir, update_freq="epoch"))
+        all_callbacks.append(keras.callbacks.CSVLogger(os.path.join(settings.log_dir, "history.csv"),
+                                                       append=initial_step > 0))
+    history = model.fit(
+        stream, epochs=settings.epochs, initial_epoch=initial_step // steps_per_epoch,
+        steps_per_epoch=steps_per_epoch, validation_data=None if val_data is None else checked_dataset(val_data, cfg),
+        callbacks=all_callbacks, verbose=settings.verbose, shuffle=False)
+    if settings.log_dir:
+        with open(os.path.join(settings.log_dir, "history.json"), "w") as f:
+            json.dump(history.history, f, indent=2)
+    return model, history
+
+
+def _cardinality(data: tf.data.Dataset) -> int:
+    n = int(data.cardinality().numpy())
+    if n <= 0:
+        raise ValueError("The dataset size is unknown or infinite; set TrainSettings.steps_per_epoch.")
+    return n
+
+
+class _SaveCheckpoint(keras.callbacks.Callback):
+    """Checkpoint (weights + optimizer state + step) at the end of every epoch."""
+
+    def __init__(self, manager: tf.train.CheckpointManager, optimizer: keras.optimizers.Optimizer):
+        super().__init__()
+        self.manager, self.optimizer = manager, optimizer
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.manager.save(checkpoint_number=int(self.optimizer.iterations.numpy()))
