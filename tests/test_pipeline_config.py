@@ -1,0 +1,49 @@
+"""Experiment configs: shipped configs load; bad keys and values fail before any stage."""
+import pytest
+
+from pipelines.config import ConfigError, load_config
+
+
+def test_shipped_configs_load_with_the_papers_settings():
+    demo = load_config("demo")
+    assert demo.model.preset == "demo" and demo.preprocess.tasks[0].family == "classification"
+    gpt1 = load_config("gpt1")
+    p, f = gpt1.pretrain, gpt1.finetune
+    assert (gpt1.preprocess.n_ctx, p.batch_size, p.learning_rate, p.warmup, p.schedule, p.epochs) == \
+        (512, 64, 2.5e-4, 2000, "warmup_cosine", 100)
+    assert (f.learning_rate, f.batch_size, f.epochs, f.warmup, f.lm_weight, f.schedule) == \
+        (6.25e-5, 32, 3, 0.002, 0.5, "warmup_linear")
+
+
+def test_overrides_use_dotted_paths_and_are_typed():
+    config = load_config("demo", ["pretrain.learning_rate=1e-4", "preprocess.tasks.0.test_fraction=0.2",
+                                  "finetune.ablation_without_pretraining=false"])
+    assert config.pretrain.learning_rate == 1e-4
+    assert config.preprocess.tasks[0].test_fraction == 0.2
+    assert config.finetune.ablation_without_pretraining is False
+
+
+@pytest.mark.parametrize("override,message", [
+    ("pretrain.learnig_rate=1", r"unknown key\(s\) \['pretrain.learnig_rate'\]"),
+    ("pretrain.batch_size=abc", r"pretrain.batch_size: expected int, got 'abc'"),
+    ("pretrain.batch_size=0", r"pretrain.batch_size: must be > 0"),
+    ("pretrain.schedule=cosine", r"pretrain.schedule: must be warmup_cosine"),
+    ("preprocess.tasks.0.family=sentiment", r"preprocess.tasks\[0\].family: Unknown task family 'sentiment'"),
+    ("preprocess.tasks.0.fields={}", r"preprocess.tasks\[0\].fields: classification needs a column for \['text'\]"),
+    ("model.preset=gpt9", r"model: Unknown preset 'gpt9'"),
+    ("model.overrides={n_embd: 10, n_head: 3}", r"model: Invalid GPTConfig.*divisible"),
+    ("finetune.ablation_without_pretraining=1", r"expected bool, got 1"),
+    ("nonsense", r"must look like key.path=value"),
+])
+def test_bad_configs_fail_with_the_key_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("demo", [override])
+
+
+def test_unknown_config_name_lists_the_shipped_ones(tmp_path):
+    with pytest.raises(ConfigError, match=r"neither a file nor a shipped config \['demo', 'gpt1'\]"):
+        load_config("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(bad))
