@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from gpt_keras.config import GPTConfig
+from gpt_keras.loop import custom_fit
 from gpt_keras.model import GPTBackbone, GPTLMModel, GPTTaskModel, with_special_tokens
 from gpt_keras.optim import OpenAIAdam, warmup_cosine, warmup_linear
 
@@ -48,6 +49,7 @@ class TrainSettings:
     log_dir: str | None = None
     jit_compile: bool = False
     verbose: str | int = "auto"
+    loop: str = "auto"  # "fit", "custom" (strategy.run loop), or "auto": custom under multi-worker
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -56,6 +58,8 @@ class TrainSettings:
             raise ValueError("epochs and steps_per_epoch must be positive")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.loop not in ("auto", "fit", "custom"):
+            raise ValueError(f"loop must be auto, fit or custom; got {self.loop!r}")
 
     def make_optimizer(self, total_steps: int) -> OpenAIAdam:
         if self.schedule == "warmup_cosine":
@@ -72,12 +76,33 @@ class TrainSettings:
 def default_strategy() -> tf.distribute.Strategy:
     """`MirroredStrategy` over all local devices, one per process.
 
+    With `TF_CONFIG` set (a cluster with workers), `MultiWorkerMirroredStrategy`.
+
     Cached because TF numbers collective ops per strategy instance: a second
     MirroredStrategy in the same process reuses the first one's collective
     keys and fails with "Shape mismatch in the collective instance". Callers
     passing their own strategy should likewise create it once.
     """
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    if len(cluster.get("worker", [])) + len(cluster.get("chief", [])) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.MirroredStrategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes final artifacts (always, outside multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                              and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def _worker_dir(directory: str, strategy: tf.distribute.Strategy) -> str:
+    """Non-chief workers write to a private scratch directory (removed after)."""
+    if is_chief(strategy):
+        return directory
+    return os.path.join(directory, f".worker-{strategy.cluster_resolver.task_id}")
 
 
 def pretrain(config: GPTConfig | GPTBackbone, train_data: tf.data.Dataset, settings: TrainSettings,
@@ -163,31 +188,40 @@ def _fit(build: Callable[[], keras.Model], cfg: GPTConfig, train_data: tf.data.D
 
     manager = None
     initial_step = 0
+    chief = is_chief(strategy)
     if settings.checkpoint_dir:
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-        manager = tf.train.CheckpointManager(checkpoint, settings.checkpoint_dir, max_to_keep=3)
-        if manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        # Every worker restores the chief's checkpoint; only the chief's saves are kept.
+        latest = tf.train.latest_checkpoint(settings.checkpoint_dir)
+        manager = tf.train.CheckpointManager(checkpoint, _worker_dir(settings.checkpoint_dir, strategy),
+                                             max_to_keep=3)
+        if latest:
+            checkpoint.restore(latest).assert_existing_objects_matched()
             initial_step = int(optimizer.iterations.numpy())
-            log.info("Resumed from %s at step %d", manager.latest_checkpoint, initial_step)
-            print(f"Resuming from {manager.latest_checkpoint} (step {initial_step}/{total_steps})")
+            log.info("Resumed from %s at step %d", latest, initial_step)
+            print(f"Resuming from {latest} (step {initial_step}/{total_steps})")
     if initial_step >= total_steps:
         return model, keras.callbacks.History()
 
     # A continuous stream: resuming skips exactly the batches already consumed.
     stream = checked_dataset(train_data, cfg).repeat().skip(initial_step)
+    val = None if val_data is None else checked_dataset(val_data, cfg)
     all_callbacks = list(callbacks)
     if manager is not None:
-        all_callbacks.append(_SaveCheckpoint(manager, optimizer))
-    if settings.log_dir:
+        all_callbacks.append(_SaveCheckpoint(manager, optimizer, remove_after=not chief))
+    if settings.log_dir and chief:
         all_callbacks.append(keras.callbacks.TensorBoard(settings.log_dir, update_freq="epoch"))
         all_callbacks.append(keras.callbacks.CSVLogger(os.path.join(settings.log_dir, "history.csv"),
                                                        append=initial_step > 0))
-    history = model.fit(
-        stream, epochs=settings.epochs, initial_epoch=initial_step // steps_per_epoch,
-        steps_per_epoch=steps_per_epoch, validation_data=None if val_data is None else checked_dataset(val_data, cfg),
-        callbacks=all_callbacks, verbose=settings.verbose, shuffle=False)
-    if settings.log_dir:
+    fit_args = dict(epochs=settings.epochs, initial_epoch=initial_step // steps_per_epoch,
+                    steps_per_epoch=steps_per_epoch, callbacks=all_callbacks, verbose=settings.verbose)
+    custom = settings.loop == "custom" or (
+        settings.loop == "auto" and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy))
+    if custom:
+        history = custom_fit(model, strategy, stream, validation_data=val, **fit_args)
+    else:
+        history = model.fit(stream, validation_data=val, shuffle=False, **fit_args)
+    if settings.log_dir and chief:
         with open(os.path.join(settings.log_dir, "history.json"), "w") as f:
             json.dump(history.history, f, indent=2)
     return model, history
@@ -203,9 +237,13 @@ def _cardinality(data: tf.data.Dataset) -> int:
 class _SaveCheckpoint(keras.callbacks.Callback):
     """Checkpoint (weights + optimizer state + step) at the end of every epoch."""
 
-    def __init__(self, manager: tf.train.CheckpointManager, optimizer: keras.optimizers.Optimizer):
+    def __init__(self, manager: tf.train.CheckpointManager, optimizer: keras.optimizers.Optimizer,
+                 remove_after: bool = False):
         super().__init__()
-        self.manager, self.optimizer = manager, optimizer
+        self.manager, self.optimizer, self.remove_after = manager, optimizer, remove_after
 
     def on_epoch_end(self, epoch, logs=None):
+        # All workers must save (it is a collective); non-chief copies are scratch.
         self.manager.save(checkpoint_number=int(self.optimizer.iterations.numpy()))
+        if self.remove_after:
+            tf.io.gfile.rmtree(self.manager.directory)

@@ -120,3 +120,60 @@ def test_schedules_warm_up_then_decay_to_zero():
         warmup_cosine(1.0, 20, 10)
     with pytest.raises(ValueError, match="Unknown schedule 'cosine'"):
         TrainSettings(schedule="cosine")
+
+
+def test_custom_loop_drives_the_same_step_as_fit():
+    settings = dict(learning_rate=1e-2, schedule="constant", epochs=2, steps_per_epoch=1, max_grad_norm=0.05,
+                    verbose=0)
+    start = gk.GPTBackbone(**tiny_config().to_dict())
+    data = _lm_data(uneven=True)
+    by_fit, h1 = pretrain(start, data, TrainSettings(loop="fit", **settings), strategy=MIRRORED)
+    by_loop, h2 = pretrain(start, data, TrainSettings(loop="custom", **settings), strategy=MIRRORED)
+    for a, b in zip(_weights(by_fit), _weights(by_loop)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(h1.history["loss"], h2.history["loss"], rtol=1e-6)
+
+
+def _free_ports(n):
+    import socket
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_reach_the_same_weights_as_one_process(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from multiworker_data import SETTINGS, batches, config
+
+    start = gk.GPTBackbone(**config().to_dict())
+    start_path = str(tmp_path / "start.weights.h5")
+    start.save_weights(start_path)
+    reference, _ = pretrain(start, batches(), TrainSettings(**SETTINGS), strategy=SINGLE)
+
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    script = os.path.join(os.path.dirname(__file__), "multiworker_job.py")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen(
+            [sys.executable, script, tf_config, start_path, str(tmp_path / f"w{index}.npz"), str(tmp_path / "ckpt")],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out[-3000:]
+    expected = _weights(reference)
+    for index in range(2):
+        got = np.load(tmp_path / f"w{index}.npz")
+        for i, w in enumerate(expected):
+            np.testing.assert_allclose(got[f"arr_{i}"], w, atol=2e-6)
+    # Only the chief's checkpoints remain.
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir() if not p.name.startswith("ckpt-")) == ["checkpoint"]
