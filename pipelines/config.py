@@ -31,13 +31,11 @@ class InputSpec:
     paths: list[str] = dataclasses.field(default_factory=list)
     format: str = "csv"  # text | jsonl | csv | tsv | tfds
     where: dict[str, str] = dataclasses.field(default_factory=dict)
-    limit: int = 0  # keep at most this many rows (0: all); for quick runs
 
     def validate(self, path: str) -> None:
         _check(self.format in ("text", "jsonl", "csv", "tsv", "tfds"), path + ".format",
                f"must be one of text, jsonl, csv, tsv, tfds; got {self.format!r}")
         _check(bool(self.paths), path + ".paths", "needs at least one path or glob")
-        _check(self.limit >= 0, path + ".limit", "must be >= 0")
 
 
 @dataclasses.dataclass
@@ -54,10 +52,11 @@ class TaskSpec:
     name: str = ""
     family: str = "classification"
     input: InputSpec = dataclasses.field(default_factory=InputSpec)
-    fields: dict[str, str] = dataclasses.field(default_factory=dict)  # family field -> column
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)  # family field -> column(s)
     label_field: str = "label"
     label_names: list[str] = dataclasses.field(default_factory=list)  # empty: derived from the data
     num_choices: int = 0
+    val_fraction: float = 0.1   # for model selection, by a stable hash
     test_fraction: float = 0.1  # held out for `evaluate`, by a stable hash
 
     def validate(self, path: str) -> None:
@@ -72,7 +71,8 @@ class TaskSpec:
         _check(not missing, path + ".fields", f"{family.value} needs a column for {missing}")
         _check(family is not TaskFamily.MULTIPLE_CHOICE or self.num_choices >= 2, path + ".num_choices",
                "multiple_choice needs num_choices >= 2")
-        _check(0.0 <= self.test_fraction < 1.0, path + ".test_fraction", "must be in [0, 1)")
+        _check(0.0 < self.val_fraction and 0.0 <= self.test_fraction and self.val_fraction + self.test_fraction < 1.0,
+               path, "need val_fraction > 0, test_fraction >= 0 and val_fraction + test_fraction < 1")
         self.input.validate(path + ".input")
 
 

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from typing import Any, Iterator
 
 MANIFEST = "manifest.json"
@@ -84,6 +85,7 @@ class Manifest:
         tmp = final + ".incomplete"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
+        started = time.time()
         entry = {"status": "running", "fingerprint": stage_fingerprint, "config": config, "inputs": inputs,
                  "outputs": {}, "metrics": {}, "start": _now(), "code_version": code_version()}
         self.entries[stage] = entry
@@ -96,9 +98,9 @@ class Manifest:
             raise
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        entry["outputs"] = {k: v.replace(tmp, final) if isinstance(v, str) else v
-                            for k, v in entry["outputs"].items()}
-        entry.update(status="complete", end=_now())
+        # Outputs name paths inside the temporary dir: point them at the final one.
+        entry["outputs"] = json.loads(json.dumps(entry["outputs"]).replace(tmp, final))
+        entry.update(status="complete", end=_now(), seconds=round(time.time() - started, 1))
         with open(os.path.join(final, "stage.json"), "w") as f:
             json.dump({"stage": stage, **entry}, f, indent=2, sort_keys=True, default=str)
         self.save()

@@ -1,0 +1,114 @@
+"""The pipeline's command line: raw text -> evaluated, exported model.
+
+    python pipelines/run.py                       # the demo config, DirectRunner
+    python pipelines/run.py --config gpt1 --set pretrain.batch_size=32
+    python pipelines/run.py --stages finetune,evaluate --force
+    python pipelines/run.py --runner=DataflowRunner --project=P --region=R \\
+        --temp_location=gs://B/tmp --setup_file=./setup.py   # Beam options pass through
+
+Stages: preprocess -> pretrain -> finetune -> evaluate -> export. Finished
+stages whose config and inputs are unchanged are skipped on re-run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+if __package__ in (None, ""):  # run as a script: make the repo importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pipelines import report  # noqa: E402
+from pipelines.config import ConfigError, load_config  # noqa: E402
+from pipelines.manifest import Manifest, fingerprint  # noqa: E402
+from pipelines.stages import STAGE_NAMES, STAGES, Context  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python pipelines/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any other --flags are Apache Beam pipeline options for the preprocess stage "
+               "(default runner: the in-process DirectRunner, offline).")
+    parser.add_argument("--config", default="demo", help="shipped config name (demo, gpt1) or a YAML/JSON file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value by dotted path, e.g. pretrain.learning_rate=1e-4 (repeatable)")
+    parser.add_argument("--stages", default=",".join(STAGE_NAMES),
+                        help=f"comma-separated subset of {STAGE_NAMES} to run (default: all)")
+    parser.add_argument("--force", action="store_true", help="re-run the selected stages even if fresh")
+    parser.add_argument("--work_dir", help="override the config's work_dir")
+    return parser
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Parse arguments, validate the config, run the stages; returns the manifest entries."""
+    args, beam_args = build_parser().parse_known_args(argv)
+    stray = [a for a in beam_args if not a.startswith("--")]
+    if stray:
+        raise ConfigError(f"unexpected arguments {stray}; Beam options must look like --name=value")
+    overrides = list(args.set) + ([f"work_dir={args.work_dir}"] if args.work_dir else [])
+    config = load_config(args.config, overrides)
+    selected = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = sorted(set(selected) - set(STAGE_NAMES))
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; stages are {STAGE_NAMES}")
+
+    manifest = Manifest(config.work_dir)
+    ctx = Context(config=config, beam_args=beam_args, work_dir=config.work_dir, fingerprints={},
+                  artifacts={k: e.get("outputs", {}) for k, e in manifest.entries.items() if e.get("status") == "complete"})
+    print(f"gpt_keras pipeline {config.name!r}: work_dir={os.path.abspath(config.work_dir)} stages={selected}")
+    for stage in STAGES:
+        upstream = [ctx.fingerprints.get(u) or manifest.fingerprint_of(u) or "missing" for u in stage.upstream]
+        stage_config = stage.config_of(config)
+        ctx.fingerprints[stage.name] = fp = fingerprint(stage_config, upstream)
+        if stage.name not in selected:
+            continue
+        if not args.force and manifest.is_fresh(stage.name, fp):
+            print(f"[{stage.name}] up to date (fingerprint {fp}); skipped. Use --force to re-run.")
+            continue
+        print(f"[{stage.name}] running (fingerprint {fp}) ...")
+        start = time.time()
+        inputs = {u: ctx.artifacts.get(u, {}) for u in stage.upstream}
+        with manifest.stage(stage.name, fp, stage_config, inputs) as (out_dir, entry):
+            entry.update(stage.run(ctx, out_dir))
+        ctx.artifacts[stage.name] = manifest.entries[stage.name]["outputs"]
+        print(f"[{stage.name}] done in {time.time() - start:.0f}s")
+    print_summary(manifest)
+    return manifest.entries
+
+
+def print_summary(manifest: Manifest) -> None:
+    """Times per stage, perplexity, task scores with/without pre-training, and how to serve."""
+    entries = manifest.entries
+    rows = [["stage", "status", "seconds"]]
+    rows += [[name, entries[name]["status"], entries[name].get("seconds", "")] for name in STAGE_NAMES if name in entries]
+    print("\n" + report.format_table(rows))
+    metrics = entries.get("evaluate", {}).get("metrics", {})
+    if metrics.get("lm"):
+        print(f"\nHeld-out LM perplexity: {metrics['lm']['validation_perplexity']:.2f}")
+    scored = [[k, v["split"], v["examples"]] + [f"{v[m]:.4f}" for m in ("accuracy", "f1", "matthews_corr") if m in v]
+              for k, v in metrics.items() if k != "lm"]
+    if scored:
+        width = max(len(r) for r in scored)
+        header = ["model", "split", "examples", "accuracy", "f1", "matthews_corr"][:width]
+        print("\n" + report.format_table([header] + scored))
+    push = entries.get("export", {}).get("outputs", {})
+    if push.get("saved_model"):
+        print(f"\nModel: {push['saved_model']}")
+        print(f"Serve it: python -m serving.server --model_base_path={os.path.join(push['base_dir'], push['model_name'])} "
+              f"--model_name={push['model_name']}")
+        print(f"Query it: python -m serving.client --model_name={push['model_name']} --text 'a gripping, funny film'")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The stage runner end to end on tiny data: all stages, skipping, --force,
+--stages, failure atomicity, and resume of a killed pre-training run."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from pipelines.config import ConfigError
+from pipelines.run import run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POSITIVE = ["a great and moving film", "wonderful acting and a great story", "i loved this film so much",
+            "brilliant , funny and warm", "a joy from start to end", "great fun with a great cast"]
+NEGATIVE = ["a dull and boring film", "terrible acting and a bad story", "i hated this film so much",
+            "awful , slow and cold", "a mess from start to end", "bad jokes with a bad cast"]
+
+
+def _write_data(tmp_path):
+    rng = np.random.default_rng(0)
+    corpus = tmp_path / "corpus.csv"
+    with open(corpus, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label", "source"])
+        for i in range(120):
+            w.writerow([" ".join(rng.choice(POSITIVE + NEGATIVE, 3)), i % 2, "lm"])
+        fillers = "the movie plot actor scene music story ending".split()
+        for i in range(160):
+            label = i % 2  # distinct texts: the split hashes the content
+            text = f"{rng.choice(POSITIVE if label else NEGATIVE)} {' '.join(rng.choice(fillers, 3))}"
+            w.writerow([text, label, "task"])
+    return corpus
+
+
+def _config(tmp_path, corpus, **pretrain):
+    config = {
+        "name": "tiny", "work_dir": str(tmp_path / "work"), "seed": 0,
+        "model": {"preset": "tiny"},
+        "preprocess": {
+            "num_merges": 60, "n_ctx": 32, "val_fraction": 0.1,
+            "corpus": {"input": {"paths": [str(corpus)], "format": "csv", "where": {"source": "lm"}}},
+            "tasks": [{"name": "toy", "family": "classification",
+                       "input": {"paths": [str(corpus)], "format": "csv", "where": {"source": "task"}},
+                       "fields": {"text": "text"}, "label_names": ["0", "1"],
+                       "val_fraction": 0.2, "test_fraction": 0.2}]},
+        "pretrain": {"batch_size": 8, "learning_rate": 1e-3, "warmup": 2, "epochs": 1, "max_steps": 6,
+                     "steps_per_checkpoint": 2, "jit_compile": False, **pretrain},
+        "finetune": {"batch_size": 16, "learning_rate": 1e-3, "epochs": 1, "jit_compile": False},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_all_stages_then_skip_force_and_subset(tmp_path, capsys):
+    config = _config(tmp_path, _write_data(tmp_path))
+    entries = run(["--config", config])
+    assert [entries[s]["status"] for s in ("preprocess", "pretrain", "finetune", "evaluate", "export")] == \
+        ["complete"] * 5
+    work = tmp_path / "work"
+    metrics = json.loads((work / "evaluate" / "metrics.json").read_text())
+    assert set(metrics) == {"lm", "toy/pretrained", "toy/scratch"}
+    assert metrics["lm"]["validation_perplexity"] > 1
+    assert 0 <= metrics["toy/pretrained"]["accuracy"] <= 1 and metrics["toy/pretrained"]["split"] == "test"
+    assert (work / "pretrain" / "curves.png").stat().st_size > 1000
+    assert (work / "finetune" / "toy_curves.png").exists()
+    for stage in ("preprocess", "pretrain", "finetune", "evaluate", "export"):
+        entry = entries[stage]
+        assert entry["code_version"] and entry["start"] <= entry["end"] and "fingerprint" in entry
+        assert (work / stage / "stage.json").exists()
+    assert os.path.exists(os.path.join(entries["export"]["outputs"]["saved_model"], "saved_model.pb"))
+    out = capsys.readouterr().out
+    assert "Held-out LM perplexity" in out and "Serve it: python -m serving.server" in out
+
+    # Re-run: everything is fresh and skipped.
+    run(["--config", config])
+    assert capsys.readouterr().out.count("up to date") == 5
+    # A changed fine-tuning value re-runs finetune and what reads it, not the stages before.
+    run(["--config", config, "--set", "finetune.learning_rate=2e-3"])
+    out = capsys.readouterr().out
+    assert "[preprocess] up to date" in out and "[pretrain] up to date" in out
+    assert "[finetune] running" in out and "[evaluate] running" in out and "[export] running" in out
+    # --stages and --force.
+    run(["--config", config, "--stages", "evaluate", "--force"])
+    out = capsys.readouterr().out
+    assert "[evaluate] running" in out and "[finetune]" not in out
+
+
+def test_config_errors_stop_before_any_stage(tmp_path):
+    config = _config(tmp_path, _write_data(tmp_path))
+    with pytest.raises(ConfigError, match="pretrain.batch_size: must be > 0"):
+        run(["--config", config, "--set", "pretrain.batch_size=0"])
+    with pytest.raises(ConfigError, match=r"unknown stage\(s\) \['train'\]"):
+        run(["--config", config, "--stages", "train"])
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_failed_stage_leaves_no_trusted_artifact(tmp_path):
+    config = _config(tmp_path, _write_data(tmp_path))
+    with pytest.raises(Exception):
+        run(["--config", config, "--stages", "preprocess", "--set",
+             "preprocess.corpus.input.paths=[/nonexistent/*.csv]"])
+    entry = json.loads((tmp_path / "work" / "manifest.json").read_text())["stages"]["preprocess"]
+    assert entry["status"] == "failed" and "error" in entry
+    assert not (tmp_path / "work" / "preprocess").exists()
+    with pytest.raises(RuntimeError, match="run the 'preprocess' stage first"):
+        run(["--config", config, "--stages", "pretrain"])
+
+
+def test_killed_pretraining_resumes_from_its_checkpoint(tmp_path):
+    config = _config(tmp_path, _write_data(tmp_path), max_steps=40, steps_per_checkpoint=4)
+    assert run(["--config", config, "--stages", "preprocess"])["preprocess"]["status"] == "complete"
+    cmd = [sys.executable, os.path.join(REPO, "pipelines", "run.py"), "--config", config, "--stages", "pretrain"]
+    ckpts = tmp_path / "work" / ".checkpoints"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(ckpts.glob("pretrain-*/ckpt-8.index")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up, as with a lost machine
+    proc.wait()
+    saved = sorted(int(p.name.split("-")[1].split(".")[0]) for p in ckpts.glob("pretrain-*/ckpt-*.index"))
+    assert saved and saved[-1] < 40, saved
+    manifest = json.loads((tmp_path / "work" / "manifest.json").read_text())["stages"]
+    assert manifest["pretrain"]["status"] == "running" and not (tmp_path / "work" / "pretrain").exists()
+
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert f"(step {saved[-1]}/40)" in out.stdout  # resumed, losing only the steps after that checkpoint
+    history = json.loads((tmp_path / "work" / "pretrain" / "logs" / "history.json").read_text())
+    assert len(history["loss"]) == (40 - saved[-1]) // 4
