@@ -114,7 +114,7 @@ def test_a_failed_stage_leaves_no_trusted_artifact(tmp_path):
 
 
 def test_killed_pretraining_resumes_from_its_checkpoint(tmp_path):
-    config = _config(tmp_path, _write_data(tmp_path), max_steps=40, steps_per_checkpoint=4)
+    config = _config(tmp_path, _write_data(tmp_path), epochs=10, max_steps=40, steps_per_checkpoint=4)
     assert run(["--config", config, "--stages", "preprocess"])["preprocess"]["status"] == "complete"
     cmd = [sys.executable, os.path.join(REPO, "pipelines", "run.py"), "--config", config, "--stages", "pretrain"]
     ckpts = tmp_path / "work" / ".checkpoints"
