@@ -9,6 +9,7 @@ INSTALL_REQUIRES = [
     "keras>=3.15,<3.16",
     "keras-hub>=0.32,<0.33",
     "tensorflow-datasets>=4.9,<5",
+    "importlib_resources>=6",  # needed by tensorflow-datasets to prepare datasets, not declared by it
     "apache-beam>=2.77,<2.78",
     "google-crc32c>=1.5,<2",  # Beam's TFRecord writer needs a CRC32C implementation
     "tensorflow-serving-api>=2.21,<2.22",
@@ -28,7 +29,7 @@ EXTRAS = {
     # of 2.13.0 is available locally, a range would pull a multi-GB CUDA build.
     "parity": ["torch==2.13.0", "transformers>=4.40,<6", "tokenizers>=0.19,<1"],
     # DataflowRunner job construction (offline --dry_run test).
-    "gcp": ["apache-beam[gcp]>=2.77,<2.78"],
+    "gcp": ["apache-beam[gcp]>=2.77,<2.78", "build>=1"],
 }
 
 setup(

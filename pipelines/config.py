@@ -31,6 +31,7 @@ class InputSpec:
     paths: list[str] = dataclasses.field(default_factory=list)
     format: str = "csv"  # text | jsonl | csv | tsv | tfds
     where: dict[str, str] = dataclasses.field(default_factory=dict)
+    clean_html: bool = False  # strip tags such as IMDB's <br />
 
     def validate(self, path: str) -> None:
         _check(self.format in ("text", "jsonl", "csv", "tsv", "tfds"), path + ".format",

@@ -75,11 +75,12 @@ def run_preprocess(ctx: Context, out: str) -> dict:
         summaries = {"vocab": {"reused": pp.vocab_dir}}
     else:
         summaries = {"vocab": run_vocab(_inputs(corpus.input), vocab_dir, pp.num_merges, ctx.beam_args,
-                                        text_field=corpus.text_field, where=corpus.input.where or None, **common)}
+                                        text_field=corpus.text_field, where=corpus.input.where or None,
+                                        clean_html=corpus.input.clean_html, **common)}
     corpus_dir = os.path.join(out, "corpus")
     summaries["corpus"] = run_corpus(_inputs(corpus.input), corpus_dir, vocab_dir, pp.n_ctx, pp.val_fraction,
                                      ctx.beam_args, text_field=corpus.text_field, where=corpus.input.where or None,
-                                     split_salt=seed_salt, **common)
+                                     clean_html=corpus.input.clean_html, split_salt=seed_salt, **common)
     task_dirs = {}
     for task in pp.tasks:
         task_dirs[task.name] = os.path.join(out, "tasks", task.name)
@@ -89,7 +90,8 @@ def run_preprocess(ctx: Context, out: str) -> dict:
         summaries[task.name] = run_task(
             _inputs(task.input), task.family, {**task.fields, "label": task.label_field}, task_dirs[task.name], vocab_dir, pp.n_ctx,
             task.label_names or None, ctx.beam_args, num_choices=task.num_choices or None,
-            split_fractions=fractions, where=task.input.where or None, split_salt=seed_salt, **common)
+            split_fractions=fractions, where=task.input.where or None, split_salt=seed_salt,
+            clean_html=task.input.clean_html, **common)
     report.write_json(os.path.join(out, "summary.json"), summaries)
     return {"outputs": {"vocab_dir": vocab_dir, "corpus_dir": corpus_dir, "task_dirs": task_dirs},
             "metrics": {name: _counts(s) for name, s in summaries.items()}}

@@ -1,0 +1,144 @@
+"""Command line: `python -m pipelines.preprocess {vocab,corpus,task} --help`.
+
+Arguments this CLI does not know are Beam pipeline options, e.g.
+  --direct_num_workers=2 --direct_running_mode=multi_processing
+  --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+RUNNER_HELP = """Beam options (any argument not listed above is passed to Beam):
+  default runner           in-process FnApiRunner (offline; no Prism download)
+  --direct_num_workers=N --direct_running_mode=multi_processing   N local worker processes
+  --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
+      [--staging_location=...] [--sdk_container_image=...] [--setup_file=./setup.py (default)]
+  --dry_run=True           build the job without running it (Dataflow: add --no_auth offline)
+"""
+
+
+def _key_values(items: Sequence[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: {what} must look like KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _fractions(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    return {k: float(v) for k, v in _key_values(text.split(","), "--split_fractions").items()}
+
+
+def _inputs(args) -> object:
+    split_inputs = _key_values(args.split_input, "--split_input")
+    if split_inputs and args.input:
+        raise SystemExit("error: use either --input (hash-split) or --split_input NAME=PATTERN (kept splits)")
+    if split_inputs:
+        return {k: v for k, v in split_inputs.items()}
+    if not args.input:
+        raise SystemExit("error: give at least one --input (or --split_input NAME=PATTERN)")
+    return list(args.input)
+
+
+def _common(p: argparse.ArgumentParser, text: bool = True) -> None:
+    p.add_argument("--input", action="append", help="glob (.txt/.jsonl/.csv/.tsv, optionally .gz), "
+                   "'format:glob', or 'tfds:NAME[:SPLIT,...]'; repeatable")
+    p.add_argument("--out_dir", required=True, help="output directory (local or gs://)")
+    if text:
+        p.add_argument("--text_field", default="text", help="JSONL field / CSV column / TFDS feature with the text")
+        p.add_argument("--text_unit", default="line", choices=["line", "paragraph", "file"],
+                       help="plain-text files: one document per line, blank-line paragraph, or file")
+    p.add_argument("--where", action="append", metavar="COLUMN=VALUE", help="keep only rows with this value; "
+                   "repeatable (e.g. --where source=imdb)")
+    p.add_argument("--clean_html", action="store_true", help="turn <br /> into newlines (IMDB)")
+    p.add_argument("--max_bad_fraction", type=float, default=0.1, help="fail if more rows than this are rejected")
+    p.add_argument("--tfds_data_dir", default=None, help="where TFDS inputs are prepared")
+    p.add_argument("--mode", default="hf", choices=["hf", "original"], help="tokenizer mode")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier output in --out_dir")
+    p.add_argument("--batch_size", type=int, default=256, help="max rows per tokenizer batch")
+    p.add_argument("--quiet", action="store_true", help="no summary on stdout")
+
+
+def _splits(p: argparse.ArgumentParser, val_default: float) -> None:
+    p.add_argument("--split_input", action="append", metavar="SPLIT=GLOB", help="input kept in SPLIT; repeatable")
+    p.add_argument("--val_fraction", type=float, default=val_default, help="hash-split share of 'validation'")
+    p.add_argument("--split_fractions", default=None, help="e.g. train=0.8,validation=0.1,test=0.1")
+    p.add_argument("--split_salt", default="", help="salt of the stable hash split")
+    p.add_argument("--num_shards", type=int, default=0, help="shards per split (0: runner decides)")
+    p.add_argument("--n_ctx", type=int, default=512, help="max sequence length (model context)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.preprocess", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    v = sub.add_parser("vocab", help="count words with Beam and train a BPE vocabulary", epilog=RUNNER_HELP,
+                       formatter_class=fmt)
+    _common(v)
+    v.add_argument("--num_merges", type=int, required=True)
+    v.add_argument("--min_frequency", type=int, default=2, help="stop merging below this pair count")
+    v.add_argument("--save_format", default="original", choices=["original", "hf"])
+
+    c = sub.add_parser("corpus", help="raw text -> packed pre-training TFRecords", epilog=RUNNER_HELP,
+                       formatter_class=fmt)
+    _common(c)
+    _splits(c, 0.01)
+    c.add_argument("--vocab_dir", default=None, help="existing vocabulary (else --num_merges trains one)")
+    c.add_argument("--num_merges", type=int, default=None, help="train a vocabulary into OUT_DIR/vocab first")
+    c.add_argument("--boundary", default="auto", choices=["auto", "newline", "concat", "document"],
+                   help="document-boundary policy (docs/preprocess.md)")
+    c.add_argument("--num_groups", type=int, default=16, help="packing groups per split")
+
+    t = sub.add_parser("task", help="labeled rows -> fine-tuning TFRecords", epilog=RUNNER_HELP, formatter_class=fmt)
+    _common(t, text=False)
+    _splits(t, 0.1)
+    t.add_argument("--family", required=True,
+                   choices=["classification", "entailment", "similarity", "multiple_choice", "regression"])
+    t.add_argument("--field", action="append", metavar="FIELD=COLUMN", help="e.g. text=sentence, label=label, "
+                   "id=idx, choices=endings (list column) or choices=ending0,ending1 (numbered columns)")
+    t.add_argument("--vocab_dir", required=True)
+    t.add_argument("--label_names", default=None, help="comma-separated label vocabulary (else derived)")
+    t.add_argument("--num_choices", type=int, default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pipelines.preprocess import PreprocessError, run_corpus, run_task, run_vocab
+
+    args, pipeline_args = build_parser().parse_known_args(argv)
+    where = _key_values(args.where, "--where")
+    common = dict(where=where, clean_html=args.clean_html, max_bad_fraction=args.max_bad_fraction,
+                  tfds_data_dir=args.tfds_data_dir, mode=args.mode, overwrite=args.overwrite,
+                  batch_size=args.batch_size, verbose=not args.quiet)
+    try:
+        if args.command == "vocab":
+            run_vocab(_inputs(argparse.Namespace(input=args.input, split_input=None)), args.out_dir, args.num_merges,
+                      pipeline_args, text_field=args.text_field, text_unit=args.text_unit,
+                      min_frequency=args.min_frequency, save_format=args.save_format, **common)
+        elif args.command == "corpus":
+            run_corpus(_inputs(args), args.out_dir, args.vocab_dir, args.n_ctx,
+                       None if args.split_fractions else args.val_fraction, pipeline_args,
+                       split_fractions=_fractions(args.split_fractions), text_field=args.text_field,
+                       text_unit=args.text_unit, boundary=args.boundary, num_groups=args.num_groups,
+                       split_salt=args.split_salt, num_shards=args.num_shards, num_merges=args.num_merges, **common)
+        else:
+            fields: dict[str, object] = dict(_key_values(args.field, "--field"))
+            if "," in str(fields.get("choices", "")):
+                fields["choices"] = str(fields["choices"]).split(",")
+            run_task(_inputs(args), args.family, fields or None, args.out_dir, args.vocab_dir, args.n_ctx,
+                     args.label_names.split(",") if args.label_names else None, pipeline_args,
+                     num_choices=args.num_choices, val_fraction=None if args.split_fractions else args.val_fraction,
+                     split_fractions=_fractions(args.split_fractions), split_salt=args.split_salt,
+                     num_shards=args.num_shards, **common)
+    except (PreprocessError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

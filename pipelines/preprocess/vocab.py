@@ -1,0 +1,135 @@
+"""Vocabulary step: Beam counts words over the corpus, then the tokenizer's BPE
+trainer learns merges from those counts, so a pipeline can start from raw text.
+
+Counting uses `gpt_keras.tokenizer.count_words` (the same pre-tokenization as
+encoding) on batches of documents; Beam sums the per-batch counts per word
+and writes them as `word_counts-*.jsonl` (["word", count] per line). The
+driver then runs `train_bpe` (single process: BPE learning is sequential) and
+saves the vocabulary files next to them, in `out_dir`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from typing import Any, Mapping, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from gpt_keras import schema
+from pipelines.preprocess import readers, sinks
+from pipelines.preprocess import stats as st
+from pipelines.preprocess.common import NAMESPACE
+from pipelines.preprocess.corpus import ExtractText
+
+KIND_VOCABULARY = "vocabulary"
+_HISTOGRAM_MAX = 1024  # words per document histogram: the last bucket is ">1024"
+
+
+class CountWords(beam.DoFn):
+    """A batch of documents -> (word, count) pairs summed over the batch."""
+
+    def __init__(self, mode: str):
+        self._mode = mode
+
+    def setup(self):
+        from gpt_keras.tokenizer import count_words
+
+        self._count = count_words
+        self._docs = Metrics.counter(NAMESPACE, "documents")
+
+    def process(self, batch: Sequence[tuple]):
+        total: Counter = Counter()
+        for source, row, _, text in batch:
+            counts = self._count([text], self._mode)
+            n = sum(counts.values())
+            if not n:
+                yield readers.dead(source, row, "no_tokens", "the text has no words after normalization", text)
+                continue
+            self._docs.inc()
+            total.update(counts)
+            yield beam.pvalue.TaggedOutput("events", st.Event(st.DOC, "all", (n,)))
+        yield from total.items()
+
+
+def read_word_counts(directory: str) -> dict[str, int]:
+    """The word counts a vocabulary run wrote."""
+    counts: dict[str, int] = {}
+    for m in FileSystems.match([st.join(directory, "word_counts-*")])[0].metadata_list:
+        with FileSystems.open(m.path) as f:
+            for line in f.read().decode("utf-8").splitlines():
+                if line:
+                    word, n = json.loads(line)
+                    counts[word] = counts.get(word, 0) + n
+    return counts
+
+
+def _save(tokenizer, out_dir: str, save_format: str) -> list[str]:
+    if "://" not in out_dir:
+        return list(tokenizer.save(out_dir, format=save_format))
+    with tempfile.TemporaryDirectory() as local:
+        paths = []
+        for path in tokenizer.save(local, format=save_format):
+            target = st.join(out_dir, os.path.basename(path))
+            with open(path, "rb") as src, FileSystems.create(target) as dst:
+                dst.write(src.read())
+            paths.append(target)
+        return paths
+
+
+def run_vocab(inputs: Any, out_dir: str, num_merges: int, pipeline_args: Sequence[str] | None = None, *,
+              text_field: str = "text", text_unit: str = "line", where: Mapping[str, str] | None = None,
+              clean_html: bool = False, min_frequency: int = 2, mode: str = "hf",
+              tfds_data_dir: str | None = None, max_bad_fraction: float = 0.1, save_format: str = "original",
+              overwrite: bool = False, batch_size: int = 256, verbose: bool = True) -> dict:
+    """Counts words with Beam and trains a BPE vocabulary of `num_merges` merges
+    into `out_dir` (loadable with `GPTTokenizer.load(out_dir)`).
+
+    Inputs and reading options as `run_corpus`. Returns the summary dict, with
+    `vocab_fingerprint`, `n_vocab` and `vocab_files` added.
+    """
+    if not isinstance(num_merges, int) or num_merges < 0:
+        raise ValueError(f"num_merges must be a non-negative int, got {num_merges!r}")
+    if save_format not in ("original", "hf"):
+        raise ValueError(f"save_format must be 'original' or 'hf', got {save_format!r}")
+    from gpt_keras.tokenizer import MODES, train_bpe
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    specs = readers.parse_inputs(inputs)
+    out_dir = readers.local_path(out_dir)
+    options = readers.ReadOptions(text_field, text_unit, tuple(sorted((where or {}).items())))
+    resolved = readers.resolve_inputs(specs, tfds_data_dir)
+
+    def build(p):
+        read = p | "Read" >> readers.ReadRows(resolved, options)
+        docs = read["rows"] | "ExtractText" >> beam.ParDo(ExtractText(text_field, clean_html)).with_outputs(
+            readers.DEAD_TAG, main="docs")
+        counted = (docs.docs | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=batch_size)
+                   | "Count" >> beam.ParDo(CountWords(mode)).with_outputs(readers.DEAD_TAG, "events", main="words"))
+        words = counted.words | "SumPerWord" >> beam.CombinePerKey(sum)
+        written = (words | "ToJson" >> beam.Map(lambda kv: json.dumps(list(kv), ensure_ascii=False))
+                   | "WriteCounts" >> beam.io.WriteToText(st.join(out_dir, "word_counts"), file_name_suffix=".jsonl"))
+        dead = [read["dead"], docs[readers.DEAD_TAG], counted[readers.DEAD_TAG]]
+        sinks.write_dead_letters(dead, out_dir)
+        distinct = words | "DistinctEvents" >> beam.Map(lambda _: st.Event(st.COUNT, label="distinct_words"))
+        events = sinks.dead_events(dead, read["dead"], read["rows"]) + [counted.events, distinct]
+        sinks.report(events, st.WriteReport(out_dir, KIND_VOCABULARY, {"all": None}, _HISTOGRAM_MAX,
+                                            max_bad_fraction, None), _HISTOGRAM_MAX, written_files=written)
+
+    summary = sinks.execute(build, out_dir, overwrite, pipeline_args, verbose=False, owned=sinks.VOCAB_FILES)
+    if summary.get("dry_run"):
+        return summary
+    tokenizer = train_bpe(read_word_counts(out_dir), num_merges, min_frequency=min_frequency, mode=mode)
+    files = _save(tokenizer, out_dir, save_format)
+    vocab = {"vocab_fingerprint": tokenizer.fingerprint, "n_vocab": tokenizer.n_vocab,
+             "num_merges": len(tokenizer.merges), "vocab_files": files}
+    stats_path = st.join(out_dir, schema.STATS_FILENAME)
+    st.write_json(stats_path, {**st.read_json(stats_path), "vocabulary": vocab})
+    summary.update(vocab)
+    if verbose:
+        print(st.format_summary(summary), flush=True)
+    return summary
