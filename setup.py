@@ -40,5 +40,11 @@ setup(
     python_requires=">=3.10,<3.13",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": []},
+    package_data={"serving": ["*.config"], "pipelines": ["configs/*.yaml"]},
+    entry_points={"console_scripts": [
+        "gpt-keras-generate=gpt_keras.generate:main",
+        "gpt-keras-convert=gpt_keras.convert:main",
+        "gpt-keras-serve=serving.server:main",
+        "gpt-keras-client=serving.client:main",
+    ]},
 )

@@ -1,0 +1,101 @@
+"""The serving module of a language model: prompt text in, generated text out.
+
+Signatures (every input is per row, so TF Serving's batching can merge requests):
+
+* `generate`: `prompt` [b] string, `max_new_tokens` [b] int32,
+  `temperature` [b] float32 (0 = greedy), `top_k` [b] int32 (0 = off),
+  `top_p` [b] float32 (1 = off), `seed` [b] int64 ->
+  `text` [b] string (the continuation only), `token_ids` [b, budget] int32
+  (0 after the end), `num_tokens` [b] int32.
+* `serving_default`: `prompt`, `max_new_tokens` -> the same outputs, greedy.
+
+`budget` (the export's `max_new_tokens` argument) is the documented upper
+bound: larger per-row values are clipped to it. Settings are clipped into
+their valid ranges rather than rejected (a bad row must not fail the other
+rows of a server-side batch). A prompt keeps its last `n_ctx - budget`
+tokens; an empty prompt yields empty text.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+from gpt_keras.export import graph
+from gpt_keras.generate import generate_tokens
+from gpt_keras.model import GPTBackbone
+from gpt_keras.tokenizer import GPTTokenizer
+
+SETTINGS = {  # name: (dtype, value of the greedy default)
+    "max_new_tokens": (tf.int32, None),
+    "temperature": (tf.float32, 0.0),
+    "top_k": (tf.int32, 0),
+    "top_p": (tf.float32, 1.0),
+    "seed": (tf.int64, 0),
+}
+
+
+def left_pad(ids: tf.RaggedTensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Ragged [b, (n)] -> right-aligned (ids, mask) [b, max n], padding id 0 on the left."""
+    lengths = tf.cast(ids.row_lengths(), tf.int32)
+    dense = ids.to_tensor(0)
+    width = tf.shape(dense)[1]
+    source = tf.range(width)[None, :] - (width - lengths)[:, None]  # column each slot reads
+    mask = tf.cast(source >= 0, tf.int32)
+    return tf.gather(dense, tf.maximum(source, 0), batch_dims=1) * mask, mask
+
+
+class LMServingModule(tf.Module):
+    """tf.Module holding tokenizer tables, backbone and decoder for export."""
+
+    def __init__(self, backbone: GPTBackbone, tokenizer: GPTTokenizer, max_new_tokens: int = 64,
+                 stop_token_ids: Sequence[int] = (), max_text_bytes: int | None = None):
+        super().__init__(name="gpt_lm_serving")
+        config = backbone.config
+        graph.check_tokenizer(tokenizer, config)
+        if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens < config.n_ctx:
+            raise ValueError(f"max_new_tokens (the export's upper bound) must be in [1, n_ctx={config.n_ctx}), "
+                             f"got {max_new_tokens!r}")
+        self.backbone = backbone
+        self.tokenizer = tokenizer.graph_layer()
+        self.decoder = graph.Decoder(tokenizer)
+        self.budget = max_new_tokens
+        self.max_prompt_tokens = config.n_ctx - max_new_tokens
+        self.stop_token_ids = [int(t) for t in stop_token_ids]
+        self.max_text_bytes = int(max_text_bytes or graph.default_max_text_bytes(config))
+
+    def generate(self, prompt: tf.Tensor, max_new_tokens: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor,
+                 top_p: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        ids = graph.encode(self.tokenizer, prompt, self.max_text_bytes)[:, -self.max_prompt_tokens:]
+        empty = tf.equal(ids.row_lengths(), 0)
+        # An empty prompt gets one dummy token so that the core has a row to
+        # run; its output is discarded below.
+        dummy = tf.RaggedTensor.from_row_lengths(tf.zeros(tf.reduce_sum(tf.cast(empty, tf.int64)), tf.int32),
+                                                 tf.cast(empty, tf.int64))
+        ids = tf.concat([dummy, ids], axis=1)
+        token_ids, mask = left_pad(ids)
+        tokens, lengths = generate_tokens(
+            self.backbone, token_ids, mask,
+            tf.clip_by_value(max_new_tokens, 0, self.budget), tf.maximum(temperature, 0.0),
+            tf.maximum(top_k, 0), tf.clip_by_value(top_p, 1e-6, 1.0), seed,
+            tf.constant(self.stop_token_ids, tf.int32, shape=[len(self.stop_token_ids)]), self.budget)
+        # The core always emits at least one token; honour 0 and empty prompts.
+        lengths = tf.where(empty | (max_new_tokens <= 0), 0, lengths)
+        tokens = tf.where(tf.range(self.budget)[None, :] < lengths[:, None], tokens, 0)
+        return {"text": self.decoder(tokens, lengths), "token_ids": tokens, "num_tokens": lengths}
+
+    def signatures(self) -> dict:
+        """{signature key: concrete function} for `tf.saved_model.save`."""
+        specs = {"prompt": tf.TensorSpec([None], tf.string, name="prompt")}
+        specs.update({name: tf.TensorSpec([None], dtype, name=name) for name, (dtype, _) in SETTINGS.items()})
+        full = tf.function(lambda inputs: self.generate(**inputs), input_signature=[specs], autograph=False)
+
+        def greedy(inputs):
+            batch = tf.shape(inputs["prompt"])[:1]
+            settings = {name: tf.fill(batch, tf.constant(default, dtype))
+                        for name, (dtype, default) in SETTINGS.items() if default is not None}
+            return full({**inputs, **settings})  # shares `full`'s traced graph
+
+        default_specs = {k: specs[k] for k in ("prompt", "max_new_tokens")}
+        simple = tf.function(greedy, input_signature=[default_specs], autograph=False)
+        return {"generate": full.get_concrete_function(), "serving_default": simple.get_concrete_function()}

@@ -1,0 +1,147 @@
+"""The serving module of a fine-tuned `GPTTaskModel`: raw text in, named
+predictions out, with the tokenizer and the task transform inside the graph.
+
+Signatures (all inputs and outputs have the batch as first dimension, so TF
+Serving's batching can merge requests):
+
+| family | `serving_default` inputs | outputs |
+|---|---|---|
+| classification | `text` | `probabilities`, `logits`, `label_id`, `label`, `label_names`, `truncated` |
+| entailment | `premise`, `hypothesis` | same |
+| similarity | `text_a`, `text_b` | same |
+| multiple_choice | `context` [b], `choices` [b, K] | `probabilities`, `logits`, `choice`, `truncated` |
+| regression | `text_a`, `text_b` | `score`, `truncated` |
+
+`classify` (classification-like families): `inputs` = serialized tf.Examples
+with one bytes feature per field (`choices`: K values) -> `classes` [b, n]
+(label names, or choice indices "0".."K-1") and `scores` [b, n]
+(probabilities). `regress` (regression): `inputs` -> `outputs` [b].
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+from gpt_keras.export import graph
+from gpt_keras.model import GPTTaskModel
+from gpt_keras.tasks import TaskFamily, build_inputs, pad_inputs
+from gpt_keras.tokenizer import GPTTokenizer
+
+
+def resolve_label_names(model: GPTTaskModel, label_names: Sequence[str] | None) -> list[str] | None:
+    """Label names of a classification-like model (default "0".."n-1");
+    choice indices for multiple choice; None for regression."""
+    family = model.family
+    if family.is_regression:
+        if label_names:
+            raise ValueError("a regression model has no label names")
+        return None
+    count = model.num_choices if family is TaskFamily.MULTIPLE_CHOICE else model.num_labels
+    if family is TaskFamily.MULTIPLE_CHOICE:
+        if label_names:
+            raise ValueError("multiple_choice answers are choice indices; label_names does not apply")
+        return [str(i) for i in range(count)]
+    names = [str(i) for i in range(count)] if label_names is None else [str(n) for n in label_names]
+    if len(names) != count or len(set(names)) != count:
+        raise ValueError(f"label_names must be {count} distinct names (num_labels={count}), got {label_names!r}")
+    return names
+
+
+class TaskServingModule(tf.Module):
+    """tf.Module holding tokenizer tables, transform and model for export."""
+
+    def __init__(self, model: GPTTaskModel, tokenizer: GPTTokenizer, label_names: Sequence[str] | None = None,
+                 max_text_bytes: int | None = None):
+        super().__init__(name="gpt_task_serving")
+        config = model.backbone.config
+        graph.check_tokenizer(tokenizer, config)
+        self.model = model
+        self.tokenizer = tokenizer.graph_layer()
+        self.family = model.family
+        self.n_ctx = config.n_ctx
+        self.special_ids = (config.start_id, config.delimiter_id, config.classify_id)
+        self.num_choices = model.num_choices
+        self.label_names = resolve_label_names(model, label_names)
+        self.max_text_bytes = int(max_text_bytes or graph.default_max_text_bytes(config))
+        self._label_table = None if self.label_names is None else tf.constant(self.label_names)
+
+    # ----------------------------------------------------------- input specs
+
+    def input_specs(self) -> dict[str, tf.TensorSpec]:
+        """Named string inputs of `serving_default` for this family."""
+        specs = {}
+        for field in self.family.fields:
+            shape = [None, self.num_choices] if field == "choices" else [None]
+            specs[field] = tf.TensorSpec(shape, tf.string, name=field)
+        return specs
+
+    def example_features(self) -> dict:
+        """tf.Example feature spec of the `classify`/`regress` signatures."""
+        return {field: tf.io.FixedLenFeature([self.num_choices] if field == "choices" else [], tf.string)
+                for field in self.family.fields}
+
+    # ----------------------------------------------------------------- graph
+
+    def _encode_field(self, name: str, texts: tf.Tensor) -> tf.RaggedTensor:
+        if name == "choices":  # [b, K] -> [b, K, (ids)]
+            flat = graph.encode(self.tokenizer, texts, self.max_text_bytes)
+            return tf.RaggedTensor.from_uniform_row_length(flat, self.num_choices)
+        return graph.encode(self.tokenizer, texts, self.max_text_bytes)
+
+    def head(self, fields: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        """(head output, truncated [b]) for raw text fields."""
+        ids = {name: self._encode_field(name, fields[name]) for name in self.family.fields}
+        built = build_inputs(self.family, ids, self.n_ctx, self.special_ids)
+        # Padded to the longest row of the batch, not n_ctx: padding never changes a result.
+        outputs = self.model(pad_inputs(built["token_ids"]), training=False)
+        return outputs, built["truncated"]
+
+    def predictions(self, fields: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        head_out, truncated = self.head(fields)
+        if self.family.is_regression:
+            return {"score": tf.cast(head_out, tf.float32), "truncated": truncated}
+        logits = tf.cast(head_out, tf.float32)
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        best = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        out = {"probabilities": probabilities, "logits": logits, "truncated": truncated}
+        if self.family is TaskFamily.MULTIPLE_CHOICE:
+            out["choice"] = best
+        else:
+            batch = tf.shape(logits)[0]
+            out["label_id"] = best
+            out["label"] = tf.gather(self._label_table, best)
+            out["label_names"] = tf.tile(self._label_table[None, :], [batch, 1])
+        return out
+
+    def parse_examples(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        return tf.io.parse_example(serialized, self.example_features())
+
+    # ------------------------------------------------------------ signatures
+
+    def signatures(self) -> dict:
+        """{signature key: concrete function} for `tf.saved_model.save`."""
+        # autograph=False: the code is plain TF ops, and conversion would double the export time.
+        serve = tf.function(self.predictions, input_signature=[self.input_specs()], autograph=False)
+        examples = [tf.TensorSpec([None], tf.string, name="inputs")]
+
+        def example_function(fn):
+            return tf.function(fn, input_signature=examples, autograph=False).get_concrete_function()
+
+        signatures = {"serving_default": serve.get_concrete_function()}
+        if self.family.is_regression:
+            def regress(inputs):  # calls `serve`: its graph is traced once and shared
+                return {"outputs": serve(self.parse_examples(inputs))["score"]}
+            signatures["regress"] = example_function(regress)
+        else:
+            def classify(inputs):
+                scores = serve(self.parse_examples(inputs))["probabilities"]
+                classes = tf.tile(self._label_table[None, :], [tf.shape(scores)[0], 1])
+                return {"classes": classes, "scores": scores}
+            signatures["classify"] = example_function(classify)
+        return signatures
+
+    def warmup_texts(self) -> dict[str, list]:
+        """One small request per field (a real request shape for warm-up)."""
+        return {field: [["a possible answer"] * self.num_choices] if field == "choices" else ["a short text"]
+                for field in self.family.fields}

@@ -1,0 +1,156 @@
+"""A local TF-Serving-compatible model server (REST + gRPC) for machines
+without `tensorflow_model_server`.
+
+    python -m serving.server --model_name=sentiment --model_base_path=models/sentiment
+    python -m serving.server --model_config_file=serving/models.config --enable_batching \\
+        --batching_parameters_file=serving/batching.config
+
+Flags follow `tensorflow_model_server` (same names and defaults where they
+exist: --port 8500 (gRPC), --rest_api_port 8501, --file_system_poll_wait_seconds 1,
+version policy latest 1). Differences: binds --host (127.0.0.1) instead of
+0.0.0.0; port 0 picks a free port (see --port_file); --max_request_bytes
+and --max_string_bytes bound requests. See docs/serving.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+
+from serving.config import (BatchingParameters, ConfigError, model_config_from_flags, read_batching_parameters,
+                            read_metrics_path, read_model_config)
+from serving.core import Limits, ServingCore
+from serving.grpc_service import make_grpc_server
+from serving.rest import RestApi, RestServer
+
+log = logging.getLogger("serving.server")
+
+
+class ModelServer:
+    """REST + gRPC server over one `ServingCore`.
+
+    `start()` loads the initial versions and binds both ports (0 = any free
+    port; read `grpc_port` / `rest_port` afterwards); `stop()` shuts down."""
+
+    def __init__(self, model_config, host: str = "127.0.0.1", grpc_port: int = 8500, rest_port: int = 8501,
+                 batching: BatchingParameters | None = None, poll_seconds: float = 1.0, limits: Limits | None = None,
+                 metrics_path: str = "/monitoring/prometheus/metrics", grpc_max_threads: int = 16,
+                 enable_warmup: bool = True):
+        self.host = host
+        self.limits = limits or Limits()
+        self.core = ServingCore(model_config, batching, poll_seconds, self.limits, enable_warmup=enable_warmup)
+        self._requested_ports = (grpc_port, rest_port)
+        self._metrics_path = metrics_path
+        self._grpc_max_threads = grpc_max_threads
+        self._grpc = None
+        self._rest: RestServer | None = None
+        self._rest_thread: threading.Thread | None = None
+        self.grpc_port = self.rest_port = None
+
+    def start(self) -> "ModelServer":
+        self.core.start()
+        grpc_port, rest_port = self._requested_ports
+        if grpc_port >= 0:
+            self._grpc, self.grpc_port = make_grpc_server(self.core, self.host, grpc_port, self._grpc_max_threads,
+                                                          self.limits.max_request_bytes)
+            self._grpc.start()
+        if rest_port >= 0:
+            self._rest = RestServer(RestApi(self.core, self._metrics_path), self.host, rest_port,
+                                    self.limits.max_request_bytes)
+            self.rest_port = self._rest.port
+            self._rest_thread = threading.Thread(target=self._rest.serve_forever, name="rest", daemon=True)
+            self._rest_thread.start()
+        log.info("serving: gRPC %s:%s, REST %s:%s, models %s", self.host, self.grpc_port, self.host, self.rest_port,
+                 self.core.manager.model_names())
+        return self
+
+    def stop(self) -> None:
+        if self._rest:
+            self._rest.shutdown()
+            self._rest.server_close()
+        if self._grpc:
+            self._grpc.stop(grace=2).wait()
+        self.core.stop()
+
+    def __enter__(self) -> "ModelServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _bool_flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, default=8500, help="gRPC port (0 = any free port, -1 = off)")
+    p.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0 = any free port, -1 = off)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1 only)")
+    p.add_argument("--model_name", default="default", help="model name with --model_base_path")
+    p.add_argument("--model_base_path", help="the model's directory (holding version directories 1/, 2/, ...)")
+    p.add_argument("--model_config_file", help="ModelServerConfig text proto (see serving/models.config)")
+    p.add_argument("--enable_batching", type=_bool_flag, nargs="?", const=True, default=False,
+                   help="batch concurrent requests")
+    p.add_argument("--batching_parameters_file", help="BatchingParameters text proto (see serving/batching.config)")
+    p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
+                   help="interval between polls for new versions (0 = load once)")
+    p.add_argument("--enable_model_warmup", type=_bool_flag, nargs="?", const=True, default=True,
+                   help="replay assets.extra/tf_serving_warmup_requests on load")
+    p.add_argument("--monitoring_config_file", help="MonitoringConfig text proto (its Prometheus path is used)")
+    p.add_argument("--grpc_max_threads", type=int, default=16, help="gRPC worker threads")
+    p.add_argument("--max_request_bytes", type=int, default=Limits.max_request_bytes,
+                   help="largest REST body / gRPC message (bytes)")
+    p.add_argument("--max_string_bytes", type=int, default=Limits.max_string_bytes,
+                   help="largest string element of a request: a text or a serialized tf.Example (bytes)")
+    p.add_argument("--port_file", help="write {\"grpc_port\": N, \"rest_api_port\": M} here once serving")
+    p.add_argument("--log_level", default="INFO", help="Python logging level (request logs are INFO)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if bool(args.model_config_file) == bool(args.model_base_path):
+            raise ConfigError("pass exactly one of --model_config_file or --model_base_path")
+        model_config = (read_model_config(args.model_config_file) if args.model_config_file
+                        else model_config_from_flags(args.model_name, args.model_base_path))
+        batching = None
+        if args.enable_batching:
+            batching = (read_batching_parameters(args.batching_parameters_file) if args.batching_parameters_file
+                        else BatchingParameters())
+        server = ModelServer(model_config, args.host, args.port, args.rest_api_port, batching,
+                             args.file_system_poll_wait_seconds, Limits(args.max_request_bytes, args.max_string_bytes),
+                             read_metrics_path(args.monitoring_config_file), args.grpc_max_threads,
+                             args.enable_model_warmup)
+        server.start()
+    except (ConfigError, OSError) as err:
+        log.error("%s", err)
+        return 2
+    if args.port_file:
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"grpc_port": server.grpc_port, "rest_api_port": server.rest_port}, f)
+        os.replace(tmp, args.port_file)  # readers never see a partial file
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    log.info("shutting down")
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
