@@ -115,8 +115,9 @@ def _finetune(fn_args, cc, tokenizer, train_dir, optim, strategy) -> dict:
         config = GPTConfig.from_dict(cc["backbone_config"])
         backbone = GPTBackbone(**config.to_dict())
     batch = optim["batch_size"]
+    # Under XLA every new shape compiles anew: pad batches to one length.
     common = dict(expected_family=metadata.family, expected_fingerprint=tokenizer.fingerprint,
-                  config=backbone.config)
+                  config=backbone.config, pad_to_max_length=bool(optim.get("jit_compile")))
     train = gk_data.task_dataset(train_dir, "train", batch, shuffle=True, seed=cc.get("seed", 0), **common)
     val = gk_data.task_dataset(train_dir, "validation", batch, **common)
     steps_per_pass = math.ceil(metadata.splits["train"].records / batch)
