@@ -103,6 +103,22 @@ def _in_xla_context() -> bool:
     return control_flow_util.GraphOrParentsInXlaContext(graph)
 
 
+def _write_cache(cache, new, index):
+    """cache[:, index:index+len(new)] = new.
+
+    `ops.slice_update` is XlaDynamicUpdateSlice on TF, an XLA-only op that an
+    exported SavedModel cannot carry (the stock server leaves CPU XLA off);
+    outside XLA the same write is done with core ops.
+    """
+    if _in_xla_context():
+        return ops.slice_update(cache, [0, index, 0, 0], new)
+    max_len, length = ops.shape(cache)[1], ops.shape(new)[1]
+    padded = ops.pad(new, [[0, 0], [index, max_len - index - length], [0, 0], [0, 0]])
+    slots = ops.arange(max_len)
+    inside = ops.logical_and(slots >= index, slots < index + length)
+    return ops.where(inside[None, :, None, None], padded, cache)
+
+
 @keras.saving.register_keras_serializable(package="gpt_keras")
 class CausalSelfAttention(keras.layers.Layer):
     """Multi-head masked self-attention with an optional key/value cache.
@@ -137,9 +153,8 @@ class CausalSelfAttention(keras.layers.Layer):
         qkv = ops.reshape(self.c_attn(x), (batch, length, 3, self.n_head, self.head_dim))
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         if cache is not None:
-            start = [0, cache_update_index, 0, 0]
-            k = ops.slice_update(cache[:, 0], start, k)
-            v = ops.slice_update(cache[:, 1], start, v)
+            k = _write_cache(cache[:, 0], k, cache_update_index)
+            v = _write_cache(cache[:, 1], v, cache_update_index)
             cache = ops.stack([k, v], axis=1)
         scores = ops.einsum("bqhd,bkhd->bhqk", q, k) * (1.0 / math.sqrt(self.head_dim))
         if attention_mask is not None:
