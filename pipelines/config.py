@@ -146,6 +146,9 @@ class FinetuneSpec(OptimSpec):
     lm_weight: float = 0.5
     ablation_without_pretraining: bool = True  # also train from scratch (the paper's ablation)
     early_stopping_patience: int = 0           # evaluations without improvement (0: off)
+    # Task batches vary in length; without XLA each batch is padded only to its
+    # longest row instead of recompiling or padding everything to n_ctx.
+    jit_compile: bool = False
 
     def validate(self, path: str) -> None:
         super().validate(path)
