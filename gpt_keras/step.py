@@ -40,7 +40,7 @@ def replica_loss(model, terms: LossTerms, extra: LossTerms | None = None):
     """
     extra = extra or {}
     names = sorted(terms) + sorted(extra)
-    pairs = [terms.get(n) or extra[n] for n in names]
+    pairs = [{**extra, **terms}[n] for n in names]
     sums = [tf.cast(s, tf.float32) for s, _ in pairs]
     counts = [tf.cast(c, tf.float32) for _, c in pairs]
     global_counts = _all_reduce_sum(counts)
@@ -54,14 +54,10 @@ def replica_loss(model, terms: LossTerms, extra: LossTerms | None = None):
     return loss, logs, dict(zip(names, global_counts))
 
 
-def _run(model, data, training: bool):
-    return model.loss_terms(data, training=training)
-
-
 def train_step(model, data) -> dict:
     """One optimisation step in replica context; returns the logs."""
     with tf.GradientTape() as tape:
-        terms, extra = _run(model, data, training=True)
+        terms, extra = model.loss_terms(data, training=True)
         loss, logs, counts = replica_loss(model, terms, extra)
     grads = tape.gradient(loss, model.trainable_variables)
     # Dense all-reduce: sparse (IndexedSlices) gathers need equal shapes on all
@@ -73,7 +69,7 @@ def train_step(model, data) -> dict:
 
 def test_step(model, data) -> dict:
     """One evaluation step in replica context; returns the logs."""
-    terms, extra = _run(model, data, training=False)
+    terms, extra = model.loss_terms(data, training=False)
     _, logs, counts = replica_loss(model, terms, extra)
     return update_metrics(model, logs, counts)
 
