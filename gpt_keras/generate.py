@@ -16,7 +16,7 @@ Three layers, from the inside out:
 Conventions of the core: a row is greedy when its temperature is 0; `top_k=0`
 and `top_p=1` disable those filters. The prompt is run once (prefill), then
 the loop feeds one position per step through the layers' cache path
-(`forward_with_cache`).
+(`GPTBackbone.call_with_cache`).
 Positions come from the padding mask, so left padding shifts nothing. A row
 ends at a stop token (not part of its output) or at its `max_new_tokens`;
 finished rows emit padding (id 0) and the loop exits once every row is done.
@@ -59,30 +59,6 @@ def lm_head(backbone: GPTBackbone) -> tf.Tensor:
 def lm_logits(head: tf.Tensor, hidden: tf.Tensor) -> tf.Tensor:
     """Float32 logits `[batch, vocab]` from hidden states `[batch, n_embd]`."""
     return tf.cast(tf.matmul(hidden, tf.cast(head, hidden.dtype)), tf.float32)
-
-
-def forward_with_cache(backbone: GPTBackbone, token_ids, positions, mask, caches: tuple, cache_update_index
-                       ) -> tuple[tf.Tensor, tuple]:
-    """`GPTBackbone.call_with_cache` with one cache tensor per layer.
-
-    Same maths, through the same layers; only the cache is a tuple of
-    `[batch, 2, max_len, n_head, head_dim]` tensors instead of one stacked
-    tensor, which call_with_cache slices and re-stacks (a full copy of the
-    cache) in every decode step: 40% more time per token at batch 1.
-    """
-    x = backbone.embed(token_ids, positions)
-    new_caches = []
-    for block, cache in zip(backbone.blocks, caches):
-        x, cache = block(x, attention_mask=mask, cache=cache, cache_update_index=cache_update_index)
-        new_caches.append(cache)
-    return x, tuple(new_caches)
-
-
-def empty_caches(backbone: GPTBackbone, batch_size, max_length) -> tuple:
-    """Zero per-layer caches for `forward_with_cache`."""
-    c = backbone.config
-    shape = [batch_size, 2, max_length, c.n_head, c.n_embd // c.n_head]
-    return tuple(tf.zeros(shape, backbone.embed.token_embeddings.dtype) for _ in range(c.n_layer))
 
 
 def _gumbel_noise(seeds: tf.Tensor, step: tf.Tensor, vocab_size: tf.Tensor) -> tf.Tensor:
@@ -227,9 +203,9 @@ def _cached_loop(backbone, token_ids, padding_mask, settings, budget, tokens, le
     valid_keys = tf.concat([tf.cast(padding_mask, tf.bool), tf.ones([batch, budget], tf.bool)], axis=1)
     slots = tf.range(max_len)
     causal = tf.range(prompt_len)[:, None] >= slots[None, :]
-    hidden, caches = forward_with_cache(backbone, token_ids, position_ids(padding_mask),
+    hidden, caches = backbone.call_with_cache(token_ids, position_ids(padding_mask),
                                         causal[None] & valid_keys[:, None, :],
-                                        empty_caches(backbone, batch, max_len), 0)
+                                        backbone.empty_cache(batch, max_len), 0)
     token = settings.select(lm_logits(head, hidden[:, -1]), 0)
     tokens, lengths, done = settings.record(token, 0, budget, tokens, lengths, done)
     first_position = tf.reduce_sum(padding_mask, axis=1)  # where the first new token goes
@@ -238,7 +214,7 @@ def _cached_loop(backbone, token_ids, padding_mask, settings, budget, tokens, le
         index = prompt_len + step - 1  # cache slot of the token fed now (chosen at step - 1)
         fed = tf.where(done, 0, token)[:, None]  # finished rows feed padding
         mask = valid_keys & (slots[None, :] <= index)
-        hidden, caches = forward_with_cache(backbone, fed, (first_position + step - 1)[:, None],
+        hidden, caches = backbone.call_with_cache(fed, (first_position + step - 1)[:, None],
                                             mask[:, None, :], caches, index)
         token = settings.select(lm_logits(head, hidden[:, 0]), step)
         tokens, lengths, done = settings.record(token, step, budget, tokens, lengths, done)

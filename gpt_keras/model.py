@@ -77,29 +77,32 @@ class GPTBackbone(keras.Model):
     def from_preset(cls, preset: str, **overrides: Any) -> "GPTBackbone":
         return cls(**GPTConfig.from_preset(preset, **overrides).to_dict())
 
-    def call_with_cache(self, token_ids, positions, mask, cache, cache_update_index):
+    def call_with_cache(self, token_ids, positions, mask, caches: tuple, cache_update_index):
         """Incremental forward pass for generation.
 
         Args:
           token_ids: [batch, new] ids of the new positions.
           positions: [batch, new] their position ids.
           mask: [batch, new, max_len] which cache slots each new position may see.
-          cache: [batch, n_layer, 2, max_len, n_head, head_dim].
+          caches: one [batch, 2, max_len, n_head, head_dim] tensor per layer
+            (a tuple, not one stacked tensor: re-stacking would copy the whole
+            cache in every decode step).
           cache_update_index: where the new keys/values are written.
         Returns:
-          (hidden [batch, new, n_embd], updated cache).
+          (hidden [batch, new, n_embd], updated caches).
         """
         x = self.embed(token_ids, positions)
-        layer_caches = []
-        for i, block in enumerate(self.blocks):
-            x, layer_cache = block(x, attention_mask=mask, cache=cache[:, i],
-                                   cache_update_index=cache_update_index)
-            layer_caches.append(layer_cache)
-        return x, ops.stack(layer_caches, axis=1)
+        new_caches = []
+        for block, cache in zip(self.blocks, caches):
+            x, cache = block(x, attention_mask=mask, cache=cache, cache_update_index=cache_update_index)
+            new_caches.append(cache)
+        return x, tuple(new_caches)
 
-    def empty_cache(self, batch_size: int, max_length: int, dtype: str = "float32"):
+    def empty_cache(self, batch_size, max_length) -> tuple:
+        """Zero per-layer caches for `call_with_cache`."""
         c = self.config
-        return ops.zeros((batch_size, c.n_layer, 2, max_length, c.n_head, c.n_embd // c.n_head), dtype=dtype)
+        shape = (batch_size, 2, max_length, c.n_head, c.n_embd // c.n_head)
+        return tuple(ops.zeros(shape, dtype=self.embed.token_embeddings.dtype) for _ in range(c.n_layer))
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable, **self.config.to_dict()}
