@@ -123,6 +123,7 @@ class OptimSpec:
     epochs: float = 1.0         # passes over the training data
     max_steps: int = 0          # cap on optimizer steps (0: none)
     steps_per_checkpoint: int = 200
+    validation_batches: int = 0  # batches of the validation split per evaluation (0: all of it)
     l2: float = 0.01
     max_grad_norm: float = 1.0
     jit_compile: bool = True
@@ -135,6 +136,7 @@ class OptimSpec:
         _check(self.warmup >= 0, path + ".warmup", "must be >= 0")
         _check(self.epochs > 0, path + ".epochs", "must be > 0")
         _check(self.max_steps >= 0 and self.steps_per_checkpoint > 0, path, "max_steps >= 0, steps_per_checkpoint > 0")
+        _check(self.validation_batches >= 0, path + ".validation_batches", "must be >= 0 (0: the whole split)")
 
 
 @dataclasses.dataclass

@@ -71,6 +71,14 @@ def _settings(optim: dict, steps_per_pass: int, train_steps: int | None, checkpo
         jit_compile=optim.get("jit_compile", False), verbose=optim.get("verbose", "auto"))
 
 
+def _capped(val, optim: dict):
+    """The first `validation_batches` batches (always the same ones: the
+    validation split is read unshuffled), so that frequent evaluations stay
+    cheap; the evaluate stage still scores the whole split."""
+    n = optim.get("validation_batches") or 0
+    return val.take(n) if n else val
+
+
 def run_fn(fn_args: FnArgs) -> dict[str, Any]:
     """Train as `fn_args.custom_config["mode"]` says; writes the model to
     `fn_args.serving_model_dir` (chief only) and returns a small summary."""
@@ -97,7 +105,7 @@ def _pretrain(fn_args, cc, tokenizer, train_dir, eval_dir, optim, strategy) -> d
     common = dict(expected_fingerprint=tokenizer.fingerprint, config=config)
     train = gk_data.pretrain_dataset(train_dir, "train", batch, shuffle=True, seed=cc.get("seed", 0),
                                      drop_remainder=True, **common)
-    val = gk_data.pretrain_dataset(eval_dir, "validation", batch, **common)
+    val = _capped(gk_data.pretrain_dataset(eval_dir, "validation", batch, **common), optim)
     steps_per_pass = max(1, metadata.splits["train"].records // batch)
     settings = _settings(optim, steps_per_pass, fn_args.train_steps, cc.get("checkpoint_dir"),
                          fn_args.model_run_dir, evaluate_every_pass=False)
@@ -119,7 +127,7 @@ def _finetune(fn_args, cc, tokenizer, train_dir, optim, strategy) -> dict:
     common = dict(expected_family=metadata.family, expected_fingerprint=tokenizer.fingerprint,
                   config=backbone.config, pad_to_max_length=bool(optim.get("jit_compile")))
     train = gk_data.task_dataset(train_dir, "train", batch, shuffle=True, seed=cc.get("seed", 0), **common)
-    val = gk_data.task_dataset(train_dir, "validation", batch, **common)
+    val = _capped(gk_data.task_dataset(train_dir, "validation", batch, **common), optim)
     steps_per_pass = math.ceil(metadata.splits["train"].records / batch)
     settings = _settings(optim, steps_per_pass, fn_args.train_steps, None, fn_args.model_run_dir,
                          evaluate_every_pass=True)

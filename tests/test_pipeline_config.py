@@ -28,6 +28,7 @@ def test_overrides_use_dotted_paths_and_are_typed():
     ("pretrain.batch_size=abc", r"pretrain.batch_size: expected int, got 'abc'"),
     ("pretrain.batch_size=0", r"pretrain.batch_size: must be > 0"),
     ("pretrain.schedule=cosine", r"pretrain.schedule: must be warmup_cosine"),
+    ("pretrain.validation_batches=-1", r"pretrain.validation_batches: must be >= 0"),
     ("preprocess.tasks.0.family=sentiment", r"preprocess.tasks\[0\].family: Unknown task family 'sentiment'"),
     ("preprocess.tasks.0.fields={}", r"preprocess.tasks\[0\].fields: classification needs a column for \['text'\]"),
     ("model.preset=gpt9", r"model: Unknown preset 'gpt9'"),

@@ -50,7 +50,7 @@ def _config(tmp_path, corpus, **pretrain):
                        "fields": {"text": "text"}, "label_names": ["0", "1"],
                        "val_fraction": 0.2, "test_fraction": 0.2}]},
         "pretrain": {"batch_size": 8, "learning_rate": 1e-3, "warmup": 2, "epochs": 1, "max_steps": 6,
-                     "steps_per_checkpoint": 2, "jit_compile": False, **pretrain},
+                     "steps_per_checkpoint": 2, "validation_batches": 1, "jit_compile": False, **pretrain},
         "finetune": {"batch_size": 16, "learning_rate": 1e-3, "epochs": 1, "jit_compile": False},
     }
     path = tmp_path / "tiny.yaml"
@@ -90,6 +90,15 @@ def test_all_stages_then_skip_force_and_subset(tmp_path, capsys):
     run(["--config", config, "--stages", "evaluate", "--force"])
     out = capsys.readouterr().out
     assert "[evaluate] running" in out and "[finetune]" not in out
+
+
+def test_validation_batches_caps_each_evaluation_to_the_same_batches():
+    import tensorflow as tf
+
+    from pipelines.trainer import _capped
+    data = tf.data.Dataset.range(10).batch(2)
+    assert [b.numpy().tolist() for b in _capped(data, {"validation_batches": 2})] == [[0, 1], [2, 3]]
+    assert len(list(_capped(data, {"validation_batches": 0}))) == 5  # 0: the whole split
 
 
 def test_config_errors_stop_before_any_stage(tmp_path):
