@@ -23,7 +23,10 @@ Batch 1 is bound by reading every weight once per token, so the memory
 bandwidth is measured in the same run (the best of a NumPy and a TF reduction
 over 1 GiB, before and after the rounds; the higher value is used, which is
 the conservative choice) and the fraction of `bandwidth / weight bytes`
-reached is reported. `--bf16` adds gpt_keras with bfloat16 weights (and
+reached is reported. A second, tighter ceiling is measured too: the same
+weight matrices multiplied in sequence by one row in an XLA loop and nothing
+else (`weight_stream_ceiling`), i.e. what any fp32 decoder could reach with
+XLA's CPU matrix-vector code on this machine. `--bf16` adds gpt_keras with bfloat16 weights (and
 compute), with its effect on the logits.
 
     python bench/bench_generate.py --rounds 3
@@ -76,6 +79,7 @@ def _build_gpt_keras(args: argparse.Namespace, state: dict) -> dict[str, Callabl
         return run
 
     systems = {"ours_xla": runner(backbone, True), "ours_graph": runner(backbone, False)}
+    state["probes"] = {"ceiling": lambda: weight_stream_ceiling(backbone)}
     if args.bf16:
         keras.config.set_dtype_policy("bfloat16")
         try:
@@ -88,6 +92,34 @@ def _build_gpt_keras(args: argparse.Namespace, state: dict) -> dict[str, Callabl
         state["bf16_effect"] = _bf16_effect(backbone, half, args)
         systems.update({"ours_bf16_xla": runner(half, True), "ours_bf16_graph": runner(half, False)})
     return systems
+
+
+def weight_stream_ceiling(backbone, steps: int = 64, repeats: int = 3) -> float:
+    """Tokens/s of a loop that only multiplies one row by every weight matrix
+    of the model (4 per block, then the tied head), each product feeding the
+    next: the matrix-vector floor of a batch-1 decode step, without attention,
+    LayerNorm, GELU, the cache or sampling."""
+    import tensorflow as tf
+
+    from gpt_keras.generate import lm_head
+
+    kernels = [w for block in backbone.blocks
+               for w in (block.attn.c_attn.kernel, block.attn.c_proj.kernel, block.c_fc.kernel, block.c_proj.kernel)]
+    kernels.append(tf.Variable(lm_head(backbone)))
+    width = backbone.config.n_embd
+
+    @tf.function(jit_compile=True)
+    def loop(x):
+        def body(i, h):
+            for w in kernels:
+                y = tf.matmul(h, w)
+                h = y if y.shape[-1] in (width, backbone.config.n_inner) else y[:, :width]
+            return i + 1, h[:, :width] * 1e-3
+        return tf.while_loop(lambda i, h: i < steps, body, (0, x))[1]
+
+    x = tf.ones([1, width])
+    loop(x).numpy()
+    return steps / min(_seconds(lambda: loop(x).numpy()) for _ in range(repeats))
 
 
 def _weight_bytes(model) -> int:
@@ -203,6 +235,7 @@ def _worker(kind: str, args: argparse.Namespace, conn) -> None:
             start = time.perf_counter()
             run(batch, warm=True)
             state.setdefault("warmup_s", {})[f"{name}@{batch}"] = round(time.perf_counter() - start, 1)
+    probes = state.pop("probes", {})
     conn.send(state)
     while True:
         request = conn.recv()
@@ -210,6 +243,9 @@ def _worker(kind: str, args: argparse.Namespace, conn) -> None:
             break
         if request[0] == "bandwidth":
             conn.send(memory_bandwidth())
+            continue
+        if request[0] == "probe":
+            conn.send(probes[request[1]]() if request[1] in probes else None)
             continue
         _, name, batch = request
         start = time.perf_counter()
@@ -247,6 +283,7 @@ def run(args: argparse.Namespace) -> dict:
     workers = {kind: _Worker(kind, args) for kind in WORKERS if any(owner[s] == kind for s in systems)}
     meter = workers.get("gpt_keras") or next(iter(workers.values()))
     bandwidth = [meter.ask("bandwidth")]
+    ceiling = [meter.ask("probe", "ceiling")]
     timings = {(s, b): [] for s in systems for b in args.batches}
     try:
         for r in range(args.rounds):
@@ -261,6 +298,7 @@ def run(args: argparse.Namespace) -> dict:
                 f"{s}@{b} {timings[s, b][-1][0]:.1f}" for s in systems for b in args.batches
                 if len(timings[s, b]) > r) + " tok/s", flush=True)
         bandwidth.append(meter.ask("bandwidth"))
+        ceiling.append(meter.ask("probe", "ceiling"))
     finally:
         for worker in workers.values():
             worker.close()
@@ -281,7 +319,8 @@ def run(args: argparse.Namespace) -> dict:
                for (s, b), v in timings.items()}
     return {"prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "batches": args.batches,
             "rounds": args.rounds, "systems": systems, "cores": os.cpu_count(), "results": results,
-            "bandwidth_gb_s": bandwidth, "workers": {k: w.state for k, w in workers.items()},
+            "bandwidth_gb_s": bandwidth, "weight_stream_ceiling_tok_s": [c for c in ceiling if c],
+            "workers": {k: w.state for k, w in workers.items()},
             "load_average_1min": [load_before, os.getloadavg()[0]], "versions": versions}
 
 
@@ -326,6 +365,11 @@ def print_report(report: dict) -> None:
         kh1 = max(res[f"{s}@1"]["tokens_per_s"] for s in ("keras_hub", "keras_hub_xla") if f"{s}@1" in res)
         print(f"targets at batch 1 (fp32): >= 2x keras-hub: {ours / kh1:.2f}x; "
               f">= 0.5 of the bandwidth bound: {ours / bound['float32']:.2f}")
+        if report["weight_stream_ceiling_tok_s"]:
+            top = max(report["weight_stream_ceiling_tok_s"])
+            print(f"weight-stream ceiling (matrix-vector products alone, XLA): {top:.1f} tok/s = "
+                  f"{top / kh1:.2f}x keras-hub, {top / bound['float32']:.2f} of the bound; ours reaches "
+                  f"{ours / top:.2f} of it")
     before, after = report["load_average_1min"]
     print(f"1-min load average before/after: {before:.2f}/{after:.2f} (other work on the machine skews results)")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))

@@ -104,27 +104,31 @@ def _in_xla_context() -> bool:
 
 
 def _write_cache(cache, new, index):
-    """cache[:, index:index+len(new)] = new.
+    """cache[:, :, index:index+len(new)] = new, for `[batch, n_head, len, head_dim]` tensors.
 
-    `ops.slice_update` is XlaDynamicUpdateSlice on TF, an XLA-only op that an
-    exported SavedModel cannot carry (the stock server leaves CPU XLA off);
-    outside XLA the same write is done with core ops.
+    Under XLA this is one dynamic-update-slice on the loop-carried buffer, done
+    in place. `ops.slice_update` is XlaDynamicUpdateSlice on TF, an XLA-only op
+    that an exported SavedModel cannot carry (the stock server leaves CPU XLA
+    off); outside XLA the same write is done with core ops.
     """
     if _in_xla_context():
-        return ops.slice_update(cache, [0, index, 0, 0], new)
-    max_len, length = ops.shape(cache)[1], ops.shape(new)[1]
-    padded = ops.pad(new, [[0, 0], [index, max_len - index - length], [0, 0], [0, 0]])
+        return ops.slice_update(cache, [0, 0, index, 0], new)
+    max_len, length = ops.shape(cache)[2], ops.shape(new)[2]
+    padded = ops.pad(new, [[0, 0], [0, 0], [index, max_len - index - length], [0, 0]])
     slots = ops.arange(max_len)
     inside = ops.logical_and(slots >= index, slots < index + length)
-    return ops.where(inside[None, :, None, None], padded, cache)
+    return ops.where(inside[None, None, :, None], padded, cache)
 
 
 @keras.saving.register_keras_serializable(package="gpt_keras")
 class CausalSelfAttention(keras.layers.Layer):
     """Multi-head masked self-attention with an optional key/value cache.
 
-    The cache is `[batch, 2, max_len, n_head, head_dim]` (keys, values).  With a
-    cache, `x` holds only the new positions; they are written at
+    The cache is a `(keys, values)` pair, each `[batch, n_head, max_len,
+    head_dim]`: heads before positions, so that attention reads it without a
+    transpose, and two tensors rather than one stacked, so that a decode step
+    writes one position of each in place instead of copying the whole cache.
+    With a cache, `x` holds only the new positions; they are written at
     `cache_update_index` and attend to every cached position the mask allows.
     """
 
@@ -151,16 +155,16 @@ class CausalSelfAttention(keras.layers.Layer):
     def call(self, x, attention_mask=None, cache=None, cache_update_index=None, training=None):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         qkv = ops.reshape(self.c_attn(x), (batch, length, 3, self.n_head, self.head_dim))
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        q, k, v = (ops.transpose(qkv[:, :, i], (0, 2, 1, 3)) for i in range(3))  # [batch, head, len, dim]
         if cache is not None:
-            k = _write_cache(cache[:, 0], k, cache_update_index)
-            v = _write_cache(cache[:, 1], v, cache_update_index)
-            cache = ops.stack([k, v], axis=1)
-        scores = ops.einsum("bqhd,bkhd->bhqk", q, k) * (1.0 / math.sqrt(self.head_dim))
+            k = _write_cache(cache[0], k, cache_update_index)
+            v = _write_cache(cache[1], v, cache_update_index)
+            cache = (k, v)
+        scores = ops.einsum("bhqd,bhkd->bhqk", q, k) * (1.0 / math.sqrt(self.head_dim))
         if attention_mask is not None:
             scores = ops.where(attention_mask[:, None, :, :], scores, ops.cast(_MASK_VALUE, scores.dtype))
         probs = self.attn_dropout(ops.softmax(scores, axis=-1), training=training)
-        out = ops.einsum("bhqk,bkhd->bqhd", probs, v)
+        out = ops.transpose(ops.einsum("bhqk,bhkd->bhqd", probs, v), (0, 2, 1, 3))
         out = self.resid_dropout(self.c_proj(ops.reshape(out, (batch, length, self.n_embd))),
                                  training=training)
         return out if cache is None else (out, cache)

@@ -84,9 +84,9 @@ class GPTBackbone(keras.Model):
           token_ids: [batch, new] ids of the new positions.
           positions: [batch, new] their position ids.
           mask: [batch, new, max_len] which cache slots each new position may see.
-          caches: one [batch, 2, max_len, n_head, head_dim] tensor per layer
-            (a tuple, not one stacked tensor: re-stacking would copy the whole
-            cache in every decode step).
+          caches: one `(keys, values)` pair per layer, each
+            [batch, n_head, max_len, head_dim] (a tuple, not one stacked
+            tensor: re-stacking would copy the whole cache in every decode step).
           cache_update_index: where the new keys/values are written.
         Returns:
           (hidden [batch, new, n_embd], updated caches).
@@ -101,8 +101,9 @@ class GPTBackbone(keras.Model):
     def empty_cache(self, batch_size, max_length) -> tuple:
         """Zero per-layer caches for `call_with_cache`."""
         c = self.config
-        shape = (batch_size, 2, max_length, c.n_head, c.n_embd // c.n_head)
-        return tuple(ops.zeros(shape, dtype=self.embed.token_embeddings.dtype) for _ in range(c.n_layer))
+        shape = (batch_size, c.n_head, max_length, c.n_embd // c.n_head)
+        dtype = self.embed.token_embeddings.dtype
+        return tuple((ops.zeros(shape, dtype=dtype), ops.zeros(shape, dtype=dtype)) for _ in range(c.n_layer))
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable, **self.config.to_dict()}
