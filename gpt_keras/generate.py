@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+import warnings
 import weakref
 from typing import Any, Sequence
 
@@ -36,6 +37,7 @@ import tensorflow as tf
 
 from gpt_keras.layers import _in_xla_context
 from gpt_keras.model import GPTBackbone, position_ids
+from gpt_keras.preprocessor import pad, ragged_ids
 
 STRATEGIES = ("greedy", "sample")
 # Prompts are left-padded to a multiple of this, so that prompts of similar
@@ -275,30 +277,6 @@ class Generator(tf.Module):
         return self.function(budget)(token_ids, padding_mask, max_new_tokens, temperature, top_k, top_p,
                                      seeds, stop_token_ids)
 
-    def serving_function(self, budget: int):
-        """A `tf.function` with a batch-polymorphic input signature, for export.
-
-        Inputs: `token_ids`, `padding_mask` `[batch, L]` (left-padded),
-        `max_new_tokens`, `temperature`, `top_k`, `top_p`, `seeds` `[batch]`,
-        `stop_token_ids` `[n]`. Outputs `{"token_ids": [batch, budget],
-        "lengths": [batch]}`. `budget` is the documented upper bound on
-        `max_new_tokens`; prompts must leave room for it (L + budget <= n_ctx).
-        Plain graph (no XLA), whatever `jit_compile` says.
-        """
-        spec = tf.TensorSpec
-        signature = [spec([None, None], tf.int32, "token_ids"), spec([None, None], tf.int32, "padding_mask"),
-                     spec([None], tf.int32, "max_new_tokens"), spec([None], tf.float32, "temperature"),
-                     spec([None], tf.int32, "top_k"), spec([None], tf.float32, "top_p"),
-                     spec([None], tf.int64, "seeds"), spec([None], tf.int32, "stop_token_ids")]
-
-        @tf.function(input_signature=signature)
-        def serve(token_ids, padding_mask, max_new_tokens, temperature, top_k, top_p, seeds, stop_token_ids):
-            tokens, lengths = generate_tokens(self.backbone, token_ids, padding_mask, max_new_tokens, temperature,
-                                              top_k, top_p, seeds, stop_token_ids, budget)
-            return {"token_ids": tokens, "lengths": lengths}
-        return serve
-
-
 # Compiled functions live as long as their backbone, so repeated `generate`
 # calls do not recompile.
 _GENERATORS: "weakref.WeakKeyDictionary[GPTBackbone, dict[bool, Generator]]" = weakref.WeakKeyDictionary()
@@ -347,15 +325,15 @@ def _prompt_lists(prompts: Any) -> list[list[int]]:
 
 
 def left_pad(prompts: Sequence[Sequence[int]], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """`[batch, length]` int32 ids and mask, prompts right-aligned (left padding, id 0)."""
-    length = max(len(p) for p in prompts) if length is None else length
-    ids = np.zeros((len(prompts), length), np.int32)
-    mask = np.zeros((len(prompts), length), np.int32)
-    for row, prompt in enumerate(prompts):
-        if prompt:
-            ids[row, length - len(prompt):] = prompt
-            mask[row, length - len(prompt):] = 1
-    return ids, mask
+    """Deprecated: `gpt_keras.preprocessor.pad(ids, length, side="left")`."""
+    warnings.warn('gpt_keras.generate.left_pad is deprecated; use gpt_keras.preprocessor.pad(ids, side="left")',
+                  DeprecationWarning, stacklevel=2)
+    return _left_pad(prompts, length)
+
+
+def _left_pad(prompts: Sequence[Sequence[int]], length: int | None) -> tuple[np.ndarray, np.ndarray]:
+    out = pad(ragged_ids(prompts), length, side="left")
+    return out["token_ids"].numpy(), out["padding_mask"].numpy()
 
 
 def _validate(backbone: GPTBackbone, prompts: list[list[int]], max_new_tokens: int, strategy: str,
@@ -418,7 +396,7 @@ def generate(model_or_backbone: Any, prompts: Any, max_new_tokens: int, *, strat
     # Bucketed prompt length (fewer XLA compiles); still fits the context.
     longest = max(len(p) for p in prompts)
     length = min(-(-longest // _PROMPT_BUCKET) * _PROMPT_BUCKET, backbone.config.n_ctx - budget)
-    ids, mask = left_pad(prompts, length)
+    ids, mask = _left_pad(prompts, length)
     if seed is None:
         seed = random.randrange(2**31)
     settings = (np.full([batch], budget, np.int32),
@@ -436,15 +414,15 @@ def generate(model_or_backbone: Any, prompts: Any, max_new_tokens: int, *, strat
 # -------------------------------------------------------------- command line
 
 def _load(args: argparse.Namespace):
-    """(backbone, tokenizer) from `--model` (a project model dir, or a `.keras`
-    GPTLMModel file with `--tokenizer DIR`)."""
+    """(backbone, tokenizer) from `--model`: a model directory (pre-trained or
+    fine-tuned: its backbone generates), or a `.keras` GPTLMModel file with `--tokenizer DIR`."""
+    from gpt_keras import saving  # pylint: disable=g-import-not-at-top
+
     if args.model.endswith(".keras"):
         import keras  # pylint: disable=g-import-not-at-top
-        backbone = _as_backbone(keras.models.load_model(args.model))
-        tokenizer = None
+        backbone, tokenizer = _as_backbone(keras.models.load_model(args.model)), None
     else:
-        from gpt_keras.convert import load_pretrained  # pylint: disable=g-import-not-at-top
-        backbone, tokenizer = load_pretrained(args.model)
+        backbone, tokenizer = saving.load_backbone(args.model), saving.load_tokenizer(args.model)
     if args.tokenizer:
         from gpt_keras.tokenizer import GPTTokenizer  # pylint: disable=g-import-not-at-top
         tokenizer = GPTTokenizer.load(args.tokenizer)
@@ -458,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpt_keras.generate",
                                      description="Generate text with a gpt_keras language model.")
     parser.add_argument("--model", required=True,
-                        help="gpt_keras model directory (see gpt_keras.convert), or a .keras GPTLMModel file")
+                        help="gpt_keras model directory (gpt_keras.saving; foreign checkpoints: gpt_keras.convert), "
+                             "or a .keras GPTLMModel file")
     parser.add_argument("--tokenizer", default=None,
                         help="vocabulary directory (default: the one in --model)")
     parser.add_argument("--prompt", required=True, action="append",

@@ -10,7 +10,7 @@ from the mask so that left padding does not shift them.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import numpy as np
@@ -75,7 +75,22 @@ class GPTBackbone(keras.Model):
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "GPTBackbone":
-        return cls(**GPTConfig.from_preset(preset, **overrides).to_dict())
+        """A backbone from a preset name (random weights; `overrides` change
+        config fields) or from a model directory (with its weights), as
+        keras-hub's `from_preset` accepts a local preset directory."""
+        from gpt_keras import saving  # pylint: disable=g-import-not-at-top  (saving imports this module)
+
+        directory = saving.resolve_preset(preset)
+        if directory is None:
+            return cls(**GPTConfig.from_preset(preset, **overrides).to_dict())
+        _no_overrides(preset, overrides)
+        return saving.load_backbone(directory)
+
+    def save_to_preset(self, directory: str, tokenizer: Any = None) -> None:
+        """Saves weights, config and tokenizer as a model directory (`gpt_keras.saving`)."""
+        from gpt_keras import saving  # pylint: disable=g-import-not-at-top
+
+        saving.save_model(self, directory, tokenizer)
 
     def call_with_cache(self, token_ids, positions, mask, caches: tuple, cache_update_index):
         """Incremental forward pass for generation.
@@ -111,6 +126,12 @@ class GPTBackbone(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _no_overrides(preset: Any, overrides: dict) -> None:
+    if overrides:
+        raise ValueError(f"{preset} is a saved model directory: its sizes are fixed, so config overrides "
+                         f"{sorted(overrides)} cannot apply; build from a preset name to change them")
 
 
 def with_special_tokens(backbone: GPTBackbone, seed: int | None = None) -> GPTBackbone:
@@ -170,6 +191,15 @@ class GPTLMModel(_StepModel):
         hidden = self.backbone(_model_inputs(inputs), training=training)
         return self.backbone.embed.attend(hidden)
 
+    @classmethod
+    def from_preset(cls, preset: str, **overrides: Any) -> "GPTLMModel":
+        """The language model on `GPTBackbone.from_preset(preset, **overrides)`."""
+        return cls(GPTBackbone.from_preset(preset, **overrides))
+
+    def save_to_preset(self, directory: str, tokenizer: Any = None) -> None:
+        """Saves the backbone (the LM head is tied to it) as a model directory."""
+        self.backbone.save_to_preset(directory, tokenizer)
+
     def loss_terms(self, data, training):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         logits = self(x, training=training)
@@ -217,11 +247,13 @@ class GPTTaskModel(_StepModel):
     """
 
     def __init__(self, backbone: GPTBackbone, family: str, num_labels: int | None = None,
-                 num_choices: int | None = None, lm_weight: float = 0.5, **kwargs):
+                 num_choices: int | None = None, lm_weight: float = 0.5,
+                 label_names: Sequence[str] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.family = TaskFamily.parse(family)
         self.num_labels = self.family.validate_num_labels(num_labels)
         self.num_choices = self.family.validate_num_choices(num_choices)
+        self.label_names = self.family.validate_label_names(label_names, self.num_labels)
         if lm_weight < 0:
             raise ValueError(f"lm_weight (lambda) must be >= 0, got {lm_weight}")
         self.lm_weight = float(lm_weight)
@@ -268,11 +300,46 @@ class GPTTaskModel(_StepModel):
     def loss_weights(self) -> dict[str, float]:
         return {"task": 1.0, "lm": self.lm_weight}
 
+    @classmethod
+    def from_preset(cls, preset: str, family: str | None = None, num_labels: int | None = None,
+                    num_choices: int | None = None, lm_weight: float | None = None,
+                    label_names: Sequence[str] | None = None, **overrides: Any) -> "GPTTaskModel":
+        """A task model from a fine-tuned model directory (backbone and head as
+        saved), or a new head (`family`, `num_labels`/`num_choices`) on a
+        pre-trained directory's backbone or on a preset (random weights)."""
+        from gpt_keras import saving  # pylint: disable=g-import-not-at-top
+
+        head = {"family": family, "num_labels": num_labels, "num_choices": num_choices,
+                "lm_weight": lm_weight, "label_names": label_names}
+        given = {k: v for k, v in head.items() if v is not None}
+        directory = saving.resolve_preset(preset)
+        if directory is not None and saving.is_fine_tuned(directory):
+            _no_overrides(preset, overrides)
+            model = saving.load_task_model(directory)
+            saved = saving.task_section(model)
+            clash = {k: (v, saved[k]) for k, v in given.items()
+                     if k != "lm_weight" and (list(v) if k == "label_names" else v) != saved[k]}
+            if clash:
+                raise ValueError(f"{preset} is a fine-tuned {saved['family']} model; arguments that contradict its "
+                                 f"task section: {', '.join(f'{k}={a!r} (saved: {b!r})' for k, (a, b) in clash.items())}")
+            model.lm_weight = float(given.get("lm_weight", model.lm_weight))
+            return model
+        if family is None:
+            raise ValueError(f"{preset} has no task head: give family= (and num_labels= or num_choices=)")
+        backbone = GPTBackbone.from_preset(preset, **overrides)
+        return cls(backbone, **{"lm_weight": 0.5, **given})
+
+    def save_to_preset(self, directory: str, tokenizer: Any = None) -> None:
+        """Saves backbone, head, task section and tokenizer as a model directory."""
+        from gpt_keras import saving  # pylint: disable=g-import-not-at-top
+
+        saving.save_model(self, directory, tokenizer)
+
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable,
                 "backbone": keras.saving.serialize_keras_object(self.backbone),
                 "family": self.family.value, "num_labels": self.num_labels,
-                "num_choices": self.num_choices, "lm_weight": self.lm_weight}
+                "num_choices": self.num_choices, "lm_weight": self.lm_weight, "label_names": self.label_names}
 
     @classmethod
     def from_config(cls, config):

@@ -71,6 +71,20 @@ class TaskFamily(str, enum.Enum):
             raise ValueError(f"multiple_choice needs num_choices >= 2, got {num_choices!r}")
         return num_choices
 
+    def validate_label_names(self, label_names, num_labels: int | None) -> list[str] | None:
+        """Class names of a classification-like head (None: unnamed); regression
+        and multiple choice have none (answers are a score or a choice index)."""
+        if label_names is None:
+            return None
+        names = [str(n) for n in label_names]
+        if num_labels is None:
+            raise ValueError(f"{self.value} has no label names (its output is "
+                             f"{'a score' if self.is_regression else 'a choice index'}); got {names!r}")
+        if len(names) != num_labels or len(set(names)) != num_labels:
+            raise ValueError(f"label_names must be {num_labels} distinct names (num_labels={num_labels}), "
+                             f"got {names!r}")
+        return names
+
     def check_input_rank(self, token_ids, num_choices: int | None) -> None:
         """Raise if inputs are not [batch, n_sequences, length] for this family."""
         shape = token_ids.shape
@@ -184,7 +198,7 @@ def build_inputs(family: "str | TaskFamily", fields: Mapping[str, tf.RaggedTenso
       special_ids: ids of (`_start_`, `_delimiter_`, `_classify_`).
     Returns:
       {"token_ids": ragged [batch, n_sequences, None] int32,
-       "truncated": bool [batch]}.  Use `pad_inputs` to get dense tensors.
+       "truncated": bool [batch]}.  `gpt_keras.preprocessor.pad` makes them dense.
     """
     family = TaskFamily.parse(family)
     missing = [f for f in family.fields if f not in fields]
@@ -224,8 +238,11 @@ def _multiple_choice(context: tf.RaggedTensor, choices: tf.RaggedTensor, n_ctx: 
 
 
 def pad_inputs(token_ids: tf.RaggedTensor, length: int | None = None) -> dict[str, tf.Tensor]:
-    """Dense `token_ids` and `padding_mask` (id 0 plus a mask) from ragged ids."""
-    shape = None if length is None else [None] * (token_ids.shape.rank - 1) + [length]
-    dense = token_ids.to_tensor(0, shape=shape)
-    mask = tf.ones_like(token_ids, tf.int32).to_tensor(0, shape=shape)
-    return {"token_ids": tf.cast(dense, tf.int32), "padding_mask": mask}
+    """Deprecated: `gpt_keras.preprocessor.pad`."""
+    import warnings
+
+    from gpt_keras.preprocessor import pad
+
+    warnings.warn("gpt_keras.pad_inputs is deprecated; use gpt_keras.preprocessor.pad (or TaskPreprocessor)",
+                  DeprecationWarning, stacklevel=2)
+    return pad(token_ids, length)

@@ -14,7 +14,7 @@ from helpers import random_ids, tiny_config
 from safetensors.numpy import save_file
 
 import gpt_keras as gk
-from gpt_keras import convert
+from gpt_keras import convert, saving
 
 
 def _random_backbone(seed: int = 0, **overrides) -> gk.GPTBackbone:
@@ -146,7 +146,7 @@ def test_convert_checkpoint_adds_special_rows_and_loads_back(tmp_path):
     src = _write_release(tmp_path / "release", _release_arrays(source))
     dst = convert.convert_checkpoint(src, tmp_path / "model", n_head=4, seed=7)
     assert {p.name for p in dst.iterdir()} == {"config.json", "model.weights.h5"}
-    backbone, tokenizer = convert.load_pretrained(dst)
+    backbone, tokenizer = saving.load_model(dst)
     assert tokenizer is None
     assert backbone.config.n_special == 3 and backbone.config.vocab_size == 97
     tokens = backbone.embed.token_embeddings.numpy()
@@ -157,7 +157,7 @@ def test_convert_checkpoint_adds_special_rows_and_loads_back(tmp_path):
     # Any supported directory loads through one entry point; gpt_keras -> HF -> gpt_keras is exact.
     _assert_same_weights(backbone, convert.load_any(convert.export_hf(backbone, tmp_path / "hf")))
     plain = convert.convert_checkpoint(src, tmp_path / "plain", n_head=4, add_special_tokens=False)
-    assert convert.load_pretrained(plain)[0].config.n_special == 0
+    assert saving.load_backbone(plain).config.n_special == 0
 
 
 def test_vocabulary_sizes_against_the_embedding(tmp_path):
@@ -198,9 +198,10 @@ def test_convert_checkpoint_with_vocabulary(tmp_path):
     src = _write_release(tmp_path / "release", _release_arrays(source))
     tok.save(str(src), format="original")
     dst = convert.convert_checkpoint(src, tmp_path / "model", n_head=4)
-    backbone, loaded = convert.load_pretrained(dst)
-    meta = json.loads((dst / "config.json").read_text())
-    assert (meta["vocabulary_format"], meta["tokenizer_mode"]) == ("original", "original")
+    backbone, loaded = saving.load_model(dst)
+    meta = json.loads((dst / "gpt_keras_tokenizer.json").read_text())  # the tokenizer records its own mode
+    assert (meta["vocabulary_format"], meta["mode"]) == ("original", "original")
+    assert meta["fingerprint"] == tok.fingerprint
     assert loaded.n_vocab == backbone.config.vocab_size == tok.n_vocab
     assert (loaded.start_id, loaded.classify_id) == (backbone.config.start_id, backbone.config.classify_id)
     assert loaded.encode("the dog sat") == tok.encode("the dog sat")
@@ -208,8 +209,8 @@ def test_convert_checkpoint_with_vocabulary(tmp_path):
     hf = convert.export_hf(backbone, tmp_path / "hf", loaded)
     assert (hf / "vocab.json").is_file() and (hf / "merges.txt").is_file()
     again = convert.convert_checkpoint(hf, tmp_path / "again")
-    _assert_same_weights(backbone, convert.load_pretrained(again)[0])
-    assert json.loads((again / "config.json").read_text())["tokenizer_mode"] == "hf"
+    _assert_same_weights(backbone, saving.load_backbone(again))
+    assert json.loads((again / "gpt_keras_tokenizer.json").read_text())["mode"] == "hf"
 
 
 def test_vocabulary_the_tokenizer_rejects(tmp_path):
@@ -219,7 +220,7 @@ def test_vocabulary_the_tokenizer_rejects(tmp_path):
     with pytest.raises(convert.ConversionError, match="cannot be loaded by the project tokenizer.*--no-vocab"):
         convert.convert_checkpoint(src, tmp_path / "model", n_head=4)
     assert convert.main(["import", str(src), str(tmp_path / "weights"), "--n-head", "4", "--no-vocab"]) == 0
-    backbone, tokenizer = convert.load_pretrained(tmp_path / "weights")
+    backbone, tokenizer = saving.load_model(tmp_path / "weights")
     assert tokenizer is None and backbone.config.vocab_size == 97
 
 
@@ -293,9 +294,9 @@ def test_bad_hf_and_project_dirs(tmp_path):
         state["h.1.ln_3.bias"] = state.pop("h.1.ln_2.bias")
         convert.load_hf(variant("renamed", state=state))
     with pytest.raises(convert.ConversionError, match="not a gpt_keras model directory"):
-        convert.load_pretrained(good)
+        saving.load_model(good)
     with pytest.raises(convert.ConversionError, match="already in the gpt_keras format"):
-        convert.convert_checkpoint(convert.save_pretrained(_random_backbone(), tmp_path / "ours"), tmp_path / "x")
+        convert.convert_checkpoint(saving.save_model(_random_backbone(), tmp_path / "ours"), tmp_path / "x")
     with pytest.raises(convert.ConversionError, match="fixes the MLP width to 4 \\* n_embd"):
         convert.export_hf(_random_backbone(n_inner=100), tmp_path / "wide")
 

@@ -14,7 +14,8 @@ import tensorflow as tf
 
 import gpt_keras as gk
 from gpt_keras import export
-from gpt_keras.export import graph, layout
+from gpt_keras.export import layout
+from gpt_keras.preprocessor import TaskPreprocessor
 from gpt_keras.generate import generate
 from gpt_keras.tokenizer import count_words, train_bpe
 from helpers import tiny_config
@@ -44,16 +45,9 @@ def rows_for(family: str) -> dict:
 
 
 def python_head(model, tok, family: str, rows: dict):
-    """The Python path: Python tokenizer -> build_inputs -> pad_inputs -> model."""
-    ids = {}
-    for name, values in rows.items():
-        if name == "choices":
-            ids[name] = tf.ragged.constant([[tok.encode(c) for c in row] for row in values], tf.int32, ragged_rank=2)
-        else:
-            ids[name] = tf.ragged.constant([tok.encode(t) for t in values], tf.int32, ragged_rank=1)
-    c = model.backbone.config
-    built = gk.build_inputs(family, ids, c.n_ctx, (c.start_id, c.delimiter_id, c.classify_id))
-    return model(gk.pad_inputs(built["token_ids"]), training=False).numpy(), built["truncated"].numpy()
+    """The Python path: TaskPreprocessor (Python tokenizer -> build_inputs -> pad) -> model."""
+    x = TaskPreprocessor.for_model(model, tok)(rows)
+    return model(x, training=False).numpy(), x["truncated"].numpy()
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +172,7 @@ def test_graph_decoder_matches_python_decode(tok):
     rng = np.random.default_rng(0)
     ids = rng.integers(0, tok.vocab_size, size=(6, 12)).astype("int32")
     lengths = np.array([0, 1, 5, 12, 12, 3], "int32")
-    out = graph.Decoder(tok)(tf.constant(ids), tf.constant(lengths)).numpy()
+    out = tok.graph_decoder()(tf.constant(ids), tf.constant(lengths)).numpy()
     assert [o.decode("utf-8") for o in out] == [tok.decode(row[:n].tolist()) for row, n in zip(ids, lengths)]
 
 
@@ -322,6 +316,19 @@ def test_served_generation_equals_python_generate(fresh_results, models, tok):
     assert twice["token_ids"][0] == twice["token_ids"][1]  # same seed, same draws
 
 
+def test_lm_export_reads_the_end_of_long_prompts(models, tok):
+    """A prompt longer than the byte cut keeps its end, the text generation continues."""
+    from gpt_keras.export.lm import LMServingModule
+
+    module = LMServingModule(models["lm"].backbone, tok, max_new_tokens=4)
+    filler = "the plot of a movie " * 200  # 4 KB: over the cut of 64 * n_ctx = 2 KB
+    prompts = [filler + "a great movie", filler + "bad acting , a dull and terrible film", "short"]
+    keep = module.max_prompt_tokens
+    served = module.prompt_ids(tf.constant(prompts)).to_list()
+    assert served == [tok.encode(p)[-keep:] for p in prompts]
+    assert served[0] != served[1]  # prompts that differ only in their end are read differently
+
+
 def test_export_command(models, tok, tmp_path):
     from gpt_keras.export.__main__ import main
 
@@ -332,3 +339,8 @@ def test_export_command(models, tok, tmp_path):
     assert main(argv) == 0
     assert export.read_metadata(str(tmp_path / "exports" / "scores" / "1"))["family"] == "regression"
     assert main(argv + ["--version", "1"]) == 2  # versions are immutable
+    # A model directory carries its tokenizer and label names.
+    models["classification"].save_to_preset(str(tmp_path / "clf"), tok)
+    assert main(["--model", str(tmp_path / "clf"), "--base_dir", str(tmp_path / "exports"),
+                 "--model_name", "clf", "--label_names", "neg,neutral,pos"]) == 0
+    assert export.read_metadata(str(tmp_path / "exports" / "clf" / "1"))["label_names"] == ["neg", "neutral", "pos"]

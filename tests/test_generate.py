@@ -7,6 +7,7 @@ from helpers import tiny_config
 
 import gpt_keras as gk
 from gpt_keras import generate as gen
+from gpt_keras import saving
 from gpt_keras.generate import Generator, generate, left_pad, select_tokens
 
 PROMPTS = [[5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8, 9], [42]]  # different lengths -> left padding
@@ -202,7 +203,7 @@ def test_cli(tmp_path, capsys):
     tok = _tokenizer()
     keras.utils.set_random_seed(0)
     backbone = gk.GPTBackbone(**tiny_config(vocab_size=tok.n_vocab).to_dict())
-    model_dir = convert.save_pretrained(backbone, tmp_path / "model", tokenizer=tok)
+    model_dir = saving.save_model(backbone, tmp_path / "model", tokenizer=tok)
     args = ["--prompt", "the cat", "--max_new_tokens", "4", "--no_xla"]
     assert gen.main(["--model", str(model_dir), *args]) == 0
     out = capsys.readouterr().out.strip()
@@ -218,19 +219,3 @@ def test_cli(tmp_path, capsys):
     assert "pass --tokenizer DIR" in capsys.readouterr().err
     assert gen.main(["--model", str(model_dir), *args, "--top_p", "2"]) == 2
     assert "top_p must be in (0, 1]" in capsys.readouterr().err
-
-
-def test_serving_function_is_shape_polymorphic_and_survives_a_savedmodel(backbone, tmp_path):
-    module = tf.Module()
-    module.backbone = backbone
-    module.serve = Generator(backbone, jit_compile=False).serving_function(budget=6)
-    tf.saved_model.save(module, str(tmp_path / "lm"))
-    loaded = tf.saved_model.load(str(tmp_path / "lm"))
-    for prompts in (PROMPTS, PROMPTS[:1]):
-        ids, mask = left_pad(prompts)
-        b = len(prompts)
-        out = loaded.serve(token_ids=ids, padding_mask=mask, max_new_tokens=np.full([b], 6, np.int32),
-                    temperature=np.zeros([b], np.float32), top_k=np.zeros([b], np.int32),
-                    top_p=np.ones([b], np.float32), seeds=np.arange(b, dtype=np.int64),
-                    stop_token_ids=np.zeros([0], np.int32))
-        assert out["token_ids"].numpy().tolist() == generate(backbone, prompts, 6, jit_compile=False)

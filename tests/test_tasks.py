@@ -5,6 +5,7 @@ import tensorflow as tf
 from helpers import tiny_config
 
 import gpt_keras as gk
+from gpt_keras.preprocessor import pad
 from gpt_keras.train import TrainSettings, finetune
 
 S, D, E = 97, 98, 99  # _start_, _delimiter_, _classify_ for the tiny preset (vocab 97)
@@ -57,10 +58,27 @@ def test_truncation_keeps_both_segments_longest_first():
         gk.build_inputs("entailment", {"premise": [[1]]}, 8, SPECIALS)
 
 
-def test_pad_inputs_uses_id_zero_and_a_mask():
-    out = gk.pad_inputs(gk.build_inputs("classification", {"text": [[5, 6], [7]]}, 32, SPECIALS)["token_ids"])
+def test_pad_uses_id_zero_and_a_mask():
+    out = pad(gk.build_inputs("classification", {"text": [[5, 6], [7]]}, 32, SPECIALS)["token_ids"])
     assert out["token_ids"].numpy().tolist() == [[[S, 5, 6, E]], [[S, 7, E, 0]]]
     assert out["padding_mask"].numpy().tolist() == [[[1, 1, 1, 1]], [[1, 1, 1, 0]]]
+    # The deprecated name still works, and says what replaces it.
+    with pytest.warns(DeprecationWarning, match="gpt_keras.preprocessor.pad"):
+        old = gk.pad_inputs(gk.build_inputs("classification", {"text": [[5, 6], [7]]}, 32, SPECIALS)["token_ids"])
+    assert old["token_ids"].numpy().tolist() == out["token_ids"].numpy().tolist()
+
+
+def test_left_pad_right_aligns_prompts_and_cuts_from_the_left():
+    ids = tf.ragged.constant([[1, 2, 3], [4]])
+    out = pad(ids, side="left")
+    assert out["token_ids"].numpy().tolist() == [[1, 2, 3], [0, 0, 4]]
+    assert out["padding_mask"].numpy().tolist() == [[1, 1, 1], [0, 0, 1]]
+    out = pad(ids, 2, side="left")
+    assert out["token_ids"].numpy().tolist() == [[2, 3], [0, 4]]
+    out = pad(ids, 5, side="left")
+    assert out["token_ids"].numpy().tolist() == [[0, 0, 1, 2, 3], [0, 0, 0, 0, 4]]
+    with pytest.raises(ValueError, match="side must be"):
+        pad(ids, side="middle")
 
 
 def _synthetic(family: str, n: int, rng):

@@ -1,20 +1,22 @@
 """SavedModel export for TF Serving: raw text in, predictions or text out.
 
     from gpt_keras.export import export_task_model, export_lm
-    path = export_task_model(task_model, tokenizer, "models", "sentiment", label_names=["neg", "pos"])
+    path = export_task_model(task_model, tokenizer, "models", "sentiment")  # label names: the model's own
     # -> models/sentiment/1/ (the next free version), written atomically
     path = export_lm(lm_model, tokenizer, "models", "gpt", max_new_tokens=64)
 
-The tokenizer tables, the task transform (`gpt_keras.tasks.build_inputs`)
-and the model all live in the graph, which uses core TF ops only and no XLA,
+The tokenizer tables, the task preprocessor (`gpt_keras.preprocessor`, the
+same object training data went through) and the model all live in the graph, which uses core TF ops only and no XLA,
 so the stock `tensorflow_model_server` serves it and a process that imports
 only `tensorflow` (+ `tensorflow_text`) loads it. Signatures, inputs and
 outputs: see `task.py` and `lm.py`, and docs/serving.md.
 
-Long text: each string is first cut to `max_text_bytes` bytes (default
-64 * n_ctx), then tokenized; the transform truncates to the context exactly
-as in training (`build_inputs`: the first n_ctx - 2 tokens of a single text,
-longest-first for a pair), and the `truncated` output says so.
+Long text: each task field is first cut to its first `max_text_bytes` bytes
+(default 64 * n_ctx), then tokenized; the transform truncates to the context
+exactly as in training (`build_inputs`: the first n_ctx - 2 tokens of a
+single text, longest-first for a pair), and the `truncated` output says so.
+A prompt for generation keeps its *last* `max_text_bytes` bytes and then its
+last tokens: generation continues from the end.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ __all__ = ["export_task_model", "export_lm", "TaskServingModule", "LMServingModu
 
 
 def _common_metadata(kind: str, tokenizer: GPTTokenizer, config, max_text_bytes: int) -> dict[str, Any]:
+    # Descriptive only: the tokenizer's tables (and so its mode) are in the graph.
     return {"kind": kind, "n_ctx": config.n_ctx, "max_text_bytes": max_text_bytes,
             "tokenizer_fingerprint": tokenizer.fingerprint, "tokenizer_mode": tokenizer.mode,
             "format": "gpt_keras.export/1"}
@@ -50,7 +53,8 @@ def export_task_model(model: GPTTaskModel, tokenizer: GPTTokenizer, base_dir: st
       base_dir: TF Serving's model base directory (parent of the model dir).
       model_name: served model name (directory name).
       version: integer version; None = one more than the highest existing.
-      label_names: class names of a classification-like model (default "0".."n-1").
+      label_names: class names of a classification-like model (default: the
+        model's own `label_names`, else "0".."n-1").
       max_text_bytes: per-string byte cut before tokenizing (default 64 * n_ctx).
     Returns:
       The version directory. Raises FileExistsError if that version exists.

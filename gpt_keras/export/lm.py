@@ -13,7 +13,7 @@ Signatures (every input is per row, so TF Serving's batching can merge requests)
 bound: larger per-row values are clipped to it. Settings are clipped into
 their valid ranges rather than rejected (a bad row must not fail the other
 rows of a server-side batch). A prompt keeps its last `n_ctx - budget`
-tokens; an empty prompt yields empty text.
+tokens (of its last `max_text_bytes` bytes); an empty prompt yields empty text.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from gpt_keras.export import graph
 from gpt_keras.generate import generate_tokens
 from gpt_keras.model import GPTBackbone
+from gpt_keras.preprocessor import BYTES_PER_POSITION, check_tokenizer, pad
 from gpt_keras.tokenizer import GPTTokenizer
 
 SETTINGS = {  # name: (dtype, value of the greedy default)
@@ -35,14 +35,14 @@ SETTINGS = {  # name: (dtype, value of the greedy default)
 }
 
 
-def left_pad(ids: tf.RaggedTensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Ragged [b, (n)] -> right-aligned (ids, mask) [b, max n], padding id 0 on the left."""
-    lengths = tf.cast(ids.row_lengths(), tf.int32)
-    dense = ids.to_tensor(0)
-    width = tf.shape(dense)[1]
-    source = tf.range(width)[None, :] - (width - lengths)[:, None]  # column each slot reads
-    mask = tf.cast(source >= 0, tf.int32)
-    return tf.gather(dense, tf.maximum(source, 0), batch_dims=1) * mask, mask
+def last_bytes(texts: tf.Tensor, max_bytes: int) -> tf.Tensor:
+    """The last `max_bytes` bytes of each string: a prompt keeps its end, the
+    part generation continues from. A UTF-8 character cut at the front becomes
+    U+FFFD in the first, partial word, which the token cut then drops unless
+    the text averages over `max_bytes / max_prompt_tokens` bytes per token."""
+    texts = tf.reshape(texts, [-1])
+    start = tf.maximum(tf.strings.length(texts) - max_bytes, 0)
+    return tf.strings.substr(texts, start, tf.fill(tf.shape(texts), max_bytes))
 
 
 class LMServingModule(tf.Module):
@@ -52,28 +52,34 @@ class LMServingModule(tf.Module):
                  stop_token_ids: Sequence[int] = (), max_text_bytes: int | None = None):
         super().__init__(name="gpt_lm_serving")
         config = backbone.config
-        graph.check_tokenizer(tokenizer, config)
+        check_tokenizer(tokenizer, config)
         if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens < config.n_ctx:
             raise ValueError(f"max_new_tokens (the export's upper bound) must be in [1, n_ctx={config.n_ctx}), "
                              f"got {max_new_tokens!r}")
         self.backbone = backbone
         self.tokenizer = tokenizer.graph_layer()
-        self.decoder = graph.Decoder(tokenizer)
+        self.decoder = tokenizer.graph_decoder()
         self.budget = max_new_tokens
         self.max_prompt_tokens = config.n_ctx - max_new_tokens
         self.stop_token_ids = [int(t) for t in stop_token_ids]
-        self.max_text_bytes = int(max_text_bytes or graph.default_max_text_bytes(config))
+        self.max_text_bytes = int(max_text_bytes or BYTES_PER_POSITION * config.n_ctx)
+
+    def prompt_ids(self, prompt: tf.Tensor) -> tf.RaggedTensor:
+        """[b] prompts -> the ids generation conditions on: the last
+        `max_prompt_tokens` tokens of each prompt's last `max_text_bytes` bytes."""
+        return self.tokenizer(last_bytes(prompt, self.max_text_bytes))[:, -self.max_prompt_tokens:]
 
     def generate(self, prompt: tf.Tensor, max_new_tokens: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor,
                  top_p: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        ids = graph.encode(self.tokenizer, prompt, self.max_text_bytes)[:, -self.max_prompt_tokens:]
+        ids = self.prompt_ids(prompt)
         empty = tf.equal(ids.row_lengths(), 0)
         # An empty prompt gets one dummy token so that the core has a row to
         # run; its output is discarded below.
         dummy = tf.RaggedTensor.from_row_lengths(tf.zeros(tf.reduce_sum(tf.cast(empty, tf.int64)), tf.int32),
                                                  tf.cast(empty, tf.int64))
         ids = tf.concat([dummy, ids], axis=1)
-        token_ids, mask = left_pad(ids)
+        padded = pad(ids, side="left")
+        token_ids, mask = padded["token_ids"], padded["padding_mask"]
         tokens, lengths = generate_tokens(
             self.backbone, token_ids, mask,
             tf.clip_by_value(max_new_tokens, 0, self.budget), tf.maximum(temperature, 0.0),

@@ -23,29 +23,24 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from gpt_keras.export import graph
 from gpt_keras.model import GPTTaskModel
-from gpt_keras.tasks import TaskFamily, build_inputs, pad_inputs
+from gpt_keras.preprocessor import TaskPreprocessor, head_outputs
+from gpt_keras.tasks import TaskFamily
 from gpt_keras.tokenizer import GPTTokenizer
 
 
 def resolve_label_names(model: GPTTaskModel, label_names: Sequence[str] | None) -> list[str] | None:
-    """Label names of a classification-like model (default "0".."n-1");
-    choice indices for multiple choice; None for regression."""
+    """Label names of a classification-like model (given, else the model's own,
+    else "0".."n-1"); choice indices for multiple choice; None for regression."""
     family = model.family
-    if family.is_regression:
-        if label_names:
-            raise ValueError("a regression model has no label names")
-        return None
-    count = model.num_choices if family is TaskFamily.MULTIPLE_CHOICE else model.num_labels
     if family is TaskFamily.MULTIPLE_CHOICE:
         if label_names:
             raise ValueError("multiple_choice answers are choice indices; label_names does not apply")
-        return [str(i) for i in range(count)]
-    names = [str(i) for i in range(count)] if label_names is None else [str(n) for n in label_names]
-    if len(names) != count or len(set(names)) != count:
-        raise ValueError(f"label_names must be {count} distinct names (num_labels={count}), got {label_names!r}")
-    return names
+        return [str(i) for i in range(model.num_choices)]
+    names = family.validate_label_names(label_names, model.num_labels) if label_names else model.label_names
+    if family.is_regression:
+        return None
+    return names or [str(i) for i in range(model.num_labels)]
 
 
 class TaskServingModule(tf.Module):
@@ -54,16 +49,13 @@ class TaskServingModule(tf.Module):
     def __init__(self, model: GPTTaskModel, tokenizer: GPTTokenizer, label_names: Sequence[str] | None = None,
                  max_text_bytes: int | None = None):
         super().__init__(name="gpt_task_serving")
-        config = model.backbone.config
-        graph.check_tokenizer(tokenizer, config)
         self.model = model
-        self.tokenizer = tokenizer.graph_layer()
+        self.preprocessor = TaskPreprocessor.for_model(model, tokenizer, in_graph=True, max_text_bytes=max_text_bytes)
+        self.tokenizer = self.preprocessor.graph_tokenizer  # tracked here, so its tables are saved
         self.family = model.family
-        self.n_ctx = config.n_ctx
-        self.special_ids = (config.start_id, config.delimiter_id, config.classify_id)
         self.num_choices = model.num_choices
         self.label_names = resolve_label_names(model, label_names)
-        self.max_text_bytes = int(max_text_bytes or graph.default_max_text_bytes(config))
+        self.max_text_bytes = self.preprocessor.max_text_bytes
         self._label_table = None if self.label_names is None else tf.constant(self.label_names)
 
     # ----------------------------------------------------------- input specs
@@ -83,35 +75,13 @@ class TaskServingModule(tf.Module):
 
     # ----------------------------------------------------------------- graph
 
-    def _encode_field(self, name: str, texts: tf.Tensor) -> tf.RaggedTensor:
-        if name == "choices":  # [b, K] -> [b, K, (ids)]
-            flat = graph.encode(self.tokenizer, texts, self.max_text_bytes)
-            return tf.RaggedTensor.from_uniform_row_length(flat, self.num_choices)
-        return graph.encode(self.tokenizer, texts, self.max_text_bytes)
-
-    def head(self, fields: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
-        """(head output, truncated [b]) for raw text fields."""
-        ids = {name: self._encode_field(name, fields[name]) for name in self.family.fields}
-        built = build_inputs(self.family, ids, self.n_ctx, self.special_ids)
-        # Padded to the longest row of the batch, not n_ctx: padding never changes a result.
-        outputs = self.model(pad_inputs(built["token_ids"]), training=False)
-        return outputs, built["truncated"]
-
     def predictions(self, fields: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        head_out, truncated = self.head(fields)
-        if self.family.is_regression:
-            return {"score": tf.cast(head_out, tf.float32), "truncated": truncated}
-        logits = tf.cast(head_out, tf.float32)
-        probabilities = tf.nn.softmax(logits, axis=-1)
-        best = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        out = {"probabilities": probabilities, "logits": logits, "truncated": truncated}
-        if self.family is TaskFamily.MULTIPLE_CHOICE:
-            out["choice"] = best
-        else:
-            batch = tf.shape(logits)[0]
-            out["label_id"] = best
-            out["label"] = tf.gather(self._label_table, best)
-            out["label_names"] = tf.tile(self._label_table[None, :], [batch, 1])
+        # Padded to the longest row of the batch, not n_ctx: padding never changes a result.
+        x = self.preprocessor(fields)
+        out = head_outputs(self.family, self.model(x, training=False), self.label_names)
+        out["truncated"] = x["truncated"]
+        if "label" in out:
+            out["label_names"] = tf.tile(self._label_table[None, :], [tf.shape(out["label"])[0], 1])
         return out
 
     def parse_examples(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:

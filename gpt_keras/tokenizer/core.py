@@ -70,10 +70,26 @@ class GPTTokenizer:
     # ------------------------------------------------------------------ files
 
     @classmethod
-    def load(cls, path: str, mode: str = "hf") -> "GPTTokenizer":
-        """Loads a directory holding either format (HF names win if both)."""
+    def load(cls, path: str, mode: str | None = None) -> "GPTTokenizer":
+        """Loads a directory holding either format (HF names win if both).
+
+        The encoding mode is the one recorded by `save` (`tokenizer.json`);
+        directories without that file (third-party vocabularies) default to
+        "hf". An explicit `mode` that contradicts the recorded one is an error:
+        the same files would then give other ids than the model was trained on.
+        """
         fmt, vocab_path, merges_path = vocab_io.find_files(path)
-        return cls._from_paths(vocab_path, merges_path, mode)
+        recorded = vocab_io.read_tokenizer_info(path)
+        if recorded and mode is not None and mode != recorded["mode"]:
+            raise ValueError(f"{path}: this vocabulary was saved with tokenizer mode {recorded['mode']!r} "
+                             f"({vocab_io.TOKENIZER_INFO}), but mode {mode!r} was asked for; drop the explicit "
+                             "mode, or re-save the tokenizer in the mode you want")
+        tokenizer = cls._from_paths(vocab_path, merges_path, mode or (recorded or {}).get("mode", "hf"))
+        if recorded and recorded.get("fingerprint") not in (None, tokenizer.fingerprint):
+            raise ValueError(f"{path}: the vocabulary files' fingerprint {tokenizer.fingerprint[:12]}... differs "
+                             f"from the one recorded in {vocab_io.TOKENIZER_INFO} "
+                             f"({recorded['fingerprint'][:12]}...): the files were changed after saving")
+        return tokenizer
 
     @classmethod
     def from_original(cls, encoder_path: str, bpe_path: str, mode: str = "hf") -> "GPTTokenizer":
@@ -95,8 +111,13 @@ class GPTTokenizer:
     def save(self, directory: str, format: str = "original") -> tuple[str, str]:
         """Writes the vocabulary: format "original" -> `encoder_bpe_<M>.json` +
         `vocab_<M>.bpe` (M = number of merges, 40000 for the paper's files);
-        "hf" -> `vocab.json` + `merges.txt`. Returns the two paths."""
-        return vocab_io.write_files(directory, self.encoder, self.merges, format)
+        "hf" -> `vocab.json` + `merges.txt`. Beside them, `tokenizer.json`
+        records the encoding mode and fingerprint, so that `load` encodes text
+        the same way. Returns the two vocabulary paths."""
+        paths = vocab_io.write_files(directory, self.encoder, self.merges, format)
+        vocab_io.write_tokenizer_info(directory, {"mode": self.mode, "fingerprint": self.fingerprint,
+                                                  "vocabulary_format": format, "n_vocab": self.n_vocab})
+        return paths
 
     # ------------------------------------------------------------- Python
 
@@ -159,18 +180,18 @@ class GPTTokenizer:
         return self.special_ids[name]
 
     def pad(self, batch: Sequence[Sequence[int]], max_length: int | None = None):
-        """Right-pads id lists with `pad_id` (0) -> (ids, mask) int32 numpy
-        arrays [batch, length]; rows longer than `max_length` are truncated."""
+        """Deprecated: `gpt_keras.preprocessor.pad` (id 0 plus a mask, right-aligned)."""
+        import warnings
+
         import numpy as np
 
+        from gpt_keras.preprocessor import pad, ragged_ids
+
+        warnings.warn("GPTTokenizer.pad is deprecated; use gpt_keras.preprocessor.pad", DeprecationWarning,
+                      stacklevel=2)
         length = max_length if max_length is not None else max((len(r) for r in batch), default=0)
-        ids = np.full((len(batch), length), self.pad_id, dtype=np.int32)
-        mask = np.zeros((len(batch), length), dtype=np.int32)
-        for row, seq in enumerate(batch):
-            seq = list(seq)[:length]
-            ids[row, :len(seq)] = seq
-            mask[row, :len(seq)] = 1
-        return ids, mask
+        out = pad(ragged_ids([list(r) for r in batch]), length)
+        return np.asarray(out["token_ids"]), np.asarray(out["padding_mask"])
 
     # ---------------------------------------------------------------- graph
 
@@ -196,6 +217,13 @@ class GPTTokenizer:
         cache = {w: self._word_ids(w) for w in sorted(words)}
         return TokenizerLayer(self.decoder, self.ranks, self.unk_id, self.mode, cache)
 
+    def graph_decoder(self):
+        """A `tf.Module`: `decoder(ids [batch, n], lengths [batch])` -> text
+        [batch], the in-graph `decode(ids, skip_special_tokens=True)`."""
+        from gpt_keras.tokenizer.graph import GraphDecoder
+
+        return GraphDecoder(self.decoder, len(self.special_ids))
+
     def tf_encode(self, texts, max_length: int | None = None):
         """Graph op: string scalar or [batch] tensor -> int32 ids (1-D Tensor,
         or RaggedTensor [batch, (tokens)]). Works eagerly, in tf.function and
@@ -206,13 +234,17 @@ class GPTTokenizer:
 
     @staticmethod
     def tf_pad(ids, max_length: int, pad_id: int = 0):
-        """Graph op: ragged ids [batch, (tokens)] -> (ids, mask) int32 [batch, max_length]."""
-        import tensorflow as tf
+        """Deprecated: `gpt_keras.preprocessor.pad(ids, max_length)`."""
+        import warnings
 
-        ids = ids[:, :max_length]
-        dense = ids.to_tensor(default_value=pad_id, shape=[None, max_length])
-        mask = tf.sequence_mask(ids.row_lengths(), max_length, dtype=tf.int32)
-        return dense, mask
+        from gpt_keras.preprocessor import pad
+
+        warnings.warn("GPTTokenizer.tf_pad is deprecated; use gpt_keras.preprocessor.pad", DeprecationWarning,
+                      stacklevel=2)
+        if pad_id != 0:
+            raise ValueError("padding uses id 0 plus a mask (DESIGN.md); pad_id must be 0")
+        out = pad(ids, max_length)
+        return out["token_ids"], out["padding_mask"]
 
 
 def count_words(texts: Iterable[str | bytes], mode: str = "hf"):

@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 
 from gpt_keras.tokenizer.text import get_rules, tf_normalize_words, tf_split_words
+from gpt_keras.tokenizer.vocab_io import EOW
 
 _NO_RANK = 2**31 - 1  # rank of a pair that is not a merge
 
@@ -133,3 +134,22 @@ class TokenizerLayer(keras.layers.Layer):
             shape_invariants=(tf.TensorShape([None]), tf.TensorShape([None]), tf.TensorShape([])))
         return tf.RaggedTensor.from_value_rowids(self._vocab.lookup(tokens), tf.cast(seg, tf.int64),
                                                  nrows=tf.cast(n_words, tf.int64), validate=False)
+
+
+class GraphDecoder(tf.Module):
+    """In-graph `GPTTokenizer.decode` (skip_special_tokens=True): ids -> text.
+
+    Tokens are joined, `</w>` becomes a space and one trailing space is
+    dropped, exactly as the Python method (tests compare the two)."""
+
+    def __init__(self, tokens: Sequence[str], n_special: int):
+        super().__init__(name="decoder")
+        # Specials decode to "" (skipped); the table is a graph constant.
+        self._pieces = tf.constant([t.replace(EOW, " ") for t in tokens] + [""] * n_special)
+
+    def __call__(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+        """[batch, n] int ids, [batch] valid lengths -> [batch] strings."""
+        ids = tf.clip_by_value(ids, 0, tf.shape(self._pieces)[0] - 1)
+        ragged = tf.RaggedTensor.from_tensor(ids, lengths=lengths)
+        text = tf.strings.reduce_join(tf.gather(self._pieces, ragged), axis=-1)
+        return tf.strings.regex_replace(text, r" \z", "")  # \z: the very end (RE2)

@@ -22,6 +22,10 @@ from typing import Iterable
 
 HF_VOCAB, HF_MERGES = "vocab.json", "merges.txt"
 MERGES_HEADER = "#version: 0.2"
+# Written beside the vocabulary by `GPTTokenizer.save`: the encoding mode and
+# fingerprint travel with the files (not `tokenizer.json`: HF uses that name).
+TOKENIZER_INFO = "gpt_keras_tokenizer.json"
+TOKENIZER_INFO_FORMAT = "gpt_keras.tokenizer/1"
 EOW = "</w>"
 
 
@@ -155,3 +159,29 @@ def fingerprint(encoder: dict[str, int], merges: Iterable[tuple[str, str]]) -> s
     payload = json.dumps({"tokens": tokens, "merges": [list(m) for m in merges]},
                          ensure_ascii=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode("ascii")).hexdigest()
+
+
+def write_tokenizer_info(directory: str, info: dict) -> str:
+    """Writes `TOKENIZER_INFO` (mode, fingerprint, ...) into `directory`."""
+    path = os.path.join(directory, TOKENIZER_INFO)
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        json.dump({"format": TOKENIZER_INFO_FORMAT, **info}, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return path
+
+
+def read_tokenizer_info(directory: str) -> dict | None:
+    """The recorded tokenizer info of `directory`, or None when it has none
+    (vocabularies from elsewhere)."""
+    path = os.path.join(directory, TOKENIZER_INFO)
+    if not os.path.isfile(path):
+        return None
+    try:
+        info = json.loads(_open_text(path, "tokenizer info"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"tokenizer info '{path}' is not valid JSON ({e}); delete it to load the vocabulary "
+                         "in the default mode, or re-save the tokenizer") from None
+    if not isinstance(info, dict) or info.get("format") != TOKENIZER_INFO_FORMAT or "mode" not in info:
+        raise ValueError(f"tokenizer info '{path}' is not a {TOKENIZER_INFO_FORMAT} file with a 'mode'; "
+                         "re-save the tokenizer with GPTTokenizer.save")
+    return info

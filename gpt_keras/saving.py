@@ -1,0 +1,277 @@
+"""The one model directory: what every stage, CLI and `from_preset(dir)` reads and writes.
+
+    <dir>/config.json            {"format": "gpt_keras", "format_version": 2, "config": GPTConfig fields}
+    <dir>/model.weights.h5       the backbone's weights (Keras)
+    <dir>/<vocabulary files>     the tokenizer's files; `gpt_keras_tokenizer.json` records its mode
+                                 and fingerprint (written by `GPTTokenizer.save`)
+    <dir>/task.json              fine-tuned models only: family, num_labels, num_choices, label_names, lm_weight
+    <dir>/task.weights.h5        fine-tuned models only: the head's weights
+
+A fine-tuned directory is also a pre-trained one: its backbone loads on its
+own (`GPTBackbone.from_preset(dir)`), so a fine-tuned model can be the start
+of another fine-tuning.
+
+Why not keras-hub's preset layout? Its loader rebuilds classes from a
+registered Keras config and its tokenizer is a Keras layer; this project's
+tokenizer must stay importable without Keras (Beam workers), and a keras-hub
+`config.json` would be indistinguishable from a HF one for `detect_format`.
+The file names follow keras-hub's where they mean the same thing.
+
+Older directories still load: format 1 (mode recorded in `config.json`) and
+the pipeline's former fine-tuning output (`model.keras`, with a warning).
+Foreign formats (the original release, HF `openai-gpt`) are `gpt_keras.convert`'s.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import h5py
+import numpy as np
+
+from gpt_keras.config import GPTConfig
+from gpt_keras.model import GPTBackbone, GPTLMModel, GPTTaskModel
+from gpt_keras.preprocessor import check_tokenizer
+
+PathLike = Union[str, "os.PathLike[str]"]
+FORMAT = "gpt_keras"
+FORMAT_VERSION = 2
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+TASK_FILE = "task.json"
+TASK_WEIGHTS_FILE = "task.weights.h5"
+LEGACY_KERAS_FILE = "model.keras"  # the pipeline's fine-tuning output before format 2
+
+
+class ModelDirectoryError(ValueError):
+    """A checkpoint directory that cannot be read (missing or bad files, wrong
+    format); `gpt_keras.convert.ConversionError` is the same class."""
+
+
+def detect_format(path: PathLike) -> str:
+    """'gpt_keras', 'hf' or 'original' for a checkpoint directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelDirectoryError(f"{path} is not a directory")
+    if (path / "params_shapes.json").is_file():
+        return "original"
+    if (path / CONFIG_FILE).is_file():
+        return "gpt_keras" if _read_json(path / CONFIG_FILE).get("format") == FORMAT else "hf"
+    if (path / LEGACY_KERAS_FILE).is_file():
+        return "gpt_keras"
+    raise ModelDirectoryError(f"{path} is neither an original release (params_shapes.json), a HF checkpoint "
+                              "nor a gpt_keras model (config.json)")
+
+
+# ---- write -------------------------------------------------------------------
+
+def save_model(model: GPTBackbone | GPTLMModel | GPTTaskModel, directory: PathLike, tokenizer: Any = None,
+               vocabulary_format: str = "original") -> Path:
+    """Writes `model` (a backbone, a language model or a fine-tuned task
+    model) and its tokenizer as one model directory; returns its path.
+
+    The tokenizer is required in practice (every reader needs it to turn text
+    into ids); `None` writes weights only, for converted checkpoints that
+    carry no vocabulary.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    backbone = model if isinstance(model, GPTBackbone) else model.backbone
+    if tokenizer is not None:
+        check_tokenizer(tokenizer, backbone.config)
+    backbone.save_weights(str(directory / WEIGHTS_FILE))
+    if tokenizer is not None:
+        tokenizer.save(str(directory), format=vocabulary_format)
+    for stale in (TASK_FILE, TASK_WEIGHTS_FILE, LEGACY_KERAS_FILE):
+        (directory / stale).unlink(missing_ok=True)
+    if isinstance(model, GPTTaskModel):
+        _write_json(directory / TASK_FILE, task_section(model))
+        _save_head(model, directory / TASK_WEIGHTS_FILE)
+    # config.json last: a directory without it is not mistaken for a finished model.
+    _write_json(directory / CONFIG_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION,
+                                          "config": backbone.config.to_dict()})
+    return directory
+
+
+def task_section(model: GPTTaskModel) -> dict[str, Any]:
+    """What `task.json` records: enough to rebuild the head and name its outputs."""
+    return {"family": model.family.value, "num_labels": model.num_labels, "num_choices": model.num_choices,
+            "label_names": model.label_names, "lm_weight": model.lm_weight}
+
+
+def _head_weights(model: GPTTaskModel) -> dict[str, Any]:
+    """The task model's own variables (not the backbone's), by path below the model."""
+    backbone = {id(v) for v in model.backbone.weights}
+    return {v.path.split("/", 1)[-1]: v for v in model.weights if id(v) not in backbone}
+
+
+def _save_head(model: GPTTaskModel, path: Path) -> None:
+    with h5py.File(path, "w") as f:
+        for name, variable in _head_weights(model).items():
+            f.create_dataset(name, data=np.asarray(variable.numpy()))
+
+
+def _load_head(model: GPTTaskModel, path: Path) -> None:
+    wanted, stored = _head_weights(model), {}
+
+    def read(name: str, item: Any) -> None:
+        if isinstance(item, h5py.Dataset):
+            stored[name] = item[()]
+
+    if not path.is_file():
+        raise ModelDirectoryError(f"{path} is missing; the model was not saved completely")
+    with h5py.File(path, "r") as f:
+        f.visititems(read)
+    if set(stored) != set(wanted):
+        raise ModelDirectoryError(f"{path}: holds head weights {sorted(stored)}, but the model in {TASK_FILE} has "
+                                  f"{sorted(wanted)}; the directory is inconsistent, re-save the model")
+    for name, variable in wanted.items():
+        if tuple(stored[name].shape) != tuple(variable.shape):
+            raise ModelDirectoryError(f"{path}: {name} has shape {stored[name].shape}, expected {variable.shape}")
+        variable.assign(stored[name])
+
+
+# ---- read --------------------------------------------------------------------
+
+def read_config(directory: PathLike) -> GPTConfig:
+    """The backbone config of a model directory (no weights are read)."""
+    meta = _model_meta(Path(directory))
+    return GPTConfig.from_dict(meta["config"])
+
+
+def read_task(directory: PathLike) -> dict[str, Any] | None:
+    """The task section of a fine-tuned model directory, or None for a pre-trained one."""
+    path = Path(directory) / TASK_FILE
+    return _read_json(path) if path.is_file() else None
+
+
+def load_backbone(directory: PathLike) -> GPTBackbone:
+    """The backbone of a model directory (pre-trained or fine-tuned), with its weights."""
+    directory = Path(directory)
+    if _is_legacy_keras(directory):
+        return _load_legacy_keras(directory).backbone
+    backbone = GPTBackbone(**read_config(directory).to_dict())
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelDirectoryError(f"{directory}: {WEIGHTS_FILE} is missing; the model was not saved completely")
+    backbone.load_weights(str(weights))
+    return backbone
+
+
+def load_tokenizer(directory: PathLike) -> Any:
+    """The tokenizer saved in a model directory (None when it has no vocabulary)."""
+    from gpt_keras.tokenizer import GPTTokenizer, vocab_io  # pylint: disable=g-import-not-at-top
+
+    directory = Path(directory)
+    try:
+        vocab_io.find_files(str(directory))
+    except FileNotFoundError:
+        return None
+    mode = None
+    if vocab_io.read_tokenizer_info(str(directory)) is None and (directory / CONFIG_FILE).is_file():
+        mode = _read_json(directory / CONFIG_FILE).get("tokenizer_mode")  # format 1 kept the mode here
+    return GPTTokenizer.load(str(directory), mode=mode)
+
+
+def load_task_model(directory: PathLike) -> GPTTaskModel:
+    """The fine-tuned task model of a directory that has a task section."""
+    directory = Path(directory)
+    if _is_legacy_keras(directory):
+        return _load_legacy_keras(directory)
+    task = read_task(directory)
+    if task is None:
+        raise ModelDirectoryError(f"{directory} holds a pre-trained model without a task head ({TASK_FILE}); "
+                                  "give the head: GPTTaskModel.from_preset(dir, family=..., num_labels=...)")
+    model = GPTTaskModel(load_backbone(directory), **task)
+    _load_head(model, directory / TASK_WEIGHTS_FILE)
+    return model
+
+
+def is_fine_tuned(directory: PathLike) -> bool:
+    """True when the directory holds a task head (a fine-tuned model)."""
+    directory = Path(directory)
+    return _is_legacy_keras(directory) or (directory / TASK_FILE).is_file()
+
+
+def load_model(directory: PathLike) -> tuple[GPTBackbone | GPTTaskModel, Any]:
+    """(model, tokenizer): a `GPTTaskModel` when the directory has a task
+    section, else its `GPTBackbone`."""
+    model = load_task_model(directory) if is_fine_tuned(directory) else load_backbone(directory)
+    return model, load_tokenizer(directory)
+
+
+def is_model_dir(path: PathLike) -> bool:
+    """True for a directory in this module's format (any version)."""
+    try:
+        return detect_format(path) == "gpt_keras"
+    except ModelDirectoryError:
+        return False
+
+
+def _model_meta(directory: Path) -> dict[str, Any]:
+    if not directory.is_dir():
+        raise ModelDirectoryError(f"model directory not found: {directory}")
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise ModelDirectoryError(f"{directory} has no {CONFIG_FILE}: it is not a gpt_keras model directory "
+                                  "(foreign checkpoints: python -m gpt_keras.convert import SRC DST)")
+    meta = _read_json(path)
+    if meta.get("format") != FORMAT:
+        raise ModelDirectoryError(f"{directory} is not a gpt_keras model directory (a HF checkpoint? convert it: "
+                                  "python -m gpt_keras.convert import SRC DST)")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelDirectoryError(f"{directory} was written by a newer gpt_keras (format_version "
+                                  f"{meta['format_version']} > {FORMAT_VERSION}); upgrade gpt_keras")
+    if not isinstance(meta.get("config"), dict):
+        raise ModelDirectoryError(f"{path} has no 'config' object")
+    return meta
+
+
+def _is_legacy_keras(directory: Path) -> bool:
+    return not (directory / CONFIG_FILE).is_file() and (directory / LEGACY_KERAS_FILE).is_file()
+
+
+def _load_legacy_keras(directory: Path) -> GPTTaskModel:
+    import keras  # pylint: disable=g-import-not-at-top
+
+    warnings.warn(f"{directory} holds a {LEGACY_KERAS_FILE} (the pipeline's format before gpt_keras 0.2); "
+                  "re-save it with gpt_keras.saving.save_model(model, dir, tokenizer)", DeprecationWarning,
+                  stacklevel=3)
+    return keras.models.load_model(str(directory / LEGACY_KERAS_FILE))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelDirectoryError(f"{path} is not readable JSON ({err}); the model directory is damaged") from None
+    if not isinstance(value, dict):
+        raise ModelDirectoryError(f"{path} must hold a JSON object")
+    return value
+
+
+def _write_json(path: Path, value: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def resolve_preset(preset: str | PathLike) -> Path | None:
+    """The model directory `preset` names, or None for a preset name."""
+    from gpt_keras.config import PRESETS  # pylint: disable=g-import-not-at-top
+
+    if isinstance(preset, str) and preset in PRESETS and not os.path.isdir(preset):
+        return None
+    path = Path(preset)
+    if path.is_dir():
+        return path
+    raise ValueError(f"{preset!r} is neither a preset ({sorted(PRESETS)}) nor a model directory")
+
+
+__all__: Sequence[str] = ["save_model", "load_model", "load_backbone", "load_task_model", "load_tokenizer",
+                          "read_config", "read_task", "detect_format", "is_model_dir", "is_fine_tuned",
+                          "ModelDirectoryError"]
