@@ -1,0 +1,241 @@
+"""Zero- and few-shot task solvers on the language model (no training).
+
+The paper's section 5 heuristics, made general (templates and words are
+arguments, with the paper's as defaults where it gives them), plus GPT-3's
+few-shot prompting (k labeled demonstrations placed before the query):
+
+* `LabelWordClassifier`: compare the LM's probability of each label's word
+  after a template (sentiment: append "very", compare "positive"/"negative").
+* `MultipleChoiceSolver`: the answer with the highest average token
+  log-probability given the context (question answering).
+* `AcceptabilityClassifier`: average token log-probability against a
+  threshold picked on validation data (CoLA).
+* `PronounResolver`: substitute each candidate for the pronoun and compare
+  the average log-probability of the rest of the sentence (DPRD / Winograd).
+
+Few-shot: when the demonstrations and the query do not fit the context,
+demonstrations are dropped (never the query), and `Result.demonstrations`
+says how many each row used. Calibration (a threshold or per-label offsets)
+is fitted on validation data only, through `calibrate`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Sequence
+
+import numpy as np
+
+from gpt_keras.scoring import LMScorer
+
+# The paper's sentiment heuristic (section 5, "Zero-shot Behaviors").
+SENTIMENT_TEMPLATE = "{text} very"
+SENTIMENT_WORDS = ("negative", "positive")
+PLACEHOLDER = "_"  # marks the pronoun in PronounResolver sentences (WinoGrande style)
+
+
+@dataclasses.dataclass
+class Result:
+    """Predictions of a solver for a batch of rows."""
+    predictions: np.ndarray     # int [n]: label / choice / candidate index
+    scores: np.ndarray          # float [n, options]: what was compared (after calibration)
+    demonstrations: np.ndarray  # int [n]: demonstrations that fitted in front of each query
+    truncated: np.ndarray       # bool [n]: the query itself had to be cut
+
+
+def best_threshold(values: np.ndarray, labels: np.ndarray) -> float:
+    """The threshold t maximising the accuracy of `values > t` against binary
+    labels (validation data only); ties take the middle of the best gap."""
+    values, labels = np.asarray(values, np.float64), np.asarray(labels).astype(bool)
+    if values.size == 0:
+        raise ValueError("no validation examples to pick a threshold from")
+    order = np.argsort(values)
+    v, y = values[order], labels[order]
+    # Threshold below v[i] (i = 0..n): the rows from i on are predicted positive.
+    correct = np.concatenate([[0], np.cumsum(~y)]) + np.concatenate([np.cumsum(y[::-1])[::-1], [0]])
+    i = int(np.argmax(correct))
+    if i == 0:
+        return float(v[0] - 1.0)
+    if i == len(v):
+        return float(v[-1] + 1.0)
+    return float((v[i - 1] + v[i]) / 2)
+
+
+class _PromptSolver:
+    """Shared few-shot machinery: demonstrations in front of a query, dropped to fit."""
+
+    def __init__(self, scorer: LMScorer, demonstrations: Sequence[tuple[str, int]] = (), k: int = 0,
+                 separator: str = "\n", seed: int = 0):
+        if k < 0:
+            raise ValueError(f"k (demonstrations per query) must be >= 0, got {k}")
+        if k and len(demonstrations) < k:
+            raise ValueError(f"k={k} demonstrations per query, but only {len(demonstrations)} were given")
+        self.scorer, self.demonstrations, self.k = scorer, list(demonstrations), k
+        self.separator, self.seed = separator, seed
+
+    def render(self, example: Any, label: int) -> str:
+        """A demonstration: the example followed by its answer."""
+        raise NotImplementedError
+
+    def _prefix_ids(self, row: int, query_ids: list[int], room: int) -> tuple[list[int], int]:
+        """Ids of the demonstrations for `row` that fit in `room` tokens, and how many."""
+        if not self.k:
+            return [], 0
+        rng = np.random.default_rng([self.seed, row])  # per row, reproducible
+        chosen = [self.demonstrations[i] for i in rng.choice(len(self.demonstrations), self.k, replace=False)]
+        encoded = [self.scorer.tokenizer.encode(self.render(x, y) + self.separator) for x, y in chosen]
+        while encoded and sum(map(len, encoded)) + len(query_ids) > room:
+            encoded.pop(0)  # the query stays; the earliest demonstration goes first
+        return [t for ids in encoded for t in ids], len(encoded)
+
+    def _score_options(self, queries: Sequence[str], options: Sequence[Sequence[str]], mean: bool) -> Result:
+        """Score `option` after `demo prefix + query` for each row and option."""
+        tok, n_ctx = self.scorer.tokenizer, self.scorer.n_ctx
+        contexts, continuations, rows, used, cut = [], [], [], [], []
+        for row, (query, opts) in enumerate(zip(queries, options)):
+            query_ids = tok.encode(query)
+            option_ids = [tok.encode(o) for o in opts]
+            longest = max(len(o) for o in option_ids)
+            prefix, n = self._prefix_ids(row, query_ids, n_ctx - longest)
+            used.append(n)
+            cut.append(len(query_ids) + longest > n_ctx)
+            for ids in option_ids:
+                contexts.append(prefix + query_ids)
+                continuations.append(ids)
+                rows.append(row)
+        scores = self.scorer.score_id_continuations(contexts, continuations)
+        flat = np.array([s.mean if mean else s.total for s in scores])
+        table = flat.reshape(len(queries), -1)
+        return Result(table.argmax(-1), table, np.array(used), np.array(cut))
+
+
+class LabelWordClassifier(_PromptSolver):
+    """Zero/few-shot classification by the LM's probability of label words.
+
+    Args:
+      scorer: an `LMScorer` with a tokenizer.
+      label_words: one word per label, in label order (e.g. ("negative",
+        "positive")); each is scored with a leading space, as running text.
+      template: the query, with `{text}` where the example goes (default: the
+        paper's sentiment heuristic, "{text} very").
+      demonstrations, k: labeled examples (text, label index) and how many to
+        place before each query (few-shot; 0 = zero-shot).
+    """
+
+    def __init__(self, scorer: LMScorer, label_words: Sequence[str], template: str = SENTIMENT_TEMPLATE,
+                 demonstrations: Sequence[tuple[str, int]] = (), k: int = 0, separator: str = "\n", seed: int = 0):
+        super().__init__(scorer, demonstrations, k, separator, seed)
+        if len(label_words) < 2 or len(set(label_words)) != len(label_words):
+            raise ValueError(f"label_words must be at least 2 distinct words, got {list(label_words)!r}")
+        if "{text}" not in template:
+            raise ValueError(f"template must contain '{{text}}', got {template!r}")
+        self.label_words, self.template = [w.strip() for w in label_words], template
+        self.offsets = np.zeros(len(label_words))
+
+    def render(self, example: str, label: int) -> str:
+        return self.template.format(text=example) + " " + self.label_words[label]
+
+    def raw_scores(self, texts: Sequence[str]) -> Result:
+        words = [" " + w for w in self.label_words]
+        return self._score_options([self.template.format(text=t) for t in texts], [words] * len(texts), mean=False)
+
+    def predict(self, texts: Sequence[str]) -> Result:
+        result = self.raw_scores(texts)
+        result.scores = result.scores + self.offsets
+        result.predictions = result.scores.argmax(-1)
+        return result
+
+    def calibrate(self, texts: Sequence[str], labels: Sequence[int]) -> "LabelWordClassifier":
+        """Per-label offsets fitted on validation data: for two labels, the
+        threshold on the score difference with the best validation accuracy;
+        for more, each label's mean score is subtracted (no label is favoured
+        by the prompt alone)."""
+        scores = self.raw_scores(texts).scores
+        labels = np.asarray(labels)
+        if len(self.label_words) == 2:
+            self.offsets = np.array([0.0, -best_threshold(scores[:, 1] - scores[:, 0], labels == 1)])
+        else:
+            self.offsets = -scores.mean(axis=0)
+        return self
+
+
+class MultipleChoiceSolver(_PromptSolver):
+    """The answer with the highest average token log-probability given the
+    context (the paper's question-answering heuristic). `template` joins
+    context and answer: the answer is scored after "{context}"."""
+
+    def __init__(self, scorer: LMScorer, template: str = "{context}", demonstrations: Sequence[tuple[Any, int]] = (),
+                 k: int = 0, separator: str = "\n", seed: int = 0):
+        super().__init__(scorer, demonstrations, k, separator, seed)
+        self.template = template
+
+    def render(self, example: tuple[str, Sequence[str]], label: int) -> str:
+        context, choices = example
+        return self.template.format(context=context) + " " + choices[label]
+
+    def predict(self, contexts: Sequence[str], choices: Sequence[Sequence[str]]) -> Result:
+        if len(contexts) != len(choices):
+            raise ValueError(f"{len(contexts)} contexts but {len(choices)} choice lists")
+        options = [[" " + c.strip() for c in row] for row in choices]
+        return self._score_options([self.template.format(context=c) for c in contexts], options, mean=True)
+
+
+class AcceptabilityClassifier:
+    """Acceptable (1) when the average token log-probability is above a
+    threshold fitted on validation data (the paper's CoLA heuristic)."""
+
+    def __init__(self, scorer: LMScorer, threshold: float | None = None):
+        self.scorer, self.threshold = scorer, threshold
+
+    def mean_logprobs(self, texts: Sequence[str]) -> np.ndarray:
+        return np.array([s.mean for s in self.scorer.score_texts(texts)])
+
+    def calibrate(self, texts: Sequence[str], labels: Sequence[int]) -> "AcceptabilityClassifier":
+        self.threshold = best_threshold(self.mean_logprobs(texts), np.asarray(labels) == 1)
+        return self
+
+    def predict(self, texts: Sequence[str]) -> Result:
+        if self.threshold is None:
+            raise ValueError("no threshold: fit one on validation data with calibrate(texts, labels)")
+        scores = self.scorer.score_texts(texts)
+        mean = np.array([s.mean for s in scores])
+        return Result((mean > self.threshold).astype(int), mean[:, None], np.zeros(len(mean), int),
+                      np.array([s.truncated for s in scores]))
+
+
+class PronounResolver:
+    """Resolves a pronoun by substitution (the paper's DPRD heuristic): each
+    candidate replaces the pronoun, marked by `_` in the sentence, and the
+    candidate after which the rest of the sentence is most probable (average
+    token log-probability) wins. Use `mark_pronoun` to place the `_`."""
+
+    def __init__(self, scorer: LMScorer):
+        self.scorer = scorer
+
+    def predict(self, sentences: Sequence[str], candidates: Sequence[Sequence[str]]) -> Result:
+        contexts, rests, shape = [], [], []
+        for i, (sentence, options) in enumerate(zip(sentences, candidates)):
+            if sentence.count(PLACEHOLDER) != 1:
+                raise ValueError(f"sentence {i} must mark the pronoun with exactly one {PLACEHOLDER!r} "
+                                 f"(see mark_pronoun), got {sentence!r}")
+            before, after = sentence.split(PLACEHOLDER)
+            if not after.strip():
+                raise ValueError(f"sentence {i}: nothing follows the pronoun, so there is nothing to compare")
+            contexts += [before + c for c in options]
+            rests += [after] * len(options)
+            shape.append(len(options))
+        if len(set(shape)) > 1:
+            raise ValueError("every sentence needs the same number of candidates")
+        scores = self.scorer.score_continuations(contexts, rests)
+        table = np.array([s.mean for s in scores]).reshape(len(sentences), -1)
+        cut = np.array([s.truncated for s in scores]).reshape(len(sentences), -1).any(-1)
+        return Result(table.argmax(-1), table, np.zeros(len(sentences), int), cut)
+
+
+def mark_pronoun(sentence: str, pronoun: str, occurrence: int = 0) -> str:
+    """`sentence` with the `occurrence`-th whole-word `pronoun` replaced by `_`."""
+    matches = list(re.finditer(rf"\b{re.escape(pronoun)}\b", sentence))
+    if len(matches) <= occurrence:
+        raise ValueError(f"{pronoun!r} occurs {len(matches)} time(s) as a word in {sentence!r}")
+    m = matches[occurrence]
+    return sentence[:m.start()] + PLACEHOLDER + sentence[m.end():]
