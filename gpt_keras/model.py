@@ -17,6 +17,7 @@ import numpy as np
 from keras import ops
 
 from gpt_keras import step
+from gpt_keras import transfer as transfer_modes
 from gpt_keras.config import GPTConfig
 from gpt_keras.layers import DecoderBlock, TokenAndPositionEmbedding
 from gpt_keras.tasks import TaskFamily
@@ -64,14 +65,18 @@ class GPTBackbone(keras.Model):
             block.build((None, None, n_embd))
         self.built = True
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, return_all_layers=False):
+        """Final hidden states [batch, len, n_embd]; with `return_all_layers`,
+        the list of every block's output (the last is the final state)."""
         token_ids = ops.convert_to_tensor(inputs["token_ids"], "int32")
         padding_mask = ops.convert_to_tensor(inputs["padding_mask"], "int32")
         x = self.embed(token_ids, position_ids(padding_mask), training=training)
         mask = attention_mask(padding_mask)
+        outputs = []
         for block in self.blocks:
             x = block(x, attention_mask=mask, training=training)
-        return x
+            outputs.append(x)
+        return outputs if return_all_layers else x
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "GPTBackbone":
@@ -248,8 +253,11 @@ class GPTTaskModel(_StepModel):
 
     def __init__(self, backbone: GPTBackbone, family: str, num_labels: int | None = None,
                  num_choices: int | None = None, lm_weight: float = 0.5,
-                 label_names: Sequence[str] | None = None, **kwargs):
+                 label_names: Sequence[str] | None = None, transfer: str = "full",
+                 lora_rank: int = transfer_modes.DEFAULT_LORA_RANK, **kwargs):
         super().__init__(**kwargs)
+        self.transfer = transfer_modes.check_mode(transfer, lora_rank)
+        self.lora_rank = int(lora_rank)
         self.family = TaskFamily.parse(family)
         self.num_labels = self.family.validate_num_labels(num_labels)
         self.num_choices = self.family.validate_num_choices(num_choices)
@@ -265,8 +273,21 @@ class GPTTaskModel(_StepModel):
             self.family.head_units(self.num_labels),
             kernel_initializer=keras.initializers.RandomNormal(stddev=config.initializer_range), name="clf")
         self.head.build((None, config.n_embd))
+        if self.transfer == "layer_mix":  # softmax weights over the blocks, uniform at first
+            self.layer_mix = self.add_weight(shape=(config.n_layer,), initializer="zeros", name="layer_mix")
+        transfer_modes.configure(self)
+        mask = transfer_modes.special_row_mask(self)
+        self._row_mask = None if mask is None else ops.convert_to_tensor(mask)
         step.create_metric_trackers(self)
         self.built = True  # all weights exist already
+
+    def mask_gradients(self, grads: list) -> list:
+        """Outside `full` mode only the special-token rows of the token embedding learn."""
+        if self._row_mask is None:
+            return grads
+        token_embeddings = self.backbone.embed.token_embeddings
+        return [g * ops.cast(self._row_mask, g.dtype) if v is token_embeddings else g
+                for g, v in zip(grads, self.trainable_variables)]
 
     def _forward(self, inputs, training):
         token_ids = ops.convert_to_tensor(inputs["token_ids"], "int32")
@@ -275,10 +296,17 @@ class GPTTaskModel(_StepModel):
         n_seq, length = ops.shape(token_ids)[1], ops.shape(token_ids)[2]
         flat_ids = ops.reshape(token_ids, (-1, length))
         flat_mask = ops.reshape(padding_mask, (-1, length))
-        hidden = self.backbone({"token_ids": flat_ids, "padding_mask": flat_mask}, training=training)
+        layers = self.backbone({"token_ids": flat_ids, "padding_mask": flat_mask}, training=training,
+                               return_all_layers=True)
+        hidden = layers[-1]
         # The extract token (`_classify_`) marks where the head reads.
         extract = ops.argmax(ops.cast(ops.equal(flat_ids, self.classify_id), "int32"), axis=-1)
-        h_clf = ops.take_along_axis(hidden, extract[:, None, None], axis=1)[:, 0]
+        if self.transfer == "layer_mix":
+            weights = ops.softmax(self.layer_mix)
+            states = ops.stack([ops.take_along_axis(h, extract[:, None, None], axis=1)[:, 0] for h in layers])
+            h_clf = ops.einsum("l,lbd->bd", ops.cast(weights, states.dtype), states)
+        else:
+            h_clf = ops.take_along_axis(hidden, extract[:, None, None], axis=1)[:, 0]
         h_clf = ops.reshape(h_clf, (-1, n_seq, ops.shape(hidden)[-1]))
         head_out = self.family.head_output(self.head, self.clf_dropout(h_clf, training=training))
         return head_out, hidden, flat_ids, flat_mask
@@ -339,7 +367,8 @@ class GPTTaskModel(_StepModel):
         return {"name": self.name, "trainable": self.trainable,
                 "backbone": keras.saving.serialize_keras_object(self.backbone),
                 "family": self.family.value, "num_labels": self.num_labels,
-                "num_choices": self.num_choices, "lm_weight": self.lm_weight, "label_names": self.label_names}
+                "num_choices": self.num_choices, "lm_weight": self.lm_weight, "label_names": self.label_names,
+                "transfer": self.transfer, "lora_rank": self.lora_rank}
 
     @classmethod
     def from_config(cls, config):

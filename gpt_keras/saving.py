@@ -32,6 +32,7 @@ from typing import Any, Sequence, Union
 import h5py
 import numpy as np
 
+from gpt_keras import transfer
 from gpt_keras.config import GPTConfig
 from gpt_keras.model import GPTBackbone, GPTLMModel, GPTTaskModel
 from gpt_keras.preprocessor import check_tokenizer
@@ -79,6 +80,9 @@ def save_model(model: GPTBackbone | GPTLMModel | GPTTaskModel, directory: PathLi
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    task = task_section(model) if isinstance(model, GPTTaskModel) else None
+    if task is not None:
+        model = transfer.merged(model)  # LoRA adapters are written into the kernels
     backbone = model if isinstance(model, GPTBackbone) else model.backbone
     if tokenizer is not None:
         check_tokenizer(tokenizer, backbone.config)
@@ -87,8 +91,8 @@ def save_model(model: GPTBackbone | GPTLMModel | GPTTaskModel, directory: PathLi
         tokenizer.save(str(directory), format=vocabulary_format)
     for stale in (TASK_FILE, TASK_WEIGHTS_FILE, LEGACY_KERAS_FILE):
         (directory / stale).unlink(missing_ok=True)
-    if isinstance(model, GPTTaskModel):
-        _write_json(directory / TASK_FILE, task_section(model))
+    if task is not None:
+        _write_json(directory / TASK_FILE, task)
         _save_head(model, directory / TASK_WEIGHTS_FILE)
     # config.json last: a directory without it is not mistaken for a finished model.
     _write_json(directory / CONFIG_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION,
@@ -99,7 +103,8 @@ def save_model(model: GPTBackbone | GPTLMModel | GPTTaskModel, directory: PathLi
 def task_section(model: GPTTaskModel) -> dict[str, Any]:
     """What `task.json` records: enough to rebuild the head and name its outputs."""
     return {"family": model.family.value, "num_labels": model.num_labels, "num_choices": model.num_choices,
-            "label_names": model.label_names, "lm_weight": model.lm_weight}
+            "label_names": model.label_names, "lm_weight": model.lm_weight, "transfer": model.transfer,
+            "lora_rank": model.lora_rank}
 
 
 def _head_weights(model: GPTTaskModel) -> dict[str, Any]:

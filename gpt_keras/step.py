@@ -60,6 +60,8 @@ def train_step(model, data) -> dict:
         terms, extra = model.loss_terms(data, training=True)
         loss, logs, counts = replica_loss(model, terms, extra)
     grads = tape.gradient(loss, model.trainable_variables)
+    if hasattr(model, "mask_gradients"):  # transfer modes that freeze part of a variable
+        grads = model.mask_gradients(grads)
     # Dense all-reduce: sparse (IndexedSlices) gathers need equal shapes on all
     # replicas and the tied embedding gradient is dense anyway.
     grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]

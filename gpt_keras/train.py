@@ -23,6 +23,7 @@ from gpt_keras.config import GPTConfig
 from gpt_keras.loop import custom_fit
 from gpt_keras.model import GPTBackbone, GPTLMModel, GPTTaskModel, with_special_tokens
 from gpt_keras.optim import OpenAIAdam, warmup_cosine, warmup_linear
+from gpt_keras.transfer import DEFAULT_LORA_RANK, check_mode
 
 log = logging.getLogger(__name__)
 
@@ -127,20 +128,27 @@ def pretrain(config: GPTConfig | GPTBackbone, train_data: tf.data.Dataset, setti
 def finetune(backbone: GPTBackbone, family: str, train_data: tf.data.Dataset, settings: TrainSettings,
              num_labels: int | None = None, num_choices: int | None = None, lm_weight: float = 0.5,
              val_data: tf.data.Dataset | None = None, strategy: tf.distribute.Strategy | None = None,
-             callbacks: Sequence[keras.callbacks.Callback] = ()) -> tuple[GPTTaskModel, keras.callbacks.History]:
+             callbacks: Sequence[keras.callbacks.Callback] = (), transfer: str = "full",
+             lora_rank: int = DEFAULT_LORA_RANK, label_names: Sequence[str] | None = None,
+             ) -> tuple[GPTTaskModel, keras.callbacks.History]:
     """Discriminative fine-tuning with L3 = L2 + lm_weight * L1 (eq. 5).
 
     The pre-trained weights are copied into a new backbone built under the
     strategy (special-token rows are added when missing), so `backbone` itself
     is left untouched. Batches are {"token_ids", "padding_mask"} of shape
-    [batch, n_sequences, len] plus "label" (or `(x, y)` pairs).
+    [batch, n_sequences, len] plus "label" (or `(x, y)` pairs). `transfer`
+    chooses what learns (`gpt_keras.transfer`: full, frozen, lora, layer_mix).
     """
     source = with_special_tokens(backbone)
     cfg = source.config
+    if check_mode(transfer, lora_rank) != "full":
+        # The masked token embedding keeps its BPE rows only without weight decay.
+        settings = dataclasses.replace(settings, decay_embeddings=False)
 
     def build() -> GPTTaskModel:
         return GPTTaskModel(_fresh_backbone(cfg, source), family, num_labels=num_labels,
-                            num_choices=num_choices, lm_weight=lm_weight)
+                            num_choices=num_choices, lm_weight=lm_weight, label_names=label_names,
+                            transfer=transfer, lora_rank=lora_rank)
 
     return _fit(build, cfg, train_data, settings, val_data, strategy, callbacks)
 

@@ -27,6 +27,7 @@ from gpt_keras.model import GPTTaskModel
 from gpt_keras.preprocessor import TaskPreprocessor, head_outputs
 from gpt_keras.tasks import TaskFamily
 from gpt_keras.tokenizer import GPTTokenizer
+from gpt_keras.transfer import merged
 
 
 def resolve_label_names(model: GPTTaskModel, label_names: Sequence[str] | None) -> list[str] | None:
@@ -49,6 +50,7 @@ class TaskServingModule(tf.Module):
     def __init__(self, model: GPTTaskModel, tokenizer: GPTTokenizer, label_names: Sequence[str] | None = None,
                  max_text_bytes: int | None = None):
         super().__init__(name="gpt_task_serving")
+        model = merged(model)  # LoRA adapters written into the kernels: serving costs nothing extra
         self.model = model
         self.preprocessor = TaskPreprocessor.for_model(model, tokenizer, in_graph=True, max_text_bytes=max_text_bytes)
         self.tokenizer = self.preprocessor.graph_tokenizer  # tracked here, so its tables are saved

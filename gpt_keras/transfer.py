@@ -1,0 +1,117 @@
+"""Transfer modes: how much of the pre-trained backbone fine-tuning may change.
+
+| mode        | what learns                                                        |
+|-------------|--------------------------------------------------------------------|
+| `full`      | everything (the paper's fine-tuning)                               |
+| `frozen`    | the head only: a linear probe on the extract token's state         |
+| `lora`      | low-rank adapters on every attention and MLP projection, and the head |
+| `layer_mix` | a softmax-weighted sum of every block's extract-token state, and the head |
+
+All modes share the backbone and tokenizer, and are chosen by
+configuration (`GPTTaskModel(..., transfer=...)`, `finetune(transfer=...)`,
+the pipeline's `finetune.transfer`), never by a model class per mode.
+
+The special-token rows are fresh at fine-tuning, so a model that never saw
+`_start_`, `_delimiter_` or `_classify_` would otherwise read random,
+frozen vectors. In every mode they stay trainable: the token embedding
+stays a trainable variable, its gradient is masked to those three rows
+(`mask_gradients`), and it is excluded from weight decay, so each BPE row
+keeps its pre-trained value exactly (Adam moves nothing whose gradient is
+always zero). One variable, so checkpoints and conversion are unchanged.
+
+LoRA uses Keras' own `Dense.enable_lora`, which freezes only the kernel it
+wraps; the rest is frozen here. Keras has no merge call, so `merged` writes
+the adapted kernels (`kernel + (alpha / rank) * A @ B`) into a plain model: saved and exported
+models are plain, and serving costs nothing extra.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+MODES = ("full", "frozen", "lora", "layer_mix")
+DEFAULT_LORA_RANK = 8
+
+
+def check_mode(mode: str, lora_rank: int | None = None) -> str:
+    """Validate a transfer mode (and the LoRA rank); returns the mode."""
+    if mode not in MODES:
+        raise ValueError(f"unknown transfer mode {mode!r}; expected one of {MODES}")
+    if mode == "lora" and (not isinstance(lora_rank, int) or isinstance(lora_rank, bool) or lora_rank < 1):
+        raise ValueError(f"lora_rank must be a positive integer, got {lora_rank!r}")
+    return mode
+
+
+def projections(backbone: Any) -> list[keras.layers.Dense]:
+    """The attention and MLP projections of every block (where LoRA adapts)."""
+    return [d for block in backbone.blocks for d in (block.attn.c_attn, block.attn.c_proj, block.c_fc, block.c_proj)]
+
+
+def configure(model: Any) -> None:
+    """Make the trainable set of a `GPTTaskModel` match its `transfer` mode."""
+    if model.transfer == "full":
+        return
+    backbone = model.backbone
+    if model.transfer == "lora":
+        for dense in projections(backbone):
+            dense.enable_lora(model.lora_rank)
+    adapters = {id(v) for d in projections(backbone) for v in (getattr(d, "lora_kernel_a", None),
+                                                               getattr(d, "lora_kernel_b", None)) if v is not None}
+    token_embeddings = backbone.embed.token_embeddings
+    for variable in backbone.weights:
+        variable.trainable = id(variable) in adapters or variable is token_embeddings
+
+
+def special_row_mask(model: Any) -> np.ndarray | None:
+    """[rows, 1] float mask of the token embedding rows that may learn outside
+    `full` mode (the special tokens), or None when every row may."""
+    if model.transfer == "full":
+        return None
+    config = model.backbone.config
+    mask = np.zeros((config.total_vocab_size, 1), np.float32)
+    mask[config.vocab_size:] = 1.0
+    return mask
+
+
+def trainable_parameters(model: Any) -> int:
+    """Parameters fine-tuning actually changes: every trainable weight, with the
+    token embedding counted as its special rows only when the rest is masked."""
+    mask = special_row_mask(model)
+    token_embeddings = model.backbone.embed.token_embeddings
+    total = 0
+    for variable in model.trainable_weights:
+        size = int(np.prod(variable.shape))
+        if variable is token_embeddings and mask is not None:
+            size = int(mask.sum()) * int(variable.shape[1])
+        total += size
+    return total
+
+
+def has_adapters(model: Any) -> bool:
+    backbone = model if not hasattr(model, "backbone") else model.backbone
+    return any(getattr(d, "lora_enabled", False) for d in projections(backbone))
+
+
+def merged(model: Any) -> Any:
+    """A plain copy of a LoRA `GPTTaskModel` (adapted kernels written in), or
+    the model itself when it has no adapters."""
+    if not has_adapters(model):
+        return model
+    from gpt_keras.model import GPTBackbone, GPTTaskModel  # pylint: disable=g-import-not-at-top
+
+    source = model.backbone
+    backbone = GPTBackbone(**source.config.to_dict())
+    # With LoRA on, Keras' `Dense.kernel` is already `_kernel + (alpha / rank) * A @ B`
+    # (the stored variable is `_kernel`): write that into the plain kernel.
+    plain_weights = {id(dense._kernel): dense.kernel.numpy()  # pylint: disable=protected-access
+                     for dense in projections(source)}
+    adapters = {id(v) for d in projections(source) for v in (d.lora_kernel_a, d.lora_kernel_b)}
+    values = [plain_weights.get(id(v), v.numpy()) for v in source.weights if id(v) not in adapters]
+    backbone.set_weights(values)
+    plain = GPTTaskModel(backbone, model.family, num_labels=model.num_labels, num_choices=model.num_choices,
+                         lm_weight=model.lm_weight, label_names=model.label_names)
+    for target, value in zip(plain.head.weights, model.head.weights):
+        target.assign(value)
+    return plain
