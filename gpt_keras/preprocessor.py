@@ -56,6 +56,22 @@ def pad(token_ids: tf.RaggedTensor, length: int | None = None, side: str = "righ
     return {"token_ids": tf.gather(dense, tf.maximum(source, 0), batch_dims=1) * mask, "padding_mask": mask}
 
 
+def cut_text(texts: tf.Tensor, max_bytes: int) -> tf.Tensor:
+    """The first `max_bytes` bytes of each string (a UTF-8 character cut at
+    the end becomes U+FFFD, past what the model reads)."""
+    return tf.strings.substr(tf.reshape(texts, [-1]), 0, max_bytes, unit="BYTE")
+
+
+def last_bytes(texts: tf.Tensor, max_bytes: int) -> tf.Tensor:
+    """The last `max_bytes` bytes of each string: a prompt keeps its end, the
+    part generation continues from. A UTF-8 character cut at the front becomes
+    U+FFFD in the first, partial word, which the token cut then drops unless
+    the text averages over `max_bytes / max_prompt_tokens` bytes per token."""
+    texts = tf.reshape(texts, [-1])
+    start = tf.maximum(tf.strings.length(texts) - max_bytes, 0)
+    return tf.strings.substr(texts, start, tf.fill(tf.shape(texts), max_bytes))
+
+
 def ragged_ids(rows: Sequence) -> tf.RaggedTensor:
     """[batch][tokens] or [batch][K][tokens] id lists -> a ragged int32 tensor
     (built from flat numpy arrays: `tf.ragged.constant` is ~10x slower)."""
@@ -116,8 +132,7 @@ class TaskPreprocessor:
                     for name in self.family.fields}
         out = {}
         for name in self.family.fields:
-            texts = tf.strings.substr(tf.reshape(fields[name], [-1]), 0, self.max_text_bytes, unit="BYTE")
-            ids = self.graph_tokenizer(texts)
+            ids = self.graph_tokenizer(cut_text(fields[name], self.max_text_bytes))
             out[name] = tf.RaggedTensor.from_uniform_row_length(ids, self.num_choices) if name == "choices" else ids
         return out
 

@@ -28,6 +28,17 @@ from gpt_keras.preprocessor import pad, ragged_ids
 _LENGTH_BUCKET = 16  # rows are padded to a multiple of this: few traced shapes
 
 
+def next_token_logprobs(backbone: GPTBackbone, token_ids: tf.Tensor, padding_mask: tf.Tensor) -> tf.Tensor:
+    """[b, L] right-padded ids -> [b, L-1]: log P(token t+1 | tokens <= t),
+    normalised over the BPE vocabulary only (the special rows are not text).
+    Entries past a row's end are meaningless: mask them with `padding_mask[:, 1:]`."""
+    vocab_size = backbone.config.vocab_size
+    hidden = backbone({"token_ids": token_ids, "padding_mask": padding_mask}, training=False)
+    logits = tf.cast(backbone.embed.attend(hidden)[:, :-1, :vocab_size], tf.float32)
+    targets = tf.minimum(token_ids[:, 1:], vocab_size - 1)  # padding: a valid index, masked by the caller
+    return tf.gather(logits, targets, batch_dims=2) - tf.reduce_logsumexp(logits, axis=-1)
+
+
 @dataclasses.dataclass(frozen=True)
 class Score:
     """The score of one text, or of one continuation given its context."""
@@ -73,15 +84,8 @@ class LMScorer:
         self.batch_size = batch_size
         self.n_ctx = self.backbone.config.n_ctx
         self.vocab_size = self.backbone.config.vocab_size
-        self._forward = tf.function(self._next_token_logprobs, jit_compile=jit_compile, reduce_retracing=True)
-
-    def _next_token_logprobs(self, token_ids, padding_mask):
-        """[b, L] -> [b, L-1]: log P(token t+1 | tokens <= t) over the BPE vocabulary."""
-        hidden = self.backbone({"token_ids": token_ids, "padding_mask": padding_mask}, training=False)
-        logits = tf.cast(self.backbone.embed.attend(hidden)[:, :-1, :self.vocab_size], tf.float32)
-        targets = tf.minimum(token_ids[:, 1:], self.vocab_size - 1)  # padding: a valid index, masked later
-        picked = tf.gather(logits, targets, batch_dims=2)
-        return picked - tf.reduce_logsumexp(logits, axis=-1)
+        self._forward = tf.function(lambda ids, mask: next_token_logprobs(self.backbone, ids, mask),
+                                    jit_compile=jit_compile, reduce_retracing=True)
 
     # ------------------------------------------------------------------ ids
 

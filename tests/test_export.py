@@ -134,7 +134,8 @@ def test_layout_signatures_warmup_and_metadata(exported):
                 "multiple_choice": "classify", "regression": "regress", "lm": "generate"}
     for name, extra in expected.items():
         defs = layout_signature_defs(paths[name])
-        assert set(defs) - {"__saved_model_init_op"} == {"serving_default", extra}
+        scoring = {"score", "score_continuation"} if name == "lm" else set()
+        assert set(defs) - {"__saved_model_init_op"} == {"serving_default", extra} | scoring
         if extra in ("classify", "regress"):
             assert defs[extra].method_name == f"tensorflow/serving/{extra}"
             assert list(defs[extra].inputs) == ["inputs"]
@@ -143,12 +144,18 @@ def test_layout_signatures_warmup_and_metadata(exported):
         records = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
                    for r in tf.data.TFRecordDataset(os.path.join(paths[name], layout.WARMUP_FILE))]
         assert records and records[0].predict_log.request.model_spec.signature_name == "serving_default"
+        warmed = {r.predict_log.request.model_spec.signature_name for r in records if r.HasField("predict_log")}
+        assert scoring <= warmed  # every LM signature gets a warm-up request
     defs = layout_signature_defs(paths["classification"])
     assert set(defs["serving_default"].outputs) == {"probabilities", "logits", "label_id", "label", "label_names",
                                                    "truncated"}
     meta = export.read_metadata(paths["multiple_choice"])
     assert meta["family"] == "multiple_choice" and meta["num_choices"] == 3 and meta["version"] == 1
     assert export.read_metadata(paths["lm"])["max_new_tokens"] == 6
+    defs = layout_signature_defs(paths["lm"])
+    assert set(defs["score"].inputs) == {"text"} and set(defs["score_continuation"].inputs) == {"context",
+                                                                                              "continuation"}
+    assert set(defs["score"].outputs) == {"logprob_sum", "logprob_mean", "num_tokens", "truncated"}
 
 
 def layout_signature_defs(path):
@@ -250,6 +257,9 @@ def fresh_results(exported, tmp_path_factory):
     requests["lm:sampled_twice"] = (paths["lm"], "generate", {
         "prompt": ["a great movie"] * 2, "max_new_tokens": [6, 6], "temperature": [1.0, 1.0], "top_k": [0, 0],
         "top_p": [1.0, 1.0], "seed": [11, 11]})
+    requests["lm:score"] = (paths["lm"], "score", {"text": ["a great movie", "the plot", "a", "", LONG]})
+    requests["lm:score_continuation"] = (paths["lm"], "score_continuation", {
+        "context": ["a great", "the plot was", "", LONG], "continuation": [" movie", " thin", "the plot", " bad"]})
     work = tmp_path_factory.mktemp("fresh")
     (work / "run.py").write_text(FRESH)
     (work / "requests.json").write_text(json.dumps(requests))
@@ -314,6 +324,30 @@ def test_served_generation_equals_python_generate(fresh_results, models, tok):
     assert all(len(ids) == 6 for ids in full["token_ids"])  # [batch, max_new_tokens bound]
     twice = fresh_results["lm:sampled_twice"]
     assert twice["token_ids"][0] == twice["token_ids"][1]  # same seed, same draws
+
+
+def test_served_scores_equal_python_scoring(fresh_results, models, tok):
+    from gpt_keras.scoring import LMScorer
+
+    scorer = LMScorer(models["lm"], tok)
+    texts = ["a great movie", "the plot", "a", LONG]
+    expected = scorer.score_texts(texts)
+    served = fresh_results["lm:score"]
+    rows = [0, 1, 2, 4]  # row 3 is the empty text: nothing to score, and no error
+    np.testing.assert_allclose([served["logprob_sum"][r] for r in rows], [e.total for e in expected], rtol=1e-4,
+                               atol=1e-4)
+    assert [served["num_tokens"][r] for r in rows] == [e.num_tokens for e in expected]
+    assert [served["truncated"][r] for r in rows] == [e.truncated for e in expected] == [False] * 3 + [True]
+    assert served["num_tokens"][3] == 0 and served["logprob_sum"][3] == 0.0
+    cont = scorer.score_continuations(["a great", "the plot was", LONG], [" movie", " thin", " bad"])
+    served = fresh_results["lm:score_continuation"]
+    np.testing.assert_allclose([served["logprob_sum"][r] for r in (0, 1, 3)], [c.total for c in cont],
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose([served["logprob_mean"][r] for r in (0, 1, 3)], [c.mean for c in cont],
+                               rtol=1e-4, atol=1e-4)
+    assert [served["truncated"][r] for r in (0, 1, 3)] == [False, False, True]
+    # No context: the continuation's first token has nothing to condition on and is not scored.
+    assert served["num_tokens"][2] == len(tok.encode("the plot")) - 1
 
 
 def test_lm_export_reads_the_end_of_long_prompts(models, tok):

@@ -84,7 +84,8 @@ def export_task_model(model: GPTTaskModel, tokenizer: GPTTokenizer, base_dir: st
 def export_lm(model: Any, tokenizer: GPTTokenizer, base_dir: str, model_name: str, version: int | None = None,
               max_new_tokens: int = 64, stop_token_ids: Sequence[int] = (),
               max_text_bytes: int | None = None) -> str:
-    """Exports a language model (`GPTLMModel` or `GPTBackbone`) for generation.
+    """Exports a language model (`GPTLMModel` or `GPTBackbone`) for generation
+    (`serving_default`, `generate`) and scoring (`score`, `score_continuation`).
 
     Args:
       model: the language model or its backbone.
@@ -103,9 +104,11 @@ def export_lm(model: Any, tokenizer: GPTTokenizer, base_dir: str, model_name: st
     target, _ = layout.resolve_version_dir(base_dir, model_name, version)
     module = LMServingModule(backbone, tokenizer, max_new_tokens, stop_token_ids, max_text_bytes)
     signatures = module.signatures()
-    warmup = [("predict", "serving_default",
-               {"prompt": tf.make_tensor_proto(["a short prompt"], tf.string),
-                "max_new_tokens": tf.make_tensor_proto([2], tf.int32)})]
+    text = lambda value: tf.make_tensor_proto([value], tf.string)  # noqa: E731
+    warmup = [("predict", "serving_default", {"prompt": text("a short prompt"),
+                                               "max_new_tokens": tf.make_tensor_proto([2], tf.int32)}),
+              ("predict", "score", {"text": text("a short text")}),
+              ("predict", "score_continuation", {"context": text("a short"), "continuation": text(" text")})]
     metadata = {**_common_metadata("lm", tokenizer, backbone.config, module.max_text_bytes),
                 "max_new_tokens": module.budget, "max_prompt_tokens": module.max_prompt_tokens,
                 "stop_token_ids": module.stop_token_ids, "signatures": sorted(signatures)}

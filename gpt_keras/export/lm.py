@@ -23,7 +23,8 @@ import tensorflow as tf
 
 from gpt_keras.generate import generate_tokens
 from gpt_keras.model import GPTBackbone
-from gpt_keras.preprocessor import BYTES_PER_POSITION, check_tokenizer, pad
+from gpt_keras.preprocessor import BYTES_PER_POSITION, check_tokenizer, cut_text, last_bytes, pad
+from gpt_keras.scoring import next_token_logprobs
 from gpt_keras.tokenizer import GPTTokenizer
 
 SETTINGS = {  # name: (dtype, value of the greedy default)
@@ -33,16 +34,6 @@ SETTINGS = {  # name: (dtype, value of the greedy default)
     "top_p": (tf.float32, 1.0),
     "seed": (tf.int64, 0),
 }
-
-
-def last_bytes(texts: tf.Tensor, max_bytes: int) -> tf.Tensor:
-    """The last `max_bytes` bytes of each string: a prompt keeps its end, the
-    part generation continues from. A UTF-8 character cut at the front becomes
-    U+FFFD in the first, partial word, which the token cut then drops unless
-    the text averages over `max_bytes / max_prompt_tokens` bytes per token."""
-    texts = tf.reshape(texts, [-1])
-    start = tf.maximum(tf.strings.length(texts) - max_bytes, 0)
-    return tf.strings.substr(texts, start, tf.fill(tf.shape(texts), max_bytes))
 
 
 class LMServingModule(tf.Module):
@@ -61,6 +52,7 @@ class LMServingModule(tf.Module):
         self.decoder = tokenizer.graph_decoder()
         self.budget = max_new_tokens
         self.max_prompt_tokens = config.n_ctx - max_new_tokens
+        self.n_ctx = config.n_ctx
         self.stop_token_ids = [int(t) for t in stop_token_ids]
         self.max_text_bytes = int(max_text_bytes or BYTES_PER_POSITION * config.n_ctx)
 
@@ -90,6 +82,39 @@ class LMServingModule(tf.Module):
         tokens = tf.where(tf.range(self.budget)[None, :] < lengths[:, None], tokens, 0)
         return {"text": self.decoder(tokens, lengths), "token_ids": tokens, "num_tokens": lengths}
 
+    def score(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
+        """log P of each text's tokens 2..n (its last n_ctx tokens; the first has no context)."""
+        ids = self.tokenizer(last_bytes(text, self.max_text_bytes))
+        truncated = ids.row_lengths() > self.n_ctx
+        return self._scored(ids[:, -self.n_ctx:], tf.ones_like(ids.row_lengths()), truncated)
+
+    def score_continuation(self, context: tf.Tensor, continuation: tf.Tensor) -> dict[str, tf.Tensor]:
+        """log P(continuation | context): the continuation keeps its first
+        n_ctx - 1 tokens, the context its last tokens that still fit."""
+        cont = self.tokenizer(cut_text(continuation, self.max_text_bytes))
+        ctx = self.tokenizer(last_bytes(context, self.max_text_bytes))
+        cont_cut = cont[:, :self.n_ctx - 1]
+        keep = self.n_ctx - cont_cut.row_lengths()
+        position = tf.ragged.range(ctx.row_lengths()) + tf.expand_dims(keep - ctx.row_lengths(), 1)
+        ctx_cut = tf.ragged.boolean_mask(ctx, position >= 0)  # its last `keep` tokens
+        truncated = (ctx_cut.row_lengths() < ctx.row_lengths()) | (cont_cut.row_lengths() < cont.row_lengths())
+        # Without context the first continuation token cannot be scored (GPT-1 has no start-of-text token).
+        first = tf.maximum(ctx_cut.row_lengths(), 1)
+        return self._scored(tf.concat([ctx_cut, cont_cut], axis=1), first, truncated)
+
+    def _scored(self, ids: tf.RaggedTensor, first: tf.Tensor, truncated: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Sum and mean of log P(ids[t] | ids[<t]) for t >= first, per row."""
+        x = pad(ids)
+        # One more column: at least 2, also for a batch of empty or one-token rows.
+        token_ids, mask = (tf.pad(x[k], [[0, 0], [0, 1]]) for k in ("token_ids", "padding_mask"))
+        logprobs = next_token_logprobs(self.backbone, token_ids, mask)
+        target = tf.range(1, tf.shape(token_ids)[1], dtype=tf.int64)[None, :]
+        scored = tf.cast((target >= first[:, None]) & (mask[:, 1:] > 0), tf.float32)
+        total = tf.reduce_sum(logprobs * scored, axis=1)
+        count = tf.reduce_sum(scored, axis=1)
+        return {"logprob_sum": total, "logprob_mean": total / tf.maximum(count, 1.0),
+                "num_tokens": tf.cast(count, tf.int32), "truncated": truncated}
+
     def signatures(self) -> dict:
         """{signature key: concrete function} for `tf.saved_model.save`."""
         specs = {"prompt": tf.TensorSpec([None], tf.string, name="prompt")}
@@ -104,4 +129,12 @@ class LMServingModule(tf.Module):
 
         default_specs = {k: specs[k] for k in ("prompt", "max_new_tokens")}
         simple = tf.function(greedy, input_signature=[default_specs], autograph=False)
-        return {"generate": full.get_concrete_function(), "serving_default": simple.get_concrete_function()}
+        text = tf.TensorSpec([None], tf.string, name="text")
+        context = tf.TensorSpec([None], tf.string, name="context")
+        continuation = tf.TensorSpec([None], tf.string, name="continuation")
+        score = tf.function(self.score, input_signature=[text], autograph=False)
+        score_continuation = tf.function(self.score_continuation, input_signature=[context, continuation],
+                                         autograph=False)
+        return {"generate": full.get_concrete_function(), "serving_default": simple.get_concrete_function(),
+                "score": score.get_concrete_function(),
+                "score_continuation": score_continuation.get_concrete_function()}
