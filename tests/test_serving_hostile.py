@@ -126,7 +126,7 @@ def test_item1_deeply_nested_json_is_400(server, depth):
 @pytest.mark.parametrize("body", [
     '{"instances": [' + "9" * 5000 + "]}",  # over Python's 4,300-digit conversion limit
     '{"signature_name": "serving_default", "instances": [{"prompt": "a", "max_new_tokens": ' + "9" * 1000 + "}]}",
-])
+], ids=["5000-digit-json-int", "1000-digit-int-input"])
 def test_item1_huge_integers_are_400(server, body):
     model = "writer" if "prompt" in body else "sentiment"
     status, reply = post(server, f"/v1/models/{model}:predict", body)
@@ -143,7 +143,7 @@ def test_item1_huge_integer_feature_in_classify_is_400(server):
     ("/v1/models/sentiment:predict", '{"instances": ["\\ud800"]}'),
     ("/v1/models/sentiment:predict", '{"inputs": {"text": ["ok", "\\udfff x"]}}'),
     ("/v1/models/sentiment:classify", '{"signature_name": "classify", "examples": [{"text": "\\ud800"}]}'),
-])
+], ids=["instances", "columnar", "examples"])
 def test_item1_lone_surrogates_are_400(server, path, body):
     status, reply = post(server, path, body)
     assert status == 400 and "surrogate" in reply["error"]
@@ -165,7 +165,7 @@ def test_item1_version_of_5000_digits_is_400_for_post_and_get(server):
 @pytest.mark.parametrize("payload", [
     {"instances": ["a"] * (MAX_ROWS + 1)},
     {"inputs": {"text": ["a"] * (MAX_ROWS + 1)}},
-])
+], ids=["instances", "columnar"])
 def test_item2_rows_per_request_are_capped(server, payload):
     status, reply = post(server, "/v1/models/sentiment:predict", json.dumps(payload))
     assert status == 400 and "--max_request_rows" in reply["error"]
