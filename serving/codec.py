@@ -23,6 +23,9 @@ import tensorflow as tf
 
 from serving.errors import invalid
 from serving.example_json import FormatError, decode_strings, json_to_example
+from serving.limits import Limits
+
+DEFAULT_MAX_ROWS = Limits.max_request_rows
 
 MAX_JSON_DEPTH = 32  # a tensor has at most 32 dimensions (numpy's limit); requests nest a few levels more
 
@@ -128,7 +131,8 @@ def json_to_array(value: Any, dtype: tf.DType, where: str) -> np.ndarray:
     return array
 
 
-def parse_instances(instances: Any, specs: Mapping[str, tf.TensorSpec], max_rows: int) -> dict[str, np.ndarray]:
+def parse_instances(instances: Any, specs: Mapping[str, tf.TensorSpec], max_rows: int = DEFAULT_MAX_ROWS
+                    ) -> dict[str, np.ndarray]:
     """Row format -> {input name: batched array}."""
     if not isinstance(instances, list):
         raise invalid("'instances' must be a list of rows")
@@ -151,7 +155,8 @@ def parse_instances(instances: Any, specs: Mapping[str, tf.TensorSpec], max_rows
     return {name: json_to_array(values, specs[name].dtype, f"input '{name}'") for name, values in rows.items()}
 
 
-def parse_columnar(inputs: Any, specs: Mapping[str, tf.TensorSpec], max_rows: int) -> dict[str, np.ndarray]:
+def parse_columnar(inputs: Any, specs: Mapping[str, tf.TensorSpec], max_rows: int = DEFAULT_MAX_ROWS
+                   ) -> dict[str, np.ndarray]:
     """Columnar format -> {input name: array}."""
     names = sorted(specs)
     if not (isinstance(inputs, dict) and set(inputs) != {"b64"}):
@@ -204,7 +209,7 @@ def _json_to_example(features: Any, where: str) -> tf.train.Example:
         raise invalid(str(err)) from None
 
 
-def parse_examples(body: Mapping[str, Any], max_rows: int) -> list[bytes]:
+def parse_examples(body: Mapping[str, Any], max_rows: int = DEFAULT_MAX_ROWS) -> list[bytes]:
     """REST classify/regress body -> serialized tf.Examples (context merged
     first, so a feature of the example wins over the context, as in TF Serving)."""
     examples = body.get("examples")
@@ -216,7 +221,7 @@ def parse_examples(body: Mapping[str, Any], max_rows: int) -> list[bytes]:
     return [prefix + _json_to_example(e, f"example {i}").SerializeToString() for i, e in enumerate(examples)]
 
 
-def input_to_examples(model_input, max_rows: int) -> list[bytes]:
+def input_to_examples(model_input, max_rows: int = DEFAULT_MAX_ROWS) -> list[bytes]:
     """gRPC `tensorflow.serving.Input` -> serialized tf.Examples."""
     kind = model_input.WhichOneof("kind")
     if kind in ("example_list", "example_list_with_context"):

@@ -58,7 +58,8 @@ def _rpc(method):
             log.exception("gRPC %s failed", method.__name__)
             context.abort(err.code, err.message)
         finally:
-            log.info("gRPC %s %s %s %.1fms", method.__name__, getattr(request.model_spec, "name", ""), code.name,
+            name = ascii(getattr(request.model_spec, "name", ""))[1:-1][:200]  # control characters escaped
+            log.info("gRPC %s %s %s %.1fms", method.__name__, name, code.name,
                      (time.monotonic() - started) * 1e3)
     return wrapper
 
