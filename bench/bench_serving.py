@@ -46,8 +46,7 @@ import tensorflow as tf  # noqa: E402
 import gpt_keras as gk  # noqa: E402
 from gpt_keras.export import export_task_model  # noqa: E402
 from gpt_keras.tokenizer import count_words, train_bpe  # noqa: E402
-from serving.grpc_client import GrpcClient  # noqa: E402
-from serving.rest_client import RestClient  # noqa: E402
+from serving.clients import GrpcClient, RestClient  # noqa: E402
 
 
 def movie_reviews(source: str) -> list[str]:

@@ -1,15 +1,21 @@
 """TF Serving clients, a local TF-Serving-compatible server, and server configs.
 
-  rest_client.py   RestClient: TF Serving's REST API (standard library only)
-  grpc_client.py   GrpcClient: PredictionService + ModelService (tensorflow-serving-api stubs)
-  client.py        `python -m serving.client`: command-line client
-  server.py        `python -m serving.server`: local server (REST 8501 + gRPC 8500)
+Clients (import no server module):
+  clients/         RestClient (standard library only), GrpcClient (tensorflow-serving-api
+                   stubs), the CLI `python -m serving.client`
+  example_json.py  the JSON form of tf.Example features, shared by clients and server
+  rest_client.py, grpc_client.py   deprecated aliases of serving.clients
+
+Server (`python -m serving.server`, REST 8501 + gRPC 8500):
+  server.py        flags and start-up
   core.py          protocol-neutral Predict/Classify/Regress, warm-up, metrics hooks
+  limits.py        request bounds: bytes, rows, generation length, concurrency, deadlines
   manager.py       version discovery, version policies, labels, load/unload
-  servable.py      one loaded SavedModel version: signatures and input checks
+  servable.py      one loaded SavedModel version: signatures, input checks, warm-up
   batching.py      server-side batching of concurrent requests
-  rest.py / grpc_service.py   the two front ends;  codec.py  JSON <-> tensors
-  config.py        model config / batching / monitoring files;  metrics.py  Prometheus
+  rest.py          REST routes -> core;  http_server.py  the HTTP transport
+  grpc_service.py  gRPC services;  codec.py  JSON / TensorProto <-> numpy, with bounds
+  config.py        model config / batching / monitoring files;  metrics.py  Prometheus (prometheus_client)
   models.config, batching.config, monitoring.config   configs for both servers
 
 See docs/serving.md.

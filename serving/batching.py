@@ -8,6 +8,12 @@ A request larger than `max_batch_size` is split into several tasks (TF
 Serving's large-batch splitting). Only requests whose inputs agree beyond
 the batch dimension are merged. If a merged batch fails, its requests are
 re-run one by one, so a bad request fails alone.
+
+A request larger than the whole queue (`max_enqueued_batches` x
+`max_batch_size` rows) can never fit: it fails INVALID_ARGUMENT naming the
+limit (a 503 would invite retries). A request that reaches a batcher closed
+by a version swap runs unbatched on its version instead of failing; one that
+is still queued at its deadline is withdrawn and fails DEADLINE_EXCEEDED.
 """
 from __future__ import annotations
 
@@ -21,7 +27,8 @@ import grpc
 import numpy as np
 
 from serving.config import BatchingParameters
-from serving.errors import ServingError
+from serving.errors import ServingError, invalid
+from serving.limits import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -63,27 +70,50 @@ class Batcher:
         for thread in self._threads:
             thread.start()
 
-    def __call__(self, inputs: Arrays) -> dict:
+    @property
+    def capacity(self) -> int:
+        """Rows the queue holds at most."""
+        return self.params.max_enqueued_batches * self.params.max_batch_size
+
+    def __call__(self, inputs: Arrays, deadline: Deadline | None = None) -> dict:
         """Runs `inputs` as part of a batch; blocks until its rows are done."""
         size = int(next(iter(inputs.values())).shape[0])
+        if size > self.capacity:
+            raise invalid(f"the request has {size} rows, more than the batching queue holds ({self.capacity} = "
+                          "max_enqueued_batches x max_batch_size in --batching_parameters_file)")
         step = self.params.max_batch_size
         tasks = [_Task(_slice(inputs, i, i + step)) for i in range(0, size, step)] or [_Task(inputs)]
         with self._cond:
-            if self._closed:
-                raise ServingError(grpc.StatusCode.UNAVAILABLE, "the model is being unloaded")
-            pending = sum(t.size for t in self._queue)
-            if pending + size > self.params.max_enqueued_batches * self.params.max_batch_size:
-                raise ServingError(grpc.StatusCode.UNAVAILABLE,
-                                   "The batch scheduling queue to which this task was submitted is full")
-            self._queue.extend(tasks)
-            self._cond.notify_all()
+            if self._closed:  # the version is being swapped out; it can still run this request
+                closed = True
+            else:
+                closed = False
+                pending = sum(t.size for t in self._queue)
+                if pending + size > self.capacity:
+                    raise ServingError(grpc.StatusCode.UNAVAILABLE,
+                                       "The batch scheduling queue to which this task was submitted is full")
+                self._queue.extend(tasks)
+                self._cond.notify_all()
+        if closed:
+            return self._run(inputs)
         for task in tasks:
-            task.done.wait()
+            self._wait(task, tasks, deadline)
             if task.error is not None:
                 raise task.error
         if len(tasks) == 1:
             return tasks[0].result
         return {name: np.concatenate([t.result[name] for t in tasks]) for name in tasks[0].result}
+
+    def _wait(self, task: _Task, tasks: list[_Task], deadline: Deadline | None) -> None:
+        if task.done.wait(deadline.remaining() if deadline else None):
+            return
+        with self._cond:
+            queued = [t for t in tasks if t in self._queue]
+            if queued and len(queued) == sum(not t.done.is_set() for t in tasks):
+                for t in queued:  # none of the unfinished tasks has started: withdraw them
+                    self._queue.remove(t)
+                raise deadline.exceeded("waited in the batching queue")
+        task.done.wait()  # already running: the model call itself is bounded by the size limits
 
     def close(self) -> None:
         """Stops the batch threads after the queued tasks have run."""

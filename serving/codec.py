@@ -15,34 +15,87 @@ REST (https://www.tensorflow.org/tfx/serving/api_rest):
 from __future__ import annotations
 
 import base64
-import binascii
+import json
 from typing import Any, Mapping
 
 import numpy as np
 import tensorflow as tf
 
 from serving.errors import invalid
+from serving.example_json import FormatError, decode_strings, json_to_example
+from serving.limits import Limits
 
+DEFAULT_MAX_ROWS = Limits.max_request_rows
+
+MAX_JSON_DEPTH = 32  # a tensor has at most 32 dimensions (numpy's limit); requests nest a few levels more
+
+
+def parse_json(body: bytes) -> dict:
+    """A REST body -> its JSON object; every malformed body is INVALID_ARGUMENT.
+
+    Python's parser recurses per nesting level and refuses integers of over
+    4,300 digits: both surface here as 400s, never as server errors."""
+    try:
+        request = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise invalid(f"JSON Parse error: {err}") from None
+    except RecursionError:
+        raise invalid(f"JSON Parse error: nested deeper than this server accepts ({MAX_JSON_DEPTH})") from None
+    except ValueError as err:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+        raise invalid(f"JSON Parse error: {err}") from None
+    if not isinstance(request, dict):
+        raise invalid("JSON Value: the request body must be a JSON object")
+    check_depth(request, MAX_JSON_DEPTH)
+    return request
+
+
+def check_depth(value: Any, max_depth: int) -> None:
+    """Raises INVALID_ARGUMENT if lists/objects nest deeper than `max_depth`
+    (iterative: the decoders below recurse, so depth is checked first)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > max_depth:
+                raise invalid(f"JSON Value: nested deeper than {max_depth} levels")
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+
+
+def check_rows(count: int, max_rows: int, what: str) -> None:
+    """Rows are counted before anything is decoded: each row costs model memory."""
+    if count > max_rows:
+        raise invalid(f"{what} has {count} rows; this server accepts at most {max_rows} rows per request "
+                      "(--max_request_rows): split it into several requests")
+
+
+def tensor_from_proto(proto, where: str, max_rows: int, max_elements: int) -> np.ndarray:
+    """A gRPC TensorProto -> numpy, after checking the shape it declares.
+
+    A proto may declare many elements with one value (TF broadcasts the last
+    value), so a few bytes can ask for gigabytes: the declared size is
+    bounded before anything is materialised."""
+    shape = proto.tensor_shape
+    if shape.unknown_rank:
+        raise invalid(f"{where}: the tensor has an unknown rank; send a full shape")
+    dims = [d.size for d in shape.dim]
+    if any(d < 0 for d in dims):
+        raise invalid(f"{where}: negative dimension in shape {dims}")
+    if dims:
+        check_rows(dims[0], max_rows, where)
+    elements = 1
+    for d in dims:
+        elements *= d
+    if elements > max_elements:
+        raise invalid(f"{where}: the tensor declares {elements} elements; this server accepts at most "
+                      f"{max_elements} per tensor")
+    try:
+        return tf.make_ndarray(proto)
+    except Exception as err:  # noqa: BLE001 - any undecodable tensor is the client's error
+        raise invalid(f"{where}: cannot decode the tensor: {err}") from None
 
 
 def numpy_dtype(dtype: tf.DType):
     return object if dtype == tf.string else dtype.as_numpy_dtype
-
-
-def _decode_strings(value: Any, where: str) -> Any:
-    """JSON strings / {"b64": ...} (nested in lists) -> bytes."""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, dict):
-        if set(value) != {"b64"} or not isinstance(value["b64"], str):
-            raise invalid(f"{where}: a binary string must be written as {{\"b64\": \"<base64>\"}}, got {value!r:.80}")
-        try:
-            return base64.b64decode(value["b64"], validate=True)
-        except (binascii.Error, ValueError) as err:
-            raise invalid(f"{where}: invalid base64 ({err})") from None
-    if isinstance(value, list):
-        return [_decode_strings(v, where) for v in value]
-    raise invalid(f"{where}: expects a string, got {type(value).__name__} {value!r:.40}")
 
 
 def _check_numbers(value: Any, dtype: tf.DType, where: str) -> None:
@@ -63,7 +116,10 @@ def _check_numbers(value: Any, dtype: tf.DType, where: str) -> None:
 def json_to_array(value: Any, dtype: tf.DType, where: str) -> np.ndarray:
     """One JSON value -> a numpy array of `dtype` (rectangular, type-checked)."""
     if dtype == tf.string:
-        value = _decode_strings(value, where)
+        try:
+            value = decode_strings(value, where)
+        except FormatError as err:
+            raise invalid(str(err)) from None
     else:
         _check_numbers(value, dtype, where)
     try:
@@ -75,12 +131,14 @@ def json_to_array(value: Any, dtype: tf.DType, where: str) -> np.ndarray:
     return array
 
 
-def parse_instances(instances: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+def parse_instances(instances: Any, specs: Mapping[str, tf.TensorSpec], max_rows: int = DEFAULT_MAX_ROWS
+                    ) -> dict[str, np.ndarray]:
     """Row format -> {input name: batched array}."""
     if not isinstance(instances, list):
         raise invalid("'instances' must be a list of rows")
     if not instances:
         raise invalid("'instances' is empty: send at least one row")
+    check_rows(len(instances), max_rows, "'instances'")
     names = sorted(specs)
     rows: dict[str, list] = {name: [] for name in names}
     for i, row in enumerate(instances):
@@ -97,7 +155,8 @@ def parse_instances(instances: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[
     return {name: json_to_array(values, specs[name].dtype, f"input '{name}'") for name, values in rows.items()}
 
 
-def parse_columnar(inputs: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+def parse_columnar(inputs: Any, specs: Mapping[str, tf.TensorSpec], max_rows: int = DEFAULT_MAX_ROWS
+                   ) -> dict[str, np.ndarray]:
     """Columnar format -> {input name: array}."""
     names = sorted(specs)
     if not (isinstance(inputs, dict) and set(inputs) != {"b64"}):
@@ -106,6 +165,9 @@ def parse_columnar(inputs: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str,
         inputs = {names[0]: inputs}
     if set(inputs) != set(names):
         raise invalid(f"'inputs' keys {sorted(inputs)} do not match the signature's inputs {names}")
+    for name in names:
+        if isinstance(inputs[name], list):
+            check_rows(len(inputs[name]), max_rows, f"input '{name}'")
     return {name: json_to_array(inputs[name], specs[name].dtype, f"input '{name}'") for name in names}
 
 
@@ -140,43 +202,30 @@ def format_columns(outputs: Mapping[str, np.ndarray]) -> Any:
 
 # ----------------------------------------------------------------- examples
 
-def _feature(value: Any, where: str) -> tf.train.Feature:
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        return tf.train.Feature()
-    if all(isinstance(v, (str, dict)) for v in values):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=_decode_strings(values, where)))
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    raise invalid(f"{where}: feature values must be strings, {{\"b64\"}}, ints or floats of one kind, "
-                  f"got {value!r:.60}")
+def _json_to_example(features: Any, where: str) -> tf.train.Example:
+    try:
+        return json_to_example(features, where)
+    except FormatError as err:
+        raise invalid(str(err)) from None
 
 
-def json_to_example(features: Any, where: str) -> tf.train.Example:
-    if not isinstance(features, dict):
-        raise invalid(f"{where} must be an object of features, got {type(features).__name__}")
-    example = tf.train.Example()
-    for name, value in features.items():
-        example.features.feature[name].CopyFrom(_feature(value, f"{where} feature '{name}'"))
-    return example
-
-
-def parse_examples(body: Mapping[str, Any]) -> list[bytes]:
+def parse_examples(body: Mapping[str, Any], max_rows: int = DEFAULT_MAX_ROWS) -> list[bytes]:
     """REST classify/regress body -> serialized tf.Examples (context merged
     first, so a feature of the example wins over the context, as in TF Serving)."""
     examples = body.get("examples")
     if not isinstance(examples, list) or not examples:
         raise invalid("'examples' must be a non-empty list of objects")
+    check_rows(len(examples), max_rows, "'examples'")
     context = body.get("context")
-    prefix = json_to_example(context, "context").SerializeToString() if context is not None else b""
-    return [prefix + json_to_example(e, f"example {i}").SerializeToString() for i, e in enumerate(examples)]
+    prefix = _json_to_example(context, "context").SerializeToString() if context is not None else b""
+    return [prefix + _json_to_example(e, f"example {i}").SerializeToString() for i, e in enumerate(examples)]
 
 
-def input_to_examples(model_input) -> list[bytes]:
+def input_to_examples(model_input, max_rows: int = DEFAULT_MAX_ROWS) -> list[bytes]:
     """gRPC `tensorflow.serving.Input` -> serialized tf.Examples."""
     kind = model_input.WhichOneof("kind")
+    if kind in ("example_list", "example_list_with_context"):
+        check_rows(len(getattr(model_input, kind).examples), max_rows, "Input")
     if kind == "example_list":
         return [e.SerializeToString() for e in model_input.example_list.examples]
     if kind == "example_list_with_context":

@@ -15,9 +15,12 @@ import tensorflow as tf
 from serving.codec import input_to_examples
 from serving.config import BatchingParameters
 from serving.errors import ServingError, invalid
+from serving.limits import Admission, Deadline, Limits
 from serving.manager import ModelManager
 from serving.metrics import Metrics
 from serving.servable import Servable, Signature
+
+__all__ = ["Limits", "ModelSpec", "ServingCore"]  # Limits: its old home; it lives in serving.limits
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +35,6 @@ class ModelSpec:
     signature_name: str = ""
 
 
-@dataclasses.dataclass
-class Limits:
-    """Request bounds (documented in docs/serving.md)."""
-
-    max_request_bytes: int = 4 << 20  # REST body / gRPC message
-    max_string_bytes: int = 64 << 10  # each string element (a text, a serialized tf.Example)
-
-
 class ServingCore:
     """Serves the models of a TF Serving `ModelServerConfig`."""
 
@@ -49,8 +44,9 @@ class ServingCore:
         self.metrics = metrics or Metrics()
         self.batching = batching
         self.enable_warmup = enable_warmup
+        self.admission = Admission(self.limits.max_concurrent_requests)
         self.manager = ModelManager(model_config, self._load, poll_seconds,
-                                    on_change=lambda name, n: self.metrics.available_versions.set(name, value=n))
+                                    on_change=lambda name, n: self.metrics.available_versions.labels(name).set(n))
 
     def start(self) -> None:
         self.manager.start()
@@ -62,15 +58,15 @@ class ServingCore:
 
     def _load(self, name: str, version: int, path: str) -> Servable:
         def on_batch(signature: str, size: int) -> None:
-            self.metrics.batch_size.observe(size, name, signature)
+            self.metrics.batch_size.labels(name, signature).observe(size)
         try:
-            servable = Servable(name, version, path, self.limits.max_string_bytes, self.batching, on_batch)
+            servable = Servable(name, version, path, self.limits, self.batching, on_batch)
             if self.enable_warmup:
                 servable.warmup(lambda record: self._replay(servable, record))
         except Exception:
-            self.metrics.load_attempts.inc(path, "error")
+            self.metrics.load_attempts.labels(path, "error").inc()
             raise
-        self.metrics.load_attempts.inc(path, "success")
+        self.metrics.load_attempts.labels(path, "success").inc()
         return servable
 
     def _replay(self, servable: Servable, record) -> None:
@@ -78,23 +74,34 @@ class ServingCore:
         if kind == "predict_log":
             request = record.predict_log.request
             inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-            self._predict(servable, request.model_spec.signature_name, inputs)
+            self.predict_on(servable, request.model_spec.signature_name, inputs)
         elif kind in ("classify_log", "regress_log"):
             request = getattr(record, kind).request
-            run = self._classify if kind == "classify_log" else self._regress
-            run(servable, request.model_spec.signature_name, input_to_examples(request.input))
+            run = self.classify_on if kind == "classify_log" else self.regress_on
+            run(servable, request.model_spec.signature_name,
+                input_to_examples(request.input, self.limits.max_request_rows))
         else:
             raise invalid(f"unsupported warm-up record type {kind}")
 
     # ------------------------------------------------------------- requests
 
     @contextlib.contextmanager
-    def track(self, model_name: str, api: str, entrypoint: str) -> Iterator[None]:
-        """Counts the request and its latency in the metrics."""
+    def track(self, model_name: str, api: str, entrypoint: str, timeout: float | None = None
+              ) -> Iterator[Deadline]:
+        """Admits the request (a slot among --max_concurrent_requests before
+        its deadline) and counts it and its latency in the metrics. Yields
+        the request's `Deadline` (`timeout`: the client's, if sooner).
+
+        Only configured model names become metric labels: a request for an
+        unknown name is counted under no model, so names sent by clients
+        never create series."""
         start = time.monotonic()
         status = "OK"
+        seconds = self.limits.request_timeout_seconds
+        deadline = Deadline(min(seconds, timeout) if timeout is not None else seconds)
         try:
-            yield
+            with self.admission.slot(deadline):
+                yield deadline
         except ServingError as err:
             status = err.code_name
             raise
@@ -102,22 +109,29 @@ class ServingCore:
             status = "INTERNAL"
             raise
         finally:
-            self.metrics.request_count.inc(model_name, status)
-            self.metrics.request_latency.observe((time.monotonic() - start) * 1e6, model_name, api, entrypoint)
+            if self.manager.has_model(model_name):
+                self.metrics.request_count.labels(model_name, status).inc()
+                self.metrics.request_latency.labels(model_name, api, entrypoint).observe(
+                    (time.monotonic() - start) * 1e6)
 
     def servable(self, spec: ModelSpec) -> Servable:
         return self.manager.get(spec.name, spec.version, spec.label)
 
-    def _timed(self, servable: Servable, api: str, signature: Signature, inputs) -> dict[str, np.ndarray]:
+    def _timed(self, servable: Servable, api: str, signature: Signature, inputs,
+               deadline: Deadline | None) -> dict[str, np.ndarray]:
         start = time.monotonic()
         try:
-            return signature.run(inputs)
+            return signature.run(inputs, deadline)
         finally:
-            self.metrics.runtime_latency.observe((time.monotonic() - start) * 1e6, servable.name, api, "TF2")
+            self.metrics.runtime_latency.labels(servable.name, api, "TF2").observe((time.monotonic() - start) * 1e6)
 
-    def _predict(self, servable: Servable, signature_name: str, inputs, output_filter: Sequence[str] = ()):
+    def predict_on(self, servable: Servable, signature_name: str, inputs, output_filter: Sequence[str] = (),
+                   deadline: Deadline | None = None) -> tuple[str, dict[str, np.ndarray]]:
+        """Predict on an already resolved version: (signature key, {output: array}).
+        Front ends resolve the version once, check inputs against it and run
+        on it, so a version swap in between cannot change the model."""
         signature = servable.signature(signature_name)
-        outputs = self._timed(servable, "predict", signature, inputs)
+        outputs = self._timed(servable, "predict", signature, inputs, deadline)
         if output_filter:
             unknown = sorted(set(output_filter) - set(outputs))
             if unknown:
@@ -126,16 +140,12 @@ class ServingCore:
             outputs = {k: v for k, v in outputs.items() if k in output_filter}
         return signature.key, outputs
 
-    def predict(self, spec: ModelSpec, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()
-                ) -> tuple[Servable, str, dict[str, np.ndarray]]:
+    def predict(self, spec: ModelSpec, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = (),
+                deadline: Deadline | None = None) -> tuple[Servable, str, dict[str, np.ndarray]]:
         """(servable, signature key, {output: array})."""
         servable = self.servable(spec)
-        key, outputs = self._predict(servable, spec.signature_name, inputs, output_filter)
+        key, outputs = self.predict_on(servable, spec.signature_name, inputs, output_filter, deadline)
         return servable, key, outputs
-
-    def signature_input_specs(self, spec: ModelSpec) -> dict[str, tf.TensorSpec]:
-        """Input specs of the addressed signature (the REST decoder needs the dtypes)."""
-        return self.servable(spec).signature(spec.signature_name).input_specs
 
     @staticmethod
     def _example_signature(servable: Servable, signature_name: str, api: str, outputs: Sequence[str]) -> Signature:
@@ -148,19 +158,25 @@ class ServingCore:
             raise invalid(f"The {api} signature '{signature.key}' has none of the outputs {list(outputs)}")
         return signature
 
-    def _classify(self, servable: Servable, signature_name: str, examples: list[bytes]):
+    def classify_on(self, servable: Servable, signature_name: str, examples: list[bytes],
+                    deadline: Deadline | None = None):
+        """(signature key, classes [b, n] bytes or None, scores [b, n] or None)."""
         signature = self._example_signature(servable, signature_name, "classify", ("classes", "scores"))
-        outputs = self._timed(servable, "classify", signature, {"inputs": np.array(examples, dtype=object)})
+        outputs = self._timed(servable, "classify", signature, {"inputs": np.array(examples, dtype=object)},
+                              deadline)
         return signature.key, outputs.get("classes"), outputs.get("scores")
 
-    def classify(self, spec: ModelSpec, examples: list[bytes]):
+    def classify(self, spec: ModelSpec, examples: list[bytes], deadline: Deadline | None = None):
         """(servable, signature key, classes [b, n] bytes or None, scores [b, n] or None)."""
         servable = self.servable(spec)
-        return (servable, *self._classify(servable, spec.signature_name, examples))
+        return (servable, *self.classify_on(servable, spec.signature_name, examples, deadline))
 
-    def _regress(self, servable: Servable, signature_name: str, examples: list[bytes]):
+    def regress_on(self, servable: Servable, signature_name: str, examples: list[bytes],
+                   deadline: Deadline | None = None):
+        """(signature key, values [b])."""
         signature = self._example_signature(servable, signature_name, "regress", ("outputs",))
-        outputs = self._timed(servable, "regress", signature, {"inputs": np.array(examples, dtype=object)})
+        outputs = self._timed(servable, "regress", signature, {"inputs": np.array(examples, dtype=object)},
+                              deadline)
         values = np.asarray(outputs["outputs"], np.float32)
         if values.ndim == 2 and values.shape[1] == 1:
             values = values[:, 0]
@@ -168,7 +184,7 @@ class ServingCore:
             raise invalid(f"regress output 'outputs' must be [batch] or [batch, 1], got {list(values.shape)}")
         return signature.key, values
 
-    def regress(self, spec: ModelSpec, examples: list[bytes]):
+    def regress(self, spec: ModelSpec, examples: list[bytes], deadline: Deadline | None = None):
         """(servable, signature key, values [b])."""
         servable = self.servable(spec)
-        return (servable, *self._regress(servable, spec.signature_name, examples))
+        return (servable, *self.regress_on(servable, spec.signature_name, examples, deadline))

@@ -3,7 +3,10 @@
 Predict, Classify, Regress, GetModelMetadata (signature_def) and
 GetModelStatus. Errors abort the call with the TF Serving status code
 (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, UNAVAILABLE, ...).
-Messages over `max_request_bytes` fail RESOURCE_EXHAUSTED in gRPC itself.
+Messages over `max_request_bytes` fail RESOURCE_EXHAUSTED in gRPC itself,
+as do calls beyond `grpc_max_concurrent_rpcs`. Tensors are checked against
+the rows and element limits before they are materialised. A call's deadline
+is the sooner of the client's and `request_timeout_seconds`.
 """
 from __future__ import annotations
 
@@ -19,9 +22,10 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc,
                                      regression_pb2)
 
+from serving.codec import input_to_examples, tensor_from_proto
 from serving.core import ModelSpec, ServingCore
-from serving.codec import input_to_examples
 from serving.errors import ServingError, from_tf_error, invalid
+from serving.limits import Limits
 
 log = logging.getLogger("serving.access")
 
@@ -54,7 +58,8 @@ def _rpc(method):
             log.exception("gRPC %s failed", method.__name__)
             context.abort(err.code, err.message)
         finally:
-            log.info("gRPC %s %s %s %.1fms", method.__name__, getattr(request.model_spec, "name", ""), code.name,
+            name = ascii(getattr(request.model_spec, "name", ""))[1:-1][:200]  # control characters escaped
+            log.info("gRPC %s %s %s %.1fms", method.__name__, name, code.name,
                      (time.monotonic() - started) * 1e3)
     return wrapper
 
@@ -66,13 +71,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     @_rpc
     def Predict(self, request, context):  # noqa: N802 (gRPC naming)
         spec = _spec(request.model_spec)
-        with self.core.track(spec.name, "predict", "GRPC"):
-            try:
-                inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
-            except Exception as err:  # noqa: BLE001
-                raise invalid(f"cannot decode input tensors: {err}") from None
-            _check_dtypes(self.core, spec, request)
-            servable, key, outputs = self.core.predict(spec, inputs, list(request.output_filter))
+        limits = self.core.limits
+        with self.core.track(spec.name, "predict", "GRPC", context.time_remaining()) as deadline:
+            servable = self.core.servable(spec)  # resolved once: checked and run on the same version
+            _check_dtypes(servable.signature(spec.signature_name).input_specs, request)
+            inputs = {name: tensor_from_proto(proto, f"input '{name}'", limits.max_request_rows,
+                                              limits.max_tensor_elements) for name, proto in request.inputs.items()}
+            key, outputs = self.core.predict_on(servable, spec.signature_name, inputs, list(request.output_filter),
+                                                deadline)
         response = predict_pb2.PredictResponse()
         _fill_spec(response.model_spec, servable, key)
         for name, array in outputs.items():
@@ -82,8 +88,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     @_rpc
     def Classify(self, request, context):  # noqa: N802
         spec = _spec(request.model_spec)
-        with self.core.track(spec.name, "classify", "GRPC"):
-            servable, key, classes, scores = self.core.classify(spec, input_to_examples(request.input))
+        with self.core.track(spec.name, "classify", "GRPC", context.time_remaining()) as deadline:
+            examples = input_to_examples(request.input, self.core.limits.max_request_rows)
+            servable, key, classes, scores = self.core.classify(spec, examples, deadline)
         response = classification_pb2.ClassificationResponse()
         _fill_spec(response.model_spec, servable, key)
         rows = len(classes) if classes is not None else len(scores)
@@ -101,8 +108,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     @_rpc
     def Regress(self, request, context):  # noqa: N802
         spec = _spec(request.model_spec)
-        with self.core.track(spec.name, "regress", "GRPC"):
-            servable, key, values = self.core.regress(spec, input_to_examples(request.input))
+        with self.core.track(spec.name, "regress", "GRPC", context.time_remaining()) as deadline:
+            examples = input_to_examples(request.input, self.core.limits.max_request_rows)
+            servable, key, values = self.core.regress(spec, examples, deadline)
         response = regression_pb2.RegressionResponse()
         _fill_spec(response.model_spec, servable, key)
         for value in values:
@@ -128,9 +136,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not implemented by this server")
 
 
-def _check_dtypes(core: ServingCore, spec: ModelSpec, request) -> None:
+def _check_dtypes(specs: dict[str, tf.TensorSpec], request) -> None:
     """gRPC tensors must have the signature's exact dtype (as TF Serving)."""
-    specs = core.signature_input_specs(spec)
     for name, proto in request.inputs.items():
         if name in specs and proto.dtype != specs[name].dtype.as_datatype_enum:
             raise invalid(f"Expects arg '{name}' to be {specs[name].dtype.name} but "
@@ -156,11 +163,12 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "config reload is not implemented by this server")
 
 
-def make_grpc_server(core: ServingCore, host: str, port: int, max_workers: int, max_message_bytes: int
+def make_grpc_server(core: ServingCore, host: str, port: int, max_workers: int, limits: Limits
                      ) -> tuple[grpc.Server, int]:
     """(started-later gRPC server, bound port)."""
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-                         options=[("grpc.max_receive_message_length", max_message_bytes),
+                         maximum_concurrent_rpcs=limits.grpc_max_concurrent_rpcs,
+                         options=[("grpc.max_receive_message_length", limits.max_request_bytes),
                                   ("grpc.max_send_message_length", 64 << 20),
                                   ("grpc.so_reuseport", 0)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)

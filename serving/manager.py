@@ -206,5 +206,9 @@ class ModelManager:
             raise not_found(f"Could not find any versions of model {name}")
         return rows
 
+    def has_model(self, name: str) -> bool:
+        """Whether `name` is a configured model (a fixed set: safe as a metric label)."""
+        return name in self._models
+
     def model_names(self) -> list[str]:
         return sorted(self._models)

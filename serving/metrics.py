@@ -1,121 +1,75 @@
-"""Prometheus metrics in the text exposition format, with TF Serving's names.
+"""Server metrics through `prometheus_client`, with TF Serving's names.
 
 Served at TF Serving's monitoring path, `/monitoring/prometheus/metrics`
 (the real server needs `--monitoring_config_file=serving/monitoring.config`).
 TF Serving's metric names start with ':' (its '/' separators become ':').
+
+Two differences from prometheus_client's own exposition keep TF Serving's
+names: its text format appends `_total` to every counter, so counters are
+exposed under their TF Serving name as untyped series; and the `_created`
+series are left out. Label values come only from bounded sets (configured
+model names, status codes, API names): callers must check a model name
+before using it as a label (see `ServingCore.track`).
 """
 from __future__ import annotations
 
-import bisect
-import threading
-from typing import Iterable, Sequence
+from typing import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 # Latency buckets in microseconds, as TF Serving's request_latency histogram.
 LATENCY_BUCKETS_US = tuple(10.0 * 2 ** i for i in range(21))  # 10us .. ~10s
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
-def _labels(names: Sequence[str], values: Sequence[str]) -> str:
-    if not names:
-        return ""
-    escaped = (str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"') for v in values)
-    return "{" + ",".join(f'{n}="{v}"' for n, v in zip(names, escaped)) + "}"
+class _TFServingNames:
+    """A collector view of a registry with TF Serving's counter names."""
 
+    def __init__(self, registry: CollectorRegistry):
+        self._registry = registry
 
-class Counter:
-    """A monotonically increasing counter with labels."""
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()):
-        self.name, self.help, self.label_names = name, help_text, tuple(labels)
-        self._values: dict[tuple, float] = {}
-        self._lock = threading.Lock()
-
-    def inc(self, *labels: str, amount: float = 1.0) -> None:
-        with self._lock:
-            self._values[labels] = self._values.get(labels, 0.0) + amount
-
-    def value(self, *labels: str) -> float:
-        with self._lock:
-            return self._values.get(labels, 0.0)
-
-    def render(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} counter"
-        with self._lock:
-            for labels, value in sorted(self._values.items()):
-                yield f"{self.name}{_labels(self.label_names, labels)} {value:g}"
-
-
-class Gauge(Counter):
-    """A value that can go up and down."""
-
-    def set(self, *labels: str, value: float) -> None:
-        with self._lock:
-            self._values[labels] = value
-
-    def render(self) -> Iterable[str]:
-        lines = list(super().render())
-        lines[1] = f"# TYPE {self.name} gauge"
-        return lines
-
-
-class Histogram:
-    """Cumulative-bucket histogram with labels."""
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str], buckets: Sequence[float]):
-        self.name, self.help, self.label_names = name, help_text, tuple(labels)
-        self.buckets = tuple(buckets)
-        self._data: dict[tuple, list] = {}  # labels -> [counts per bucket + inf, sum]
-        self._lock = threading.Lock()
-
-    def observe(self, value: float, *labels: str) -> None:
-        with self._lock:
-            data = self._data.setdefault(labels, [[0] * (len(self.buckets) + 1), 0.0])
-            data[0][bisect.bisect_left(self.buckets, value)] += 1
-            data[1] += value
-
-    def count(self, *labels: str) -> int:
-        with self._lock:
-            return sum(self._data[labels][0]) if labels in self._data else 0
-
-    def render(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} histogram"
-        with self._lock:
-            for labels, (counts, total) in sorted(self._data.items()):
-                running = 0
-                for bound, count in zip(list(self.buckets) + [float("inf")], counts):
-                    running += count
-                    le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                    yield f"{self.name}_bucket{_labels(self.label_names + ('le',), labels + (le,))} {running}"
-                yield f"{self.name}_sum{_labels(self.label_names, labels)} {total:g}"
-                yield f"{self.name}_count{_labels(self.label_names, labels)} {running}"
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._registry.collect():
+            counter = metric.type == "counter"
+            out = Metric(metric.name, metric.documentation, "unknown" if counter else metric.type)
+            for sample in metric.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                name = sample.name[:-len("_total")] if counter and sample.name.endswith("_total") else sample.name
+                out.add_sample(name, sample.labels, sample.value)
+            yield out
 
 
 class Metrics:
-    """The server's metrics (one instance per server)."""
+    """The server's metrics (one registry per server).
+
+    Update them with prometheus_client's API, e.g.
+    `metrics.request_count.labels(model_name, "OK").inc()`."""
 
     def __init__(self):
-        self.request_count = Counter(":tensorflow:serving:request_count",
-                                     "The total number of requests.", ("model_name", "status"))
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.request_count = Counter(":tensorflow:serving:request_count", "The total number of requests.",
+                                     ("model_name", "status"), registry=r)
         self.request_latency = Histogram(":tensorflow:serving:request_latency",
                                          "Distribution of wall time (in microseconds) for requests.",
-                                         ("model_name", "API", "entrypoint"), LATENCY_BUCKETS_US)
+                                         ("model_name", "API", "entrypoint"), buckets=LATENCY_BUCKETS_US, registry=r)
         self.runtime_latency = Histogram(":tensorflow:serving:runtime_latency",
                                          "Distribution of wall time (in microseconds) for the model runtime.",
-                                         ("model_name", "API", "runtime"), LATENCY_BUCKETS_US)
+                                         ("model_name", "API", "runtime"), buckets=LATENCY_BUCKETS_US, registry=r)
         self.batch_size = Histogram(":tensorflow:serving:batching_session:processed_batch_size",
                                     "Tracks the batch size distribution on processing.",
-                                    ("model_name", "signature"), BATCH_SIZE_BUCKETS)
+                                    ("model_name", "signature"), buckets=BATCH_SIZE_BUCKETS, registry=r)
         self.load_attempts = Counter(":tensorflow:cc:saved_model:load_attempt_count",
                                      "The number of times a SavedModel was attempted to load.",
-                                     ("model_path", "status"))
+                                     ("model_path", "status"), registry=r)
         self.available_versions = Gauge(":tensorflow:serving:model_versions_available",
-                                        "Number of AVAILABLE versions per model.", ("model_name",))
+                                        "Number of AVAILABLE versions per model.", ("model_name",), registry=r)
         self.http_responses = Counter(":tensorflow:serving:http_response_count",
-                                      "REST responses by HTTP status code.", ("code",))
+                                      "REST responses by HTTP status code.", ("code",), registry=r)
+        self._view = _TFServingNames(r)
 
     def render(self) -> str:
-        parts = [self.request_count, self.request_latency, self.runtime_latency, self.batch_size,
-                 self.load_attempts, self.available_versions, self.http_responses]
-        return "\n".join(line for metric in parts for line in metric.render()) + "\n"
+        """The Prometheus text exposition (format 0.0.4)."""
+        return generate_latest(self._view).decode("utf-8")

@@ -8,17 +8,15 @@
     GET  /monitoring/prometheus/metrics                       Prometheus text
 
 Errors: `{"error": "..."}` with TF Serving's HTTP status of the error code
-(400 invalid argument / failed precondition, 404 not found, 503 unavailable),
-and 413 for a body over `max_request_bytes` (HTTP's own code for it).
+(400 invalid argument / failed precondition, 404 not found, 503 unavailable,
+504 deadline exceeded), and 413 for a body over `max_request_bytes` (HTTP's
+own code for it). Any malformed request is a 400, never a 500. The HTTP
+transport is serving/http_server.py.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
-import socket
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from google.protobuf import json_format
@@ -27,13 +25,14 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from serving import codec
 from serving.core import ModelSpec, ServingCore
 from serving.errors import ServingError, invalid
+from serving.limits import Deadline
 
-log = logging.getLogger("serving.access")
+log = logging.getLogger(__name__)
 
 _MODEL = r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
 _POST = re.compile(_MODEL + r":(?P<verb>predict|classify|regress)$")
 _GET = re.compile(_MODEL + r"(?P<metadata>/metadata)?$")
-_DRAIN_LIMIT = 64 << 20  # an oversized body up to this size is read and dropped (keeps the connection sane)
+_INT64_MAX = (1 << 63) - 1
 
 
 def _proto_json(message) -> dict:
@@ -41,10 +40,18 @@ def _proto_json(message) -> dict:
                                      always_print_fields_with_no_presence=True)
 
 
+def _version(text: str | None) -> int | None:
+    """The URL's version as an int64 (checked before int(): Python refuses
+    to convert more than 4,300 digits)."""
+    if text is None:
+        return None
+    if len(text.lstrip("-")) > 19 or abs(int(text)) > _INT64_MAX:
+        raise invalid(f"Failed to convert version: {text[:40]}{'...' if len(text) > 40 else ''} is not an int64")
+    return int(text)
+
+
 def _spec(match: re.Match, signature_name: str = "") -> ModelSpec:
-    version = match.group("version")
-    return ModelSpec(match.group("name"), int(version) if version is not None else None, match.group("label"),
-                     signature_name)
+    return ModelSpec(match.group("name"), _version(match.group("version")), match.group("label"), signature_name)
 
 
 class RestApi:
@@ -55,20 +62,28 @@ class RestApi:
         self.metrics_path = metrics_path
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
-        path = path.split("?", 1)[0]
-        if method == "GET" and path == self.metrics_path:
-            return 200, self.core.metrics.render()
+        """(HTTP status, JSON-able payload or metrics text); never raises."""
         try:
-            if method == "GET" and (match := _GET.match(path)):
-                spec = _spec(match)
-                return 200, self.metadata(spec) if match.group("metadata") else self.status(spec)
-            if method == "POST" and (match := _POST.match(path)):
-                return 200, self.post(match, body)
-            if path.startswith("/v1/"):
-                raise invalid(f"Malformed request: {method} {path}")
-            return 404, {"error": f"Not found: {method} {path}"}
+            return self._route(method, path.split("?", 1)[0], body)
         except ServingError as err:
             return err.http_status, {"error": err.message}
+        except RecursionError:  # belt and braces: decoders recurse, depth is checked first
+            return 400, {"error": "JSON Value: nested too deeply"}
+        except Exception as err:  # noqa: BLE001 - a bug: answer, log, keep serving
+            log.exception("internal error on %s %s", method, path[:200])
+            return 500, {"error": f"internal error: {type(err).__name__}"}
+
+    def _route(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+        if method == "GET" and path == self.metrics_path:
+            return 200, self.core.metrics.render()
+        if method == "GET" and (match := _GET.match(path)):
+            spec = _spec(match)
+            return 200, self.metadata(spec) if match.group("metadata") else self.status(spec)
+        if method == "POST" and (match := _POST.match(path)):
+            return 200, self.post(match, body)
+        if path.startswith("/v1/"):
+            raise invalid(f"Malformed request: {method} {path[:200]}")
+        return 404, {"error": f"Not found: {method} {path[:200]}"}
 
     def status(self, spec: ModelSpec) -> dict:
         rows = self.core.manager.status(spec.name, spec.version, spec.label)
@@ -86,30 +101,26 @@ class RestApi:
 
     def post(self, match: re.Match, body: bytes) -> dict:
         verb = match.group("verb")
-        with self.core.track(match.group("name"), verb, "REST"):
-            try:
-                request = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as err:
-                raise invalid(f"JSON Parse error: {err}") from None
-            if not isinstance(request, dict):
-                raise invalid("JSON Value: the request body must be a JSON object")
+        with self.core.track(match.group("name"), verb, "REST") as deadline:
+            request = codec.parse_json(body)
             signature_name = request.get("signature_name", "")
             if not isinstance(signature_name, str):
                 raise invalid("'signature_name' must be a string")
             spec = _spec(match, signature_name)
+            servable = self.core.servable(spec)  # resolved once: checked and run on the same version
             if verb == "predict":
-                return self.predict(spec, request)
+                return self.predict(servable, spec, request, deadline)
             unknown = sorted(set(request) - {"signature_name", "context", "examples"})
             if unknown:
                 raise invalid(f"unknown key(s) {unknown} in a {verb} request; expected 'examples' (+ 'context')")
-            examples = codec.parse_examples(request)
+            examples = codec.parse_examples(request, self.core.limits.max_request_rows)
             if verb == "classify":
-                _, _, classes, scores = self.core.classify(spec, examples)
+                _, classes, scores = self.core.classify_on(servable, signature_name, examples, deadline)
                 return {"results": _classify_results(classes, scores, len(examples))}
-            _, _, values = self.core.regress(spec, examples)
+            _, values = self.core.regress_on(servable, signature_name, examples, deadline)
             return {"results": [float(v) for v in values]}
 
-    def predict(self, spec: ModelSpec, request: dict) -> dict:
+    def predict(self, servable, spec: ModelSpec, request: dict, deadline: Deadline) -> dict:
         unknown = sorted(set(request) - {"signature_name", "instances", "inputs"})
         if unknown:
             raise invalid(f"unknown key(s) {unknown}; a predict request has 'instances' or 'inputs' "
@@ -117,13 +128,14 @@ class RestApi:
         if ("instances" in request) == ("inputs" in request):
             raise invalid("Missing 'inputs' or 'instances' key" if "inputs" not in request else
                           "Request has both 'instances' and 'inputs'; use one format")
-        specs = self.core.signature_input_specs(spec)
+        specs = servable.signature(spec.signature_name).input_specs
+        max_rows = self.core.limits.max_request_rows
         if "instances" in request:
-            inputs = codec.parse_instances(request["instances"], specs)
-            _, _, outputs = self.core.predict(spec, inputs)
+            inputs = codec.parse_instances(request["instances"], specs, max_rows)
+            _, outputs = self.core.predict_on(servable, spec.signature_name, inputs, deadline=deadline)
             return {"predictions": codec.format_rows(outputs)}
-        inputs = codec.parse_columnar(request["inputs"], specs)
-        _, _, outputs = self.core.predict(spec, inputs)
+        inputs = codec.parse_columnar(request["inputs"], specs, max_rows)
+        _, outputs = self.core.predict_on(servable, spec.signature_name, inputs, deadline=deadline)
         return {"outputs": codec.format_columns(outputs)}
 
 
@@ -141,89 +153,12 @@ def _classify_results(classes, scores, batch: int) -> list:
     return results
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
-    server_version = "gpt_keras-serving"
-    timeout = 300  # seconds an idle keep-alive connection holds its thread
-    api: RestApi
-    max_request_bytes: int
+def __getattr__(name: str):
+    if name == "RestServer":  # moved with the HTTP transport
+        import warnings  # pylint: disable=g-import-not-at-top
 
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body are separate writes: without TCP_NODELAY, Nagle's
-        # algorithm + the client's delayed ACK add ~40 ms to every response.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def _reply(self, status: int, payload: Any, started: float) -> None:
-        if isinstance(payload, str):
-            data, ctype = payload.encode("utf-8"), "text/plain; version=0.0.4"
-        else:
-            data, ctype = json.dumps(payload).encode("utf-8"), "application/json"
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-        self.api.core.metrics.http_responses.inc(str(status))
-        log.info("REST %s %s %d %.1fms %dB", self.command, self.path, status, (time.monotonic() - started) * 1e3,
-                 len(data))
-
-    def _body(self) -> bytes | None:
-        """The request body, or None after replying with an error."""
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            self.close_connection = True
-            self._reply(411, {"error": "chunked bodies are not supported; send Content-Length"}, self._started)
-            return None
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.close_connection = True
-            self._reply(400, {"error": "invalid Content-Length"}, self._started)
-            return None
-        if length > self.max_request_bytes:
-            remaining = length if length <= _DRAIN_LIMIT else 0
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 1 << 20))
-                remaining = remaining - len(chunk) if chunk else 0
-            self.close_connection = True
-            self._reply(413, {"error": f"request body of {self.headers.get('Content-Length')} bytes exceeds the "
-                                       f"server's limit of {self.max_request_bytes} bytes (--max_request_bytes)"},
-                        self._started)
-            return None
-        return self.rfile.read(length)
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-        self._started = time.monotonic()
-        self._reply(*self.api.handle("GET", self.path, b""), self._started)
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._started = time.monotonic()
-        body = self._body()
-        if body is not None:
-            try:
-                status, payload = self.api.handle("POST", self.path, body)
-            except Exception as err:  # noqa: BLE001 - a bug must not kill the connection silently
-                logging.getLogger(__name__).exception("internal error")
-                status, payload = 500, {"error": f"internal error: {err}"}
-            self._reply(status, payload, self._started)
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - routed to `logging` in _reply
-        pass
-
-
-class RestServer(ThreadingHTTPServer):
-    """Threaded HTTP server (one thread per connection)."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128  # listen backlog: bursts of new connections are not refused
-
-    def __init__(self, api: RestApi, host: str, port: int, max_request_bytes: int):
-        handler = type("Handler", (_Handler,), {"api": api, "max_request_bytes": max_request_bytes})
-        super().__init__((host, port), handler)
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
+        from serving.http_server import RestServer  # pylint: disable=g-import-not-at-top
+        warnings.warn("serving.rest.RestServer is deprecated; use serving.http_server.RestServer",
+                      DeprecationWarning, stacklevel=2)
+        return RestServer
+    raise AttributeError(f"module 'serving.rest' has no attribute {name!r}")

@@ -11,14 +11,17 @@ import numpy as np
 import tensorflow as tf
 
 from serving.batching import Batcher
+from serving.codec import check_rows
 from serving.config import BatchingParameters
 from serving.errors import ServingError, failed_precondition, from_tf_error, invalid
+from serving.limits import Deadline, Limits
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
+GENERATION_LENGTH_INPUT = "max_new_tokens"  # the generation signatures' length input (gpt_keras.export.lm)
 
 
 def read_signature_defs(path: str):
@@ -34,18 +37,19 @@ def read_signature_defs(path: str):
 class Signature:
     """A callable signature with TF Serving's input checks.
 
-    `run({name: array})` checks names, dtypes, shapes, batch sizes and the
-    string length limit, then runs the function (through the batcher when
-    batching is on) and returns {output name: array}."""
+    `run({name: array})` checks names, dtypes, shapes, batch sizes, the rows,
+    string length and generation length limits, then runs the function
+    (through the batcher when batching is on) and returns {output name: array}."""
 
-    def __init__(self, key: str, function, method_name: str, max_string_bytes: int,
+    def __init__(self, key: str, function, method_name: str, limits: Limits,
                  batching: BatchingParameters | None, on_batch: Callable[[int], None] | None = None):
         self.key = key
         self.method_name = method_name
         self._function = function
         self.input_specs: dict[str, tf.TensorSpec] = dict(function.structured_input_signature[1])
         self.output_names = sorted(function.structured_outputs)
-        self.max_string_bytes = max_string_bytes
+        self.limits = limits
+        self.max_string_bytes = limits.max_string_bytes
         self._batcher = Batcher(self._call, batching, f"{key}", on_batch) if batching else None
 
     def _call(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -78,10 +82,14 @@ class Signature:
                 raise invalid(f"input '{name}' expects {spec.dtype.name}, got strings")
             elif not np.can_cast(array.dtype, spec.dtype.as_numpy_dtype, casting="same_kind"):
                 raise invalid(f"input '{name}' expects {spec.dtype.name}, got {array.dtype}")
+            elif name == GENERATION_LENGTH_INPUT and array.size and array.max() > self.limits.max_new_tokens:
+                raise invalid(f"input '{name}' asks for {array.max()} new tokens; this server generates at most "
+                              f"{self.limits.max_new_tokens} per request (--max_new_tokens)")
             if not spec.shape.is_compatible_with(array.shape):
                 raise invalid(f"input '{name}' has shape {list(array.shape)} but the signature expects "
                               f"{spec.shape.as_list() if spec.shape.rank is not None else 'any'}")
             if array.ndim:
+                check_rows(array.shape[0], self.limits.max_request_rows, f"input '{name}'")
                 batch.add(array.shape[0])
             checked[name] = array
         if len(batch) > 1:
@@ -90,10 +98,19 @@ class Signature:
             raise invalid("the request has no rows (batch size 0)")
         return checked
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: Mapping[str, np.ndarray], deadline: Deadline | None = None) -> dict[str, np.ndarray]:
         inputs = self.check(inputs)
         batched = self._batcher is not None and all(a.ndim for a in inputs.values())
-        return self._batcher(inputs) if batched else self._call(inputs)
+        return self._batcher(inputs, deadline) if batched else self._call(inputs)
+
+    def tiny_request(self) -> dict[str, np.ndarray]:
+        """One row of placeholder inputs ("a", 1, True) for warm-up."""
+        def value(spec: tf.TensorSpec) -> np.ndarray:
+            shape = [1 if d is None else d for d in (spec.shape.as_list() if spec.shape.rank is not None else [1])]
+            if spec.dtype == tf.string:
+                return np.full(shape, b"a", dtype=object)
+            return np.ones(shape, dtype=spec.dtype.as_numpy_dtype)
+        return {name: value(spec) for name, spec in self.input_specs.items()}
 
     def close(self) -> None:
         if self._batcher:
@@ -103,7 +120,7 @@ class Signature:
 class Servable:
     """A loaded SavedModel version."""
 
-    def __init__(self, name: str, version: int, path: str, max_string_bytes: int,
+    def __init__(self, name: str, version: int, path: str, limits: Limits,
                  batching: BatchingParameters | None = None, on_batch: Callable[[str, int], None] | None = None):
         self.name, self.version, self.path = name, version, path
         self.signature_defs = read_signature_defs(path)
@@ -111,7 +128,7 @@ class Servable:
         self.signatures: dict[str, Signature] = {}
         for key, function in self._loaded.signatures.items():
             hook = (lambda size, key=key: on_batch(key, size)) if on_batch else None
-            self.signatures[key] = Signature(key, function, self.signature_defs[key].method_name, max_string_bytes,
+            self.signatures[key] = Signature(key, function, self.signature_defs[key].method_name, limits,
                                              batching, hook)
 
     def signature(self, key: str) -> Signature:
@@ -126,20 +143,34 @@ class Servable:
 
     def warmup(self, replay: Callable[[object], None]) -> int:
         """Replays `assets.extra/tf_serving_warmup_requests` (PredictionLogs)
-        through `replay`; returns the number of records. Raises on a failing
-        record, which fails the load, as in TF Serving."""
-        path = os.path.join(self.path, WARMUP_FILE)
-        if not os.path.exists(path):
-            return 0
-        from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=g-import-not-at-top
-
+        through `replay`, then warms up each signature that no record named
+        with a one-row placeholder request; returns the number of records.
+        A failing record fails the load, as in TF Serving; a failing
+        placeholder request is only logged (it is the server's guess)."""
         count, start = 0, time.monotonic()
-        for record in tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS + 1):
-            count += 1
-            if count > MAX_WARMUP_RECORDS:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"more than {MAX_WARMUP_RECORDS} warm-up records in {path}")
-            replay(prediction_log_pb2.PredictionLog.FromString(record.numpy()))
-        log.info("model %s version %d: replayed %d warm-up requests in %.2fs", self.name, self.version, count,
-                 time.monotonic() - start)
+        covered: set[str] = set()
+        path = os.path.join(self.path, WARMUP_FILE)
+        if os.path.exists(path):
+            from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=g-import-not-at-top
+
+            for record in tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS + 1):
+                count += 1
+                if count > MAX_WARMUP_RECORDS:
+                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f"more than {MAX_WARMUP_RECORDS} warm-up records in {path}")
+                log_record = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+                replay(log_record)
+                kind = log_record.WhichOneof("log_type")
+                covered.add(getattr(log_record, kind).request.model_spec.signature_name or DEFAULT_SIGNATURE)
+        # Without this the first concurrent calls of an unwarmed signature (an
+        # LM's `generate`) each pay its first-run setup, in time and memory.
+        for key, signature in sorted(self.signatures.items()):
+            if key not in covered:
+                try:
+                    signature.run(signature.tiny_request())
+                except Exception as err:  # noqa: BLE001
+                    log.warning("model %s version %d: placeholder warm-up of signature %s failed: %s", self.name,
+                                self.version, key, err)
+        log.info("model %s version %d: replayed %d warm-up requests (signatures warmed: %s) in %.2fs", self.name,
+                 self.version, count, sorted(self.signatures), time.monotonic() - start)
         return count

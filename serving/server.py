@@ -8,8 +8,9 @@ without `tensorflow_model_server`.
 Flags follow `tensorflow_model_server` (same names and defaults where they
 exist: --port 8500 (gRPC), --rest_api_port 8501, --file_system_poll_wait_seconds 1,
 version policy latest 1). Differences: binds --host (127.0.0.1) instead of
-0.0.0.0; port 0 picks a free port (see --port_file); --max_request_bytes
-and --max_string_bytes bound requests. See docs/serving.md.
+0.0.0.0; port 0 picks a free port (see --port_file); requests are bounded
+(bytes, rows, string and generation length, concurrency, deadline; see
+"Limits" in docs/serving.md).
 """
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ import threading
 
 from serving.config import (BatchingParameters, ConfigError, model_config_from_flags, read_batching_parameters,
                             read_metrics_path, read_model_config)
-from serving.core import Limits, ServingCore
+from serving.core import ServingCore
 from serving.grpc_service import make_grpc_server
-from serving.rest import RestApi, RestServer
+from serving.http_server import RestServer
+from serving.limits import Limits
+from serving.rest import RestApi
 
 log = logging.getLogger("serving.server")
 
@@ -56,11 +59,12 @@ class ModelServer:
         grpc_port, rest_port = self._requested_ports
         if grpc_port >= 0:
             self._grpc, self.grpc_port = make_grpc_server(self.core, self.host, grpc_port, self._grpc_max_threads,
-                                                          self.limits.max_request_bytes)
+                                                          self.limits)
             self._grpc.start()
         if rest_port >= 0:
             self._rest = RestServer(RestApi(self.core, self._metrics_path), self.host, rest_port,
-                                    self.limits.max_request_bytes)
+                                    self.limits.max_request_bytes, self.limits.rest_max_connections,
+                                    self.limits.rest_idle_timeout_seconds)
             self.rest_port = self._rest.port
             self._rest_thread = threading.Thread(target=self._rest.serve_forever, name="rest", daemon=True)
             self._rest_thread.start()
@@ -91,6 +95,19 @@ def _bool_flag(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
 
 
+_LIMIT_FLAGS = [  # Limits fields, as flags (docs/serving.md, "Limits")
+    ("max_request_bytes", int, "largest REST body / gRPC message (bytes)"),
+    ("max_string_bytes", int, "largest string element of a request: a text or a serialized tf.Example (bytes)"),
+    ("max_request_rows", int, "rows (instances, examples, batch size) per request"),
+    ("max_new_tokens", int, "largest max_new_tokens a generation request may ask for"),
+    ("max_concurrent_requests", int, "requests running the model at once (REST + gRPC); others wait"),
+    ("request_timeout_seconds", float, "a request that cannot start within this time fails DEADLINE_EXCEEDED"),
+    ("rest_max_connections", int, "open REST connections; one more gets 503"),
+    ("rest_idle_timeout_seconds", float, "a silent REST connection is closed after this many seconds"),
+    ("grpc_max_concurrent_rpcs", int, "in-flight gRPC calls; more fail RESOURCE_EXHAUSTED"),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,10 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay assets.extra/tf_serving_warmup_requests on load")
     p.add_argument("--monitoring_config_file", help="MonitoringConfig text proto (its Prometheus path is used)")
     p.add_argument("--grpc_max_threads", type=int, default=16, help="gRPC worker threads")
-    p.add_argument("--max_request_bytes", type=int, default=Limits.max_request_bytes,
-                   help="largest REST body / gRPC message (bytes)")
-    p.add_argument("--max_string_bytes", type=int, default=Limits.max_string_bytes,
-                   help="largest string element of a request: a text or a serialized tf.Example (bytes)")
+    for name, kind, help_text in _LIMIT_FLAGS:
+        p.add_argument(f"--{name}", type=kind, default=getattr(Limits, name), help=help_text)
     p.add_argument("--port_file", help="write {\"grpc_port\": N, \"rest_api_port\": M} here once serving")
     p.add_argument("--log_level", default="INFO", help="Python logging level (request logs are INFO)")
     return p
@@ -131,11 +146,12 @@ def main(argv: list[str] | None = None) -> int:
             batching = (read_batching_parameters(args.batching_parameters_file) if args.batching_parameters_file
                         else BatchingParameters())
         server = ModelServer(model_config, args.host, args.port, args.rest_api_port, batching,
-                             args.file_system_poll_wait_seconds, Limits(args.max_request_bytes, args.max_string_bytes),
+                             args.file_system_poll_wait_seconds,
+                             Limits(**{name: getattr(args, name) for name, _, _ in _LIMIT_FLAGS}),
                              read_metrics_path(args.monitoring_config_file), args.grpc_max_threads,
                              args.enable_model_warmup)
         server.start()
-    except (ConfigError, OSError) as err:
+    except (ConfigError, OSError, ValueError) as err:
         log.error("%s", err)
         return 2
     if args.port_file:

@@ -28,8 +28,8 @@ from gpt_keras import export
 from gpt_keras.generate import generate
 from gpt_keras.tokenizer import count_words, train_bpe
 from helpers import tiny_config
-from serving.grpc_client import GrpcClient
-from serving.rest_client import RestClient, RestError
+from serving.clients import GrpcClient
+from serving.clients import RestClient, RestError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = ["a great movie with a good plot", "an awful film with bad acting and a dull story",

@@ -142,13 +142,13 @@ def test_version_policies(policy, expected):
 
 def test_json_codec_row_and_columnar():
     specs = {"text": tf.TensorSpec([None], tf.string), "n": tf.TensorSpec([None], tf.int32)}
-    rows = codec.parse_instances([{"text": "a", "n": 1}, {"text": {"b64": "Yg=="}, "n": 2}], specs)
+    rows = codec.parse_instances([{"text": "a", "n": 1}, {"text": {"b64": "Yg=="}, "n": 2}], specs, 8)
     assert rows["text"].tolist() == [b"a", b"b"] and rows["n"].dtype == np.int32
-    cols = codec.parse_columnar({"text": ["a"], "n": [3]}, specs)
+    cols = codec.parse_columnar({"text": ["a"], "n": [3]}, specs, 8)
     assert cols["n"].tolist() == [3]
     for bad in ([], [{"text": "a"}], [{"text": 1, "n": 1}], [{"text": "a", "n": 1.5}], "x", [{"text": "a", "n": True}]):
         with pytest.raises(ServingError) as err:
-            codec.parse_instances(bad, specs)
+            codec.parse_instances(bad, specs, 8)
         assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
     outputs = {"label": np.array([b"pos", b"neg"], object), "p": np.array([[0.1, 0.9], [0.8, 0.2]], np.float32),
                "raw_bytes": np.array([b"\xff", b"a"], object)}
@@ -158,7 +158,7 @@ def test_json_codec_row_and_columnar():
 
 
 def test_examples_merge_context_like_tf_serving():
-    serialized = codec.parse_examples({"context": {"text": "ctx", "k": 1}, "examples": [{"text": "own"}, {}]})
+    serialized = codec.parse_examples({"context": {"text": "ctx", "k": 1}, "examples": [{"text": "own"}, {}]}, 8)
     parsed = tf.io.parse_example(serialized, {"text": tf.io.FixedLenFeature([], tf.string),
                                               "k": tf.io.FixedLenFeature([], tf.int64)})
     assert parsed["text"].numpy().tolist() == [b"own", b"ctx"] and parsed["k"].numpy().tolist() == [1, 1]
@@ -166,9 +166,10 @@ def test_examples_merge_context_like_tf_serving():
 
 def test_metrics_render_prometheus_text():
     metrics = Metrics()
-    metrics.request_count.inc("m", "OK")
-    metrics.request_latency.observe(1500.0, "m", "predict", "REST")
+    metrics.request_count.labels("m", "OK").inc()
+    metrics.request_latency.labels("m", "predict", "REST").observe(1500.0)
     text = metrics.render()
-    assert ':tensorflow:serving:request_count{model_name="m",status="OK"} 1' in text
-    assert ':tensorflow:serving:request_latency_count{model_name="m",API="predict",entrypoint="REST"} 1' in text
+    assert ':tensorflow:serving:request_count{model_name="m",status="OK"} 1.0' in text
+    # prometheus_client writes labels sorted by name
+    assert ':tensorflow:serving:request_latency_count{API="predict",entrypoint="REST",model_name="m"} 1.0' in text
     assert "# TYPE :tensorflow:serving:request_latency histogram" in text
