@@ -103,13 +103,19 @@ class PreprocessSpec:
 
 @dataclasses.dataclass
 class ModelSpec:
+    """A gpt_keras preset plus field overrides. The vocabulary size comes from
+    the tokenizer: the preset's is a default; an override must agree."""
     preset: str = "demo"
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def validate(self, path: str) -> None:
+        self.gpt_config(path)
+
+    def gpt_config(self, path: str = "model", **fields: Any):
+        """The preset with the overrides (and `fields`) applied; errors name `path`."""
         from gpt_keras.config import GPTConfig
         try:
-            GPTConfig.from_preset(self.preset, **self.overrides)
+            return GPTConfig.from_preset(self.preset, **{**self.overrides, **fields})
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{path}: {e}") from None
 
@@ -179,7 +185,32 @@ class ExperimentConfig:
         self.preprocess.validate("preprocess")
         self.pretrain.validate("pretrain")
         self.finetune.validate("finetune")
+        n_ctx, want = self.model.gpt_config().n_ctx, self.preprocess.n_ctx
+        if n_ctx < want:
+            key = ("model.overrides.n_ctx={}" if "n_ctx" in self.model.overrides
+                   else f"model.preset={self.model.preset!r} has n_ctx={{}}").format(n_ctx)
+            raise ConfigError(f"{key}, less than preprocess.n_ctx={want}: the model must fit the records; "
+                              f"set model.overrides.n_ctx >= {want} or lower preprocess.n_ctx")
+        tasks = [t.name for t in self.preprocess.tasks]
+        _check(not self.export.model_name or self.export.model_name in tasks, "export.model_name",
+               f"{self.export.model_name!r} is not a task in preprocess.tasks {tasks}")
         return self
+
+    @property
+    def export_task(self) -> str:
+        """The task whose fine-tuned model `export` serves ("" without tasks)."""
+        return self.export.model_name or next((t.name for t in self.preprocess.tasks), "")
+
+    def gpt_config(self, n_vocab: int):
+        """The model's `GPTConfig` for a tokenizer of `n_vocab` BPE tokens; an
+        explicit `model.overrides.vocab_size` that disagrees is an error."""
+        override = self.model.overrides.get("vocab_size")
+        if override is not None and override != n_vocab:
+            source = (f"preprocess.vocab_dir={self.preprocess.vocab_dir!r}" if self.preprocess.vocab_dir
+                      else f"preprocess.num_merges={self.preprocess.num_merges}")
+            raise ConfigError(f"model.overrides.vocab_size={override} disagrees with the tokenizer's {n_vocab} BPE "
+                              f"tokens ({source}); remove the override")
+        return self.model.gpt_config(vocab_size=n_vocab)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -190,8 +221,9 @@ def _check(ok: bool, path: str, message: str) -> None:
         raise ConfigError(f"{path}: {message}")
 
 
-def _build(cls, values: Any, path: str):
-    """Construct dataclass `cls` from plain values, checking keys and types."""
+def build_section(cls, values: Any, path: str):
+    """Construct config dataclass `cls` (a section, or the whole experiment)
+    from plain values, checking keys and types; errors name `path`."""
     if not isinstance(values, dict):
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(values).__name__}")
     hints = typing.get_type_hints(cls)
@@ -207,7 +239,7 @@ def _build(cls, values: Any, path: str):
 def _coerce(hint, value: Any, path: str):
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, path)
+        return build_section(hint, value, path)
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{path}: expected a list, got {value!r}")
@@ -279,6 +311,6 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> ExperimentConfi
     for assignment in overrides:
         apply_override(values, assignment)
     try:
-        return _build(ExperimentConfig, values, "").validate()
+        return build_section(ExperimentConfig, values, "").validate()
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
