@@ -281,27 +281,27 @@ def run_export(ctx: Context, out: str) -> dict:
 
 def plan(config: ExperimentConfig) -> list[Stage]:
     """Every stage of this config in run order, each with the config it reads."""
-    asdict, pp = dataclasses.asdict, config.preprocess
+    pp = config.preprocess
     tokens = {"tokenizer_mode": pp.tokenizer_mode, "max_bad_fraction": pp.max_bad_fraction}
-    source = {"vocab_dir": pp.vocab_dir} if pp.vocab_dir else {"corpus": asdict(pp.corpus), "num_merges": pp.num_merges}
+    source = {"vocab_dir": pp.vocab_dir} if pp.vocab_dir else {"corpus": pp.corpus.model_dump(), "num_merges": pp.num_merges}
     tasks = [t.name for t in pp.tasks]
     stages = [
         Stage("vocab", [], run_vocabulary, {**source, **tokens}),
         Stage("corpus", ["vocab"], run_packed_corpus,
-              {"corpus": asdict(pp.corpus), "n_ctx": pp.n_ctx, "val_fraction": pp.val_fraction, "seed": config.seed,
+              {"corpus": pp.corpus.model_dump(), "n_ctx": pp.n_ctx, "val_fraction": pp.val_fraction, "seed": config.seed,
                **tokens}),
         *[Stage(f"records/{t.name}", ["vocab"], functools.partial(run_task_records, task=t),
-                {"task": asdict(t), "n_ctx": pp.n_ctx, "seed": config.seed, **tokens}) for t in pp.tasks],
+                {"task": t.model_dump(), "n_ctx": pp.n_ctx, "seed": config.seed, **tokens}) for t in pp.tasks],
         Stage("pretrain", ["vocab", "corpus"], run_pretrain,
-              {"model": asdict(config.model), "pretrain": asdict(config.pretrain), "seed": config.seed}),
+              {"model": config.model.model_dump(), "pretrain": config.pretrain.model_dump(), "seed": config.seed}),
         *[Stage(f"finetune/{t}", ["pretrain", f"records/{t}"], functools.partial(run_finetune, task=t),
-                {"finetune": asdict(config.finetune), "seed": config.seed}) for t in tasks],
+                {"finetune": config.finetune.model_dump(), "seed": config.seed}) for t in tasks],
         Stage("evaluate", ["corpus", "pretrain", *[f"finetune/{t}" for t in tasks]], run_evaluate,
               {"batch_size": config.finetune.batch_size}),
     ]
     if config.export_task:
         stages.append(Stage("export", [f"finetune/{config.export_task}"], run_export,
-                            {"export": asdict(config.export), "model_name": config.export_task}))
+                            {"export": config.export.model_dump(), "model_name": config.export_task}))
     return stages
 
 

@@ -93,7 +93,6 @@ def run_fn(fn_args: FnArgs) -> dict[str, Any]:
     optim = cc["optim"]
     if isinstance(optim, dict):
         optim = build_section(FinetuneSpec if mode == "finetune" else OptimSpec, optim, "optim")
-        optim.validate("optim")
     model = cc.get("model")
     if isinstance(model, dict):
         model = GPTConfig.from_dict(model)
