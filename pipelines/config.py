@@ -277,6 +277,7 @@ def apply_override(values: dict, assignment: str) -> None:
     node = values
     for i, part in enumerate(parts[:-1]):
         if part.isdigit() and isinstance(node, list):
+            _check_index(node, int(part), key, append=False)
             node = node[int(part)]
             continue
         node = node.setdefault(part, {})
@@ -285,9 +286,20 @@ def apply_override(values: dict, assignment: str) -> None:
     last = parts[-1]
     value = yaml.safe_load(raw)
     if isinstance(node, list):
-        node[int(last)] = value
+        if _check_index(node, int(last), key, append=True):
+            node.append(value)
+        else:
+            node[int(last)] = value
     else:
         node[last] = value
+
+
+def _check_index(items: list, index: int, key: str, append: bool) -> bool:
+    """True when `index` appends (allowed for the last part of a key only)."""
+    if index < len(items) or (append and index == len(items)):
+        return index == len(items)
+    raise ConfigError(f"override {key!r}: index {index} is out of range for a list of {len(items)} item(s)"
+                      + (f"; use {len(items)} to append" if append else ""))
 
 
 def load_config(name_or_path: str, overrides: list[str] = ()) -> ExperimentConfig:

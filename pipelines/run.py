@@ -31,7 +31,8 @@ from pipelines.stages import STAGE_NAMES, STAGE_TABLE, Context, Stage, load_voca
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python pipelines/run.py", description=__doc__ + STAGE_TABLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python pipelines/run.py", description=__doc__ + STAGE_TABLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Any other --flags are Apache Beam pipeline options for the preprocess stage "
                "(default runner: the in-process DirectRunner, offline).")
     parser.add_argument("--config", default="demo", help="shipped config name (demo, gpt1) or a YAML/JSON file")

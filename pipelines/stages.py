@@ -281,21 +281,21 @@ def run_export(ctx: Context, out: str) -> dict:
 
 def plan(config: ExperimentConfig) -> list[Stage]:
     """Every stage of this config in run order, each with the config it reads."""
-    pp = config.preprocess
+    pp, seed = config.preprocess, config.seed
+    corpus = pp.corpus.model_dump()
     tokens = {"tokenizer_mode": pp.tokenizer_mode, "max_bad_fraction": pp.max_bad_fraction}
-    source = {"vocab_dir": pp.vocab_dir} if pp.vocab_dir else {"corpus": pp.corpus.model_dump(), "num_merges": pp.num_merges}
+    source = {"vocab_dir": pp.vocab_dir} if pp.vocab_dir else {"corpus": corpus, "num_merges": pp.num_merges}
     tasks = [t.name for t in pp.tasks]
     stages = [
         Stage("vocab", [], run_vocabulary, {**source, **tokens}),
         Stage("corpus", ["vocab"], run_packed_corpus,
-              {"corpus": pp.corpus.model_dump(), "n_ctx": pp.n_ctx, "val_fraction": pp.val_fraction, "seed": config.seed,
-               **tokens}),
+              {"corpus": corpus, "n_ctx": pp.n_ctx, "val_fraction": pp.val_fraction, "seed": seed, **tokens}),
         *[Stage(f"records/{t.name}", ["vocab"], functools.partial(run_task_records, task=t),
-                {"task": t.model_dump(), "n_ctx": pp.n_ctx, "seed": config.seed, **tokens}) for t in pp.tasks],
+                {"task": t.model_dump(), "n_ctx": pp.n_ctx, "seed": seed, **tokens}) for t in pp.tasks],
         Stage("pretrain", ["vocab", "corpus"], run_pretrain,
-              {"model": config.model.model_dump(), "pretrain": config.pretrain.model_dump(), "seed": config.seed}),
+              {"model": config.model.model_dump(), "pretrain": config.pretrain.model_dump(), "seed": seed}),
         *[Stage(f"finetune/{t}", ["pretrain", f"records/{t}"], functools.partial(run_finetune, task=t),
-                {"finetune": config.finetune.model_dump(), "seed": config.seed}) for t in tasks],
+                {"finetune": config.finetune.model_dump(), "seed": seed}) for t in tasks],
         Stage("evaluate", ["corpus", "pretrain", *[f"finetune/{t}" for t in tasks]], run_evaluate,
               {"batch_size": config.finetune.batch_size}),
     ]
@@ -310,7 +310,7 @@ def select(stages: list[Stage], requested: str) -> list[str]:
     names, unknown = set(), []
     for token in filter(None, (t.strip() for t in requested.split(","))):
         matched = {s.name for s in stages if token in (s.name, s.group, s.name.split("/")[0])}
-        if not matched:
+        if not matched and token not in STAGE_NAMES:  # a group may be empty: no tasks, no finetune
             unknown.append(token)
         names |= matched
     if unknown:

@@ -71,3 +71,11 @@ def test_the_vocabulary_size_comes_from_the_tokenizer():
     with pytest.raises(ConfigError, match=r"^model.overrides.vocab_size=8000 disagrees with the tokenizer's 8140 BPE "
                                           r"tokens \(preprocess.num_merges=8000\); remove the override$"):
         load_config("demo", ["model.overrides.vocab_size=8000"]).gpt_config(8140)
+
+
+def test_an_override_can_append_a_task_and_names_a_bad_index():
+    task = "{name: rt2, family: classification, input: {paths: [x.csv]}, fields: {text: text}}"
+    config = load_config("demo", [f"preprocess.tasks.1={task}"])
+    assert [t.name for t in config.preprocess.tasks] == ["rt_polarity", "rt2"]
+    with pytest.raises(ConfigError, match=r"override 'preprocess.tasks.5': index 5 is out of range .* use 1 to append"):
+        load_config("demo", [f"preprocess.tasks.5={task}"])
