@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
@@ -27,15 +27,6 @@ def _check(ok: bool, key: str, message: str) -> None:
     """Inside a validator: fail with `message` at `key` below the section."""
     if not ok:
         raise PydanticCustomError("config", "{message}", {"key": key, "message": message})
-
-
-def _nested(validate: Callable[[str], None], key: str) -> None:
-    """Run a plain dataclass's `validate(path)` (InputSpec) inside a validator."""
-    try:
-        validate(key)
-    except ConfigError as e:
-        where, _, message = str(e).partition(": ")
-        _check(False, where, message)
 
 
 class Section(BaseModel):
@@ -74,7 +65,7 @@ class CorpusSpec(Section):
 
     @model_validator(mode="after")
     def _values(self) -> "CorpusSpec":
-        _nested(self.input.validate, "input")
+        self.input.validate("input")
         return self
 
 
@@ -104,7 +95,7 @@ class TaskSpec(Section):
                "multiple_choice needs num_choices >= 2")
         _check(0.0 < self.val_fraction and 0.0 <= self.test_fraction and self.val_fraction + self.test_fraction < 1.0,
                "", "need val_fraction > 0, test_fraction >= 0 and val_fraction + test_fraction < 1")
-        _nested(self.input.validate, "input")
+        self.input.validate("input")
         return self
 
 
@@ -237,6 +228,8 @@ def _message(err: dict, path: str) -> str:
     if kind == "config":
         where = ".".join(filter(None, (where, ctx["key"])))
         return f"{where}: {ctx['message']}" if where else ctx["message"]
+    if kind == "value_error":  # a ValueError from a validator, e.g. "key: message" from a plain dataclass
+        return f"{where}: {ctx['error']}" if where else str(ctx["error"])
     if kind in _BOUNDS:
         return f"{where}: must be {_BOUNDS[kind]} {next(iter(ctx.values()))}"
     if kind == "literal_error":
