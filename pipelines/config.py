@@ -1,26 +1,46 @@
 """Experiment configuration: a YAML/JSON file with a schema.
 
-The schema is the dataclasses below. Loading checks every key and value
+The schema is the pydantic models below. Loading checks every key and value
 before any stage runs: unknown keys, wrong types and bad values fail with the
-full dotted path of the offending key. Command-line overrides use the same
-dotted paths: `--set pretrain.learning_rate=1e-4`.
+full dotted path of the offending key (every bad section at once). Command-line
+overrides use the same dotted paths: `--set pretrain.learning_rate=1e-4`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import types
-import typing
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key."""
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    """Inside a validator: fail with `message` at `key` below the section."""
+    if not ok:
+        raise PydanticCustomError("config", "{message}", {"key": key, "message": message})
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors that list the valid ones."""
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, values: Any) -> Any:
+        unknown = sorted(set(values) - set(cls.model_fields)) if isinstance(values, dict) else []
+        if unknown:
+            raise PydanticCustomError("unknown_keys", "unknown keys",
+                                      {"unknown": unknown, "valid": sorted(cls.model_fields)})
+        return values
 
 
 @dataclasses.dataclass
@@ -39,198 +59,194 @@ class InputSpec:
         _check(bool(self.paths), path + ".paths", "needs at least one path or glob")
 
 
-@dataclasses.dataclass
-class CorpusSpec:
-    input: InputSpec = dataclasses.field(default_factory=InputSpec)
+class CorpusSpec(Section):
+    input: InputSpec = Field(default_factory=InputSpec)
     text_field: str = "text"
 
-    def validate(self, path: str) -> None:
-        self.input.validate(path + ".input")
+    @model_validator(mode="after")
+    def _values(self) -> "CorpusSpec":
+        self.input.validate("input")
+        return self
 
 
-@dataclasses.dataclass
-class TaskSpec:
+class TaskSpec(Section):
     name: str = ""
     family: str = "classification"
-    input: InputSpec = dataclasses.field(default_factory=InputSpec)
-    fields: dict[str, Any] = dataclasses.field(default_factory=dict)  # family field -> column(s)
+    input: InputSpec = Field(default_factory=InputSpec)
+    fields: dict[str, Any] = {}  # family field -> column(s)
     label_field: str = "label"
-    label_names: list[str] = dataclasses.field(default_factory=list)  # empty: derived from the data
+    label_names: list[str] = []  # empty: derived from the data
     num_choices: int = 0
     val_fraction: float = 0.1   # for model selection, by a stable hash
     test_fraction: float = 0.1  # held out for `evaluate`, by a stable hash
 
-    def validate(self, path: str) -> None:
-        from gpt_keras.tasks import TaskFamily  # light import: no TF graph work
-        _check(bool(self.name) and self.name.replace("_", "").isalnum(), path + ".name",
+    @model_validator(mode="after")
+    def _values(self) -> "TaskSpec":
+        from gpt_keras.tasks import TaskFamily
+        _check(bool(self.name) and self.name.replace("_", "").isalnum(), "name",
                f"must be a non-empty identifier, got {self.name!r}")
         try:
             family = TaskFamily.parse(self.family)
         except ValueError as e:
-            raise ConfigError(f"{path}.family: {e}") from None
+            _check(False, "family", str(e))
         missing = [f for f in family.fields if f not in self.fields]
-        _check(not missing, path + ".fields", f"{family.value} needs a column for {missing}")
-        _check(family is not TaskFamily.MULTIPLE_CHOICE or self.num_choices >= 2, path + ".num_choices",
+        _check(not missing, "fields", f"{family.value} needs a column for {missing}")
+        _check(family is not TaskFamily.MULTIPLE_CHOICE or self.num_choices >= 2, "num_choices",
                "multiple_choice needs num_choices >= 2")
         _check(0.0 < self.val_fraction and 0.0 <= self.test_fraction and self.val_fraction + self.test_fraction < 1.0,
-               path, "need val_fraction > 0, test_fraction >= 0 and val_fraction + test_fraction < 1")
-        self.input.validate(path + ".input")
+               "", "need val_fraction > 0, test_fraction >= 0 and val_fraction + test_fraction < 1")
+        self.input.validate("input")
+        return self
 
 
-@dataclasses.dataclass
-class PreprocessSpec:
+class PreprocessSpec(Section):
     vocab_dir: str = ""          # reuse a vocabulary; empty: learn one from the corpus
-    num_merges: int = 8000
-    tokenizer_mode: str = "hf"
-    n_ctx: int = 128
-    val_fraction: float = 0.05
-    max_bad_fraction: float = 0.01
-    corpus: CorpusSpec = dataclasses.field(default_factory=CorpusSpec)
-    tasks: list[TaskSpec] = dataclasses.field(default_factory=list)
+    num_merges: int = Field(8000, gt=0)
+    tokenizer_mode: Literal["hf", "original"] = "hf"
+    n_ctx: int = Field(128, ge=8)
+    val_fraction: float = Field(0.05, gt=0, lt=1)
+    max_bad_fraction: float = Field(0.01, ge=0, le=1)
+    corpus: CorpusSpec = Field(default_factory=CorpusSpec)
+    tasks: list[TaskSpec] = []
 
-    def validate(self, path: str) -> None:
-        _check(self.num_merges > 0, path + ".num_merges", "must be > 0")
-        _check(self.tokenizer_mode in ("hf", "original"), path + ".tokenizer_mode", "must be hf or original")
-        _check(self.n_ctx >= 8, path + ".n_ctx", "must be >= 8")
-        _check(0.0 < self.val_fraction < 1.0, path + ".val_fraction", "must be in (0, 1)")
-        _check(0.0 <= self.max_bad_fraction <= 1.0, path + ".max_bad_fraction", "must be in [0, 1]")
-        self.corpus.validate(path + ".corpus")
+    @model_validator(mode="after")
+    def _values(self) -> "PreprocessSpec":
         names = [t.name for t in self.tasks]
-        _check(len(names) == len(set(names)), path + ".tasks", f"task names must be unique, got {names}")
-        for i, task in enumerate(self.tasks):
-            task.validate(f"{path}.tasks[{i}]")
+        _check(len(names) == len(set(names)), "tasks", f"task names must be unique, got {names}")
+        return self
 
 
-@dataclasses.dataclass
-class ModelSpec:
+class ModelSpec(Section):
+    """A gpt_keras preset plus field overrides. The vocabulary size comes from
+    the tokenizer: the preset's is a default; an override must agree."""
     preset: str = "demo"
-    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    overrides: dict[str, Any] = {}
 
-    def validate(self, path: str) -> None:
+    @model_validator(mode="after")
+    def _values(self) -> "ModelSpec":
+        self.gpt_config()
+        return self
+
+    def gpt_config(self, **fields: Any):
+        """The preset with the overrides (and `fields`) applied."""
         from gpt_keras.config import GPTConfig
         try:
-            GPTConfig.from_preset(self.preset, **self.overrides)
+            return GPTConfig.from_preset(self.preset, **{**self.overrides, **fields})
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"{path}: {e}") from None
+            _check(False, "", str(e))
 
 
-@dataclasses.dataclass
-class OptimSpec:
-    batch_size: int = 32
-    learning_rate: float = 2.5e-4
-    schedule: str = "warmup_cosine"
-    warmup: float = 2000        # steps (warmup_cosine) or fraction of steps (warmup_linear)
-    epochs: float = 1.0         # passes over the training data
-    max_steps: int = 0          # cap on optimizer steps (0: none)
-    steps_per_checkpoint: int = 200
-    validation_batches: int = 0  # batches of the validation split per evaluation (0: all of it)
+class OptimSpec(Section):
+    batch_size: int = Field(32, gt=0)
+    learning_rate: float = Field(2.5e-4, gt=0)
+    schedule: Literal["warmup_cosine", "warmup_linear", "constant"] = "warmup_cosine"
+    warmup: float = Field(2000, ge=0)  # steps (warmup_cosine) or fraction of steps (warmup_linear)
+    epochs: float = Field(1.0, gt=0)   # passes over the training data
+    max_steps: int = Field(0, ge=0)    # cap on optimizer steps (0: none)
+    steps_per_checkpoint: int = Field(200, gt=0)
+    validation_batches: int = Field(0, ge=0)  # batches of the validation split per evaluation (0: all of it)
     l2: float = 0.01
     max_grad_norm: float = 1.0
-    jit_compile: bool = True
-
-    def validate(self, path: str) -> None:
-        _check(self.batch_size > 0, path + ".batch_size", "must be > 0")
-        _check(self.learning_rate > 0, path + ".learning_rate", "must be > 0")
-        _check(self.schedule in ("warmup_cosine", "warmup_linear", "constant"), path + ".schedule",
-               f"must be warmup_cosine, warmup_linear or constant; got {self.schedule!r}")
-        _check(self.warmup >= 0, path + ".warmup", "must be >= 0")
-        _check(self.epochs > 0, path + ".epochs", "must be > 0")
-        _check(self.max_steps >= 0 and self.steps_per_checkpoint > 0, path, "max_steps >= 0, steps_per_checkpoint > 0")
-        _check(self.validation_batches >= 0, path + ".validation_batches", "must be >= 0 (0: the whole split)")
+    jit_compile: StrictBool = True
 
 
-@dataclasses.dataclass
 class FinetuneSpec(OptimSpec):
-    learning_rate: float = 6.25e-5
-    schedule: str = "warmup_linear"
-    warmup: float = 0.002
-    epochs: float = 3.0
-    lm_weight: float = 0.5
-    ablation_without_pretraining: bool = True  # also train from scratch (the paper's ablation)
-    early_stopping_patience: int = 0           # evaluations without improvement (0: off)
+    learning_rate: float = Field(6.25e-5, gt=0)
+    schedule: Literal["warmup_cosine", "warmup_linear", "constant"] = "warmup_linear"
+    warmup: float = Field(0.002, ge=0)
+    epochs: float = Field(3.0, gt=0)
+    lm_weight: float = Field(0.5, ge=0)
+    ablation_without_pretraining: StrictBool = True  # also train from scratch (the paper's ablation)
+    early_stopping_patience: int = 0                 # evaluations without improvement (0: off)
     # Task batches vary in length; without XLA each batch is padded only to its
     # longest row instead of recompiling or padding everything to n_ctx.
-    jit_compile: bool = False
-
-    def validate(self, path: str) -> None:
-        super().validate(path)
-        _check(self.lm_weight >= 0, path + ".lm_weight", "must be >= 0")
+    jit_compile: StrictBool = False
 
 
-@dataclasses.dataclass
-class ExportSpec:
+class ExportSpec(Section):
     base_dir: str = ""          # default: <work_dir>/serving
     model_name: str = ""        # default: the first task's name
 
 
-@dataclasses.dataclass
-class ExperimentConfig:
+class ExperimentConfig(Section):
     name: str = "demo"
     work_dir: str = "runs/demo"
     seed: int = 0
-    model: ModelSpec = dataclasses.field(default_factory=ModelSpec)
-    preprocess: PreprocessSpec = dataclasses.field(default_factory=PreprocessSpec)
-    pretrain: OptimSpec = dataclasses.field(default_factory=OptimSpec)
-    finetune: FinetuneSpec = dataclasses.field(default_factory=FinetuneSpec)
-    export: ExportSpec = dataclasses.field(default_factory=ExportSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
+    pretrain: OptimSpec = Field(default_factory=OptimSpec)
+    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
 
-    def validate(self) -> "ExperimentConfig":
-        self.model.validate("model")
-        self.preprocess.validate("preprocess")
-        self.pretrain.validate("pretrain")
-        self.finetune.validate("finetune")
+    @model_validator(mode="after")
+    def _sizes(self) -> "ExperimentConfig":
+        n_ctx, want = self.model.gpt_config().n_ctx, self.preprocess.n_ctx
+        key = ("model.overrides.n_ctx={}" if "n_ctx" in self.model.overrides
+               else f"model.preset={self.model.preset!r} has n_ctx={{}}").format(n_ctx)
+        _check(n_ctx >= want, "", f"{key}, less than preprocess.n_ctx={want}: the model must fit the records; "
+                                  f"set model.overrides.n_ctx >= {want} or lower preprocess.n_ctx")
+        tasks = [t.name for t in self.preprocess.tasks]
+        _check(not self.export.model_name or self.export.model_name in tasks, "export.model_name",
+               f"{self.export.model_name!r} is not a task in preprocess.tasks {tasks}")
         return self
 
+    @property
+    def export_task(self) -> str:
+        """The task whose fine-tuned model `export` serves ("" without tasks)."""
+        return self.export.model_name or next((t.name for t in self.preprocess.tasks), "")
+
+    def gpt_config(self, n_vocab: int):
+        """The model's `GPTConfig` for a tokenizer of `n_vocab` BPE tokens; an
+        explicit `model.overrides.vocab_size` that disagrees is an error."""
+        override = self.model.overrides.get("vocab_size")
+        if override is not None and override != n_vocab:
+            source = (f"preprocess.vocab_dir={self.preprocess.vocab_dir!r}" if self.preprocess.vocab_dir
+                      else f"preprocess.num_merges={self.preprocess.num_merges}")
+            raise ConfigError(f"model.overrides.vocab_size={override} disagrees with the tokenizer's {n_vocab} BPE "
+                              f"tokens ({source}); remove the override")
+        return self.model.gpt_config(vocab_size=n_vocab)
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
 
-def _check(ok: bool, path: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{path}: {message}")
+# pydantic error types -> the words users see: "expected int, got 'abc'", "must be > 0"
+_TYPES = {"int": "int", "float": "float", "bool": "bool", "string": "str", "list": "list", "dict": "mapping",
+          "model": "mapping", "dataclass": "mapping"}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 
 
-def _build(cls, values: Any, path: str):
-    """Construct dataclass `cls` from plain values, checking keys and types."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        where = f"{path}." if path else ""
-        raise ConfigError(f"unknown key(s) {[where + k for k in unknown]}; valid keys here: {sorted(known)}")
-    kwargs = {k: _coerce(hints[k], v, f"{path}.{k}" if path else k) for k, v in values.items()}
-    return cls(**kwargs)
+def _message(err: dict, path: str) -> str:
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+    where = (path + where).lstrip(".")
+    ctx, kind = err.get("ctx", {}), err["type"]
+    if kind in ("unknown_keys", "unexpected_keyword_argument"):  # the latter from InputSpec, a dataclass
+        unknown, valid = (ctx["unknown"], ctx["valid"]) if ctx else ([where.rsplit(".", 1)[-1]], None)
+        where = where if ctx else where.rpartition(".")[0]
+        keys = [f"{where}.{k}".lstrip(".") for k in unknown]
+        return f"unknown key(s) {keys}" + (f"; valid keys here: {valid}" if valid else "")
+    if kind == "config":
+        where = ".".join(filter(None, (where, ctx["key"])))
+        return f"{where}: {ctx['message']}" if where else ctx["message"]
+    if kind == "value_error":  # a ValueError from a validator, e.g. "key: message" from a plain dataclass
+        return f"{where}: {ctx['error']}" if where else str(ctx["error"])
+    if kind in _BOUNDS:
+        return f"{where}: must be {_BOUNDS[kind]} {next(iter(ctx.values()))}"
+    if kind == "literal_error":
+        return f"{where}: must be {ctx['expected'].replace(chr(39), '')}; got {err['input']!r}"
+    base = kind.rsplit("_", 1)[0]
+    if base in _TYPES and kind.endswith(("_type", "_parsing")):
+        return f"{where or 'config'}: expected {_TYPES[base]}, got {err['input']!r}"
+    return f"{where or 'config'}: {err['msg']}"
 
 
-def _coerce(hint, value: Any, path: str):
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, path)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        (item,) = typing.get_args(hint)
-        return [_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        return dict(value)
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if hint is Any:
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
-        try:  # YAML 1.1 reads "1e-4" (no dot) as a string
-            return float(value)
-        except ValueError:
-            pass
-    if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{path}: expected {hint.__name__}, got {value!r}")
-    return value
+def build_section(cls: type[BaseModel], values: Any, path: str = ""):
+    """Validate plain values into config model `cls` (a section, or the whole
+    experiment); every error names its dotted key below `path`."""
+    try:
+        return cls.model_validate(values)
+    except ValidationError as e:
+        raise ConfigError("; ".join(_message(err, path) for err in e.errors())) from None
 
 
 def resolve_config_path(name_or_path: str) -> str:
@@ -254,6 +270,7 @@ def apply_override(values: dict, assignment: str) -> None:
     node = values
     for i, part in enumerate(parts[:-1]):
         if part.isdigit() and isinstance(node, list):
+            _check_index(node, int(part), key, append=False)
             node = node[int(part)]
             continue
         node = node.setdefault(part, {})
@@ -262,9 +279,20 @@ def apply_override(values: dict, assignment: str) -> None:
     last = parts[-1]
     value = yaml.safe_load(raw)
     if isinstance(node, list):
-        node[int(last)] = value
+        if _check_index(node, int(last), key, append=True):
+            node.append(value)
+        else:
+            node[int(last)] = value
     else:
         node[last] = value
+
+
+def _check_index(items: list, index: int, key: str, append: bool) -> bool:
+    """True when `index` appends (allowed for the last part of a key only)."""
+    if index < len(items) or (append and index == len(items)):
+        return index == len(items)
+    raise ConfigError(f"override {key!r}: index {index} is out of range for a list of {len(items)} item(s)"
+                      + (f"; use {len(items)} to append" if append else ""))
 
 
 def load_config(name_or_path: str, overrides: list[str] = ()) -> ExperimentConfig:
@@ -279,6 +307,6 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> ExperimentConfi
     for assignment in overrides:
         apply_override(values, assignment)
     try:
-        return _build(ExperimentConfig, values, "").validate()
+        return build_section(ExperimentConfig, values)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

@@ -66,10 +66,6 @@ class Manifest:
                     and entry.get("fingerprint") == stage_fingerprint
                     and os.path.isdir(self.artifact_dir(stage)))
 
-    def fingerprint_of(self, stage: str) -> str | None:
-        entry = self.entries.get(stage)
-        return entry["fingerprint"] if entry and entry.get("status") == "complete" else None
-
     def save(self) -> None:
         os.makedirs(self.work_dir, exist_ok=True)
         tmp = self.path + ".tmp"

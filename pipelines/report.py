@@ -11,11 +11,6 @@ matplotlib.use("Agg")  # headless: no display on servers or CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def load_history(path: str) -> dict[str, list[float]]:
-    with open(path) as f:
-        return json.load(f)
-
-
 def plot_curves(histories: Mapping[str, Mapping[str, list[float]]], keys: list[str], path: str,
                 title: str) -> str:
     """One panel per metric key; one line per run (e.g. pretrained vs scratch)."""

@@ -6,8 +6,11 @@
     python pipelines/run.py --runner=DataflowRunner --project=P --region=R \\
         --temp_location=gs://B/tmp --setup_file=./setup.py   # Beam options pass through
 
-Stages: preprocess -> pretrain -> finetune -> evaluate -> export. Finished
-stages whose config and inputs are unchanged are skipped on re-run.
+Stages: a finished stage is skipped on re-run while the config it reads and
+the stages it reads are unchanged; adding a task runs only that task's
+records and fine-tuning, then evaluate, and export if it serves that task.
+--stages takes a group (left column), a stage (e.g. corpus,
+finetune/rt_polarity) or `records` (every task's records):
 """
 from __future__ import annotations
 
@@ -23,20 +26,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from pipelines import report  # noqa: E402
 from pipelines.config import ConfigError, load_config  # noqa: E402
 from pipelines.manifest import Manifest, fingerprint  # noqa: E402
-from pipelines.stages import STAGE_NAMES, STAGES, Context  # noqa: E402
+from pipelines.stages import STAGE_NAMES, STAGE_TABLE, Context, Stage, load_vocabulary, plan, select  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python pipelines/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python pipelines/run.py", description=__doc__ + STAGE_TABLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Any other --flags are Apache Beam pipeline options for the preprocess stage "
                "(default runner: the in-process DirectRunner, offline).")
     parser.add_argument("--config", default="demo", help="shipped config name (demo, gpt1) or a YAML/JSON file")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value by dotted path, e.g. pretrain.learning_rate=1e-4 (repeatable)")
     parser.add_argument("--stages", default=",".join(STAGE_NAMES),
-                        help=f"comma-separated subset of {STAGE_NAMES} to run (default: all)")
-    parser.add_argument("--force", action="store_true", help="re-run the selected stages even if fresh")
+                        help=f"comma-separated groups {STAGE_NAMES} or stage names (see above) to run (default: all)")
+    parser.add_argument("--force", action="store_true", help="re-run the selected stages even if up to date")
     parser.add_argument("--work_dir", help="override the config's work_dir")
     return parser
 
@@ -49,40 +53,43 @@ def run(argv: list[str] | None = None) -> dict:
         raise ConfigError(f"unexpected arguments {stray}; Beam options must look like --name=value")
     overrides = list(args.set) + ([f"work_dir={args.work_dir}"] if args.work_dir else [])
     config = load_config(args.config, overrides)
-    selected = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = sorted(set(selected) - set(STAGE_NAMES))
-    if unknown:
-        raise ConfigError(f"unknown stage(s) {unknown}; stages are {STAGE_NAMES}")
+    stages = plan(config)
+    selected = select(stages, args.stages)
 
     manifest = Manifest(config.work_dir)
     ctx = Context(config=config, beam_args=beam_args, work_dir=config.work_dir, fingerprints={},
                   artifacts={k: e.get("outputs", {}) for k, e in manifest.entries.items() if e.get("status") == "complete"})
     print(f"gpt_keras pipeline {config.name!r}: work_dir={os.path.abspath(config.work_dir)} stages={selected}")
-    for stage in STAGES:
-        upstream = [ctx.fingerprints.get(u) or manifest.fingerprint_of(u) or "missing" for u in stage.upstream]
-        stage_config = stage.config_of(config)
-        ctx.fingerprints[stage.name] = fp = fingerprint(stage_config, upstream)
-        if stage.name not in selected:
-            continue
-        if not args.force and manifest.is_fresh(stage.name, fp):
-            print(f"[{stage.name}] up to date (fingerprint {fp}); skipped. Use --force to re-run.")
-            continue
-        print(f"[{stage.name}] running (fingerprint {fp}) ...")
-        start = time.time()
-        inputs = {u: ctx.artifacts.get(u, {}) for u in stage.upstream}
-        with manifest.stage(stage.name, fp, stage_config, inputs) as (out_dir, entry):
-            entry.update(stage.run(ctx, out_dir))
-        ctx.artifacts[stage.name] = manifest.entries[stage.name]["outputs"]
-        print(f"[{stage.name}] done in {time.time() - start:.0f}s")
-    print_summary(manifest)
+    for stage in stages:
+        ctx.fingerprints[stage.name] = fp = fingerprint(stage.config, [ctx.fingerprints[u] for u in stage.upstream])
+        if stage.name in selected:
+            _run_stage(stage, ctx, manifest, fp, args.force)
+        if stage.name == "vocab" and "vocab" in ctx.artifacts:
+            # Fail before packing or training if the model cannot take this vocabulary.
+            config.gpt_config(load_vocabulary(ctx).n_vocab)
+    print_summary(manifest, stages)
     return manifest.entries
 
 
-def print_summary(manifest: Manifest) -> None:
+def _run_stage(stage: Stage, ctx: Context, manifest: Manifest, fp: str, force: bool) -> None:
+    if not force and manifest.is_fresh(stage.name, fp):
+        print(f"[{stage.name}] up to date (fingerprint {fp}); skipped. Use --force to re-run.")
+        return
+    print(f"[{stage.name}] running (fingerprint {fp}) ...")
+    start = time.time()
+    inputs = {u: ctx.artifacts.get(u, {}) for u in stage.upstream}
+    with manifest.stage(stage.name, fp, stage.config, inputs) as (out_dir, entry):
+        entry.update(stage.run(ctx, out_dir))
+    ctx.artifacts[stage.name] = manifest.entries[stage.name]["outputs"]
+    print(f"[{stage.name}] done in {time.time() - start:.0f}s")
+
+
+def print_summary(manifest: Manifest, stages: list[Stage]) -> None:
     """Times per stage, perplexity, task scores with/without pre-training, and how to serve."""
     entries = manifest.entries
-    rows = [["stage", "status", "seconds"]]
-    rows += [[name, entries[name]["status"], entries[name].get("seconds", "")] for name in STAGE_NAMES if name in entries]
+    rows = [["group", "stage", "status", "seconds"]]
+    rows += [[s.group, s.name, entries[s.name]["status"], entries[s.name].get("seconds", "")]
+             for s in stages if s.name in entries]
     print("\n" + report.format_table(rows))
     metrics = entries.get("evaluate", {}).get("metrics", {})
     if metrics.get("lm"):

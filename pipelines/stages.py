@@ -1,12 +1,17 @@
-"""The pipeline's stages, TFX-style: preprocess -> pretrain -> finetune -> evaluate -> export.
+"""The pipeline's stages, TFX-style, and the plan that orders them.
 
 Each stage is a function `(ctx, out_dir) -> entry updates` that reads the
 artifacts of the stages before it (through `ctx.artifact(...)`) and writes
 only into `out_dir`; `pipelines.manifest` makes that atomic and records it.
+A stage's fingerprint covers only the config it reads and the fingerprints
+of the stages it reads (STAGE_TABLE), so that adding a task re-runs that
+task's records and fine-tuning (and evaluate), never the vocabulary, corpus
+or pre-training.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import math
 import os
@@ -14,7 +19,26 @@ import time
 from typing import Any, Callable
 
 from pipelines import report
-from pipelines.config import ExperimentConfig, InputSpec
+from pipelines.config import ConfigError, ExperimentConfig, InputSpec, TaskSpec
+
+# What users type in --stages: each group names the stages beside it in STAGE_TABLE.
+STAGE_NAMES = ["preprocess", "pretrain", "finetune", "evaluate", "export"]
+STAGE_TABLE = """
+    --stages    stage            reads (stages + config)
+    preprocess  vocab            preprocess.corpus, num_merges, tokenizer_mode (or vocab_dir)
+                corpus           vocab + preprocess.corpus, n_ctx, val_fraction, seed
+                records/<task>   vocab + that task, preprocess.n_ctx, seed
+    pretrain    pretrain         vocab, corpus + model, pretrain, seed
+    finetune    finetune/<task>  pretrain, records/<task> + finetune, seed
+    evaluate    evaluate         corpus, pretrain, every finetune/<task> + finetune.batch_size
+    export      export           finetune/<export task> + export
+"""
+
+
+def group_of(stage: str) -> str:
+    """`records/x` -> preprocess, `finetune/x` -> finetune, `vocab` -> preprocess."""
+    prefix = stage.split("/")[0]
+    return "preprocess" if prefix in ("vocab", "corpus", "records") else prefix
 
 
 @dataclasses.dataclass
@@ -30,16 +54,21 @@ class Context:
         try:
             return self.artifacts[stage][key]
         except KeyError:
-            raise RuntimeError(f"stage output {stage}.{key} is missing: run the {stage!r} stage first "
-                               f"(python pipelines/run.py --stages {stage})") from None
+            group = group_of(stage)
+            raise RuntimeError(f"stage output {stage}.{key} is missing: run the {group!r} stage first "
+                               f"(python pipelines/run.py --stages {group})") from None
 
 
 @dataclasses.dataclass
 class Stage:
-    name: str
-    upstream: list[str]
+    name: str                        # e.g. "records/rt_polarity"; also its directory under work_dir
+    upstream: list[str]              # the stages whose artifacts it reads
     run: Callable[[Context, str], dict]
-    config_of: Callable[[ExperimentConfig], Any]
+    config: Any                      # the config values it reads (fingerprinted)
+
+    @property
+    def group(self) -> str:
+        return group_of(self.name)
 
 
 # ---- preprocess ------------------------------------------------------------
@@ -62,43 +91,67 @@ def _inputs(spec: InputSpec) -> list[str]:
     return [resolve_path(p) for p in spec.paths]
 
 
-def run_preprocess(ctx: Context, out: str) -> dict:
-    from pipelines.preprocess import run_corpus, run_task, run_vocab
-
-    pp, seed_salt = ctx.config.preprocess, str(ctx.config.seed)
-    corpus = pp.corpus
+def _preprocess_args(ctx: Context) -> tuple:
+    pp = ctx.config.preprocess
     common = dict(mode=pp.tokenizer_mode, max_bad_fraction=pp.max_bad_fraction, verbose=True)
-    vocab_dir = os.path.join(out, "vocab")
-    if pp.vocab_dir:
-        from gpt_keras.tokenizer import GPTTokenizer
-        GPTTokenizer.load(pp.vocab_dir, mode=pp.tokenizer_mode).save(vocab_dir, format="original")
-        summaries = {"vocab": {"reused": pp.vocab_dir}}
-    else:
-        summaries = {"vocab": run_vocab(_inputs(corpus.input), vocab_dir, pp.num_merges, ctx.beam_args,
-                                        text_field=corpus.text_field, where=corpus.input.where or None,
-                                        clean_html=corpus.input.clean_html, **common)}
-    corpus_dir = os.path.join(out, "corpus")
-    summaries["corpus"] = run_corpus(_inputs(corpus.input), corpus_dir, vocab_dir, pp.n_ctx, pp.val_fraction,
-                                     ctx.beam_args, text_field=corpus.text_field, where=corpus.input.where or None,
-                                     clean_html=corpus.input.clean_html, split_salt=seed_salt, **common)
-    task_dirs = {}
-    for task in pp.tasks:
-        task_dirs[task.name] = os.path.join(out, "tasks", task.name)
-        fractions = {"train": 1.0 - task.val_fraction - task.test_fraction, "validation": task.val_fraction}
-        if task.test_fraction:
-            fractions["test"] = task.test_fraction
-        summaries[task.name] = run_task(
-            _inputs(task.input), task.family, {**task.fields, "label": task.label_field}, task_dirs[task.name], vocab_dir, pp.n_ctx,
-            task.label_names or None, ctx.beam_args, num_choices=task.num_choices or None,
-            split_fractions=fractions, where=task.input.where or None, split_salt=seed_salt,
-            clean_html=task.input.clean_html, **common)
-    report.write_json(os.path.join(out, "summary.json"), summaries)
-    return {"outputs": {"vocab_dir": vocab_dir, "corpus_dir": corpus_dir, "task_dirs": task_dirs},
-            "metrics": {name: _counts(s) for name, s in summaries.items()}}
+    return pp, str(ctx.config.seed), pp.corpus, common
 
 
 def _counts(summary: dict) -> dict:
     return {k: summary[k] for k in ("input", "written", "rejected", "tokens", "records") if k in summary}
+
+
+def _written(out: str, outputs: dict, summary: dict) -> dict:
+    report.write_json(os.path.join(out, "summary.json"), summary)
+    return {"outputs": outputs, "metrics": _counts(summary)}
+
+
+def run_vocabulary(ctx: Context, out: str) -> dict:
+    """The BPE vocabulary: learned from the corpus, or copied from `preprocess.vocab_dir`."""
+    from pipelines.preprocess import run_vocab
+
+    pp, _, corpus, common = _preprocess_args(ctx)
+    vocab_dir = os.path.join(out, "vocab")
+    if pp.vocab_dir:
+        from gpt_keras.tokenizer import GPTTokenizer
+        GPTTokenizer.load(pp.vocab_dir, mode=pp.tokenizer_mode).save(vocab_dir, format="original")
+        summary = {"reused": pp.vocab_dir}
+    else:
+        summary = run_vocab(_inputs(corpus.input), vocab_dir, pp.num_merges, ctx.beam_args,
+                            text_field=corpus.text_field, where=corpus.input.where or None,
+                            clean_html=corpus.input.clean_html, **common)
+    return _written(out, {"vocab_dir": vocab_dir}, summary)
+
+
+def run_packed_corpus(ctx: Context, out: str) -> dict:
+    """The pre-training corpus, tokenized and packed into n_ctx-token rows."""
+    from pipelines.preprocess import run_corpus
+
+    pp, seed_salt, corpus, common = _preprocess_args(ctx)
+    vocab_dir = ctx.artifact("vocab", "vocab_dir")
+    corpus_dir = os.path.join(out, "corpus")
+    summary = run_corpus(_inputs(corpus.input), corpus_dir, vocab_dir, pp.n_ctx, pp.val_fraction,
+                         ctx.beam_args, text_field=corpus.text_field, where=corpus.input.where or None,
+                         clean_html=corpus.input.clean_html, split_salt=seed_salt, **common)
+    return _written(out, {"corpus_dir": corpus_dir}, summary)
+
+
+def run_task_records(ctx: Context, out: str, task: TaskSpec) -> dict:
+    """One task's records, through the paper's input transform for its family."""
+    from pipelines.preprocess import run_task
+
+    pp, seed_salt, _, common = _preprocess_args(ctx)
+    vocab_dir = ctx.artifact("vocab", "vocab_dir")
+    task_dir = os.path.join(out, "records")
+    fractions = {"train": 1.0 - task.val_fraction - task.test_fraction, "validation": task.val_fraction}
+    if task.test_fraction:
+        fractions["test"] = task.test_fraction
+    summary = run_task(
+        _inputs(task.input), task.family, {**task.fields, "label": task.label_field}, task_dir, vocab_dir, pp.n_ctx,
+        task.label_names or None, ctx.beam_args, num_choices=task.num_choices or None,
+        split_fractions=fractions, where=task.input.where or None, split_salt=seed_salt,
+        clean_html=task.input.clean_html, **common)
+    return _written(out, {"task_dir": task_dir}, summary)
 
 
 # ---- pretrain / finetune (through the TFX-style trainer) ----------------------
@@ -109,17 +162,23 @@ def _checkpoint_dir(ctx: Context, stage: str) -> str:
     return os.path.join(ctx.work_dir, ".checkpoints", f"{stage}-{ctx.fingerprints[stage]}")
 
 
+def load_vocabulary(ctx: Context):
+    """The vocabulary stage's tokenizer."""
+    from gpt_keras.tokenizer import GPTTokenizer
+    return GPTTokenizer.load(ctx.artifact("vocab", "vocab_dir"), mode=ctx.config.preprocess.tokenizer_mode)
+
+
 def run_pretrain(ctx: Context, out: str) -> dict:
     from pipelines.trainer import FnArgs, run_fn
 
     cfg = ctx.config
-    corpus_dir = ctx.artifact("preprocess", "corpus_dir")
+    corpus_dir = ctx.artifact("corpus", "corpus_dir")
     model_dir = os.path.join(out, "model")
     result = run_fn(FnArgs(
         train_files=[corpus_dir], eval_files=[corpus_dir], serving_model_dir=model_dir,
         model_run_dir=os.path.join(out, "logs"), custom_config={
-            "mode": "pretrain", "seed": cfg.seed, "vocab_dir": ctx.artifact("preprocess", "vocab_dir"),
-            "model": dataclasses.asdict(cfg.model), "optim": dataclasses.asdict(cfg.pretrain),
+            "mode": "pretrain", "seed": cfg.seed, "vocab_dir": ctx.artifact("vocab", "vocab_dir"),
+            "model": cfg.gpt_config(load_vocabulary(ctx).n_vocab), "optim": cfg.pretrain,
             "checkpoint_dir": _checkpoint_dir(ctx, "pretrain")}))
     history = result["history"]
     report.plot_curves({"pretrain": history}, ["lm_loss", "perplexity"], os.path.join(out, "curves.png"),
@@ -129,36 +188,34 @@ def run_pretrain(ctx: Context, out: str) -> dict:
             "metrics": {"steps": result["steps"], **last}}
 
 
-def run_finetune(ctx: Context, out: str) -> dict:
+def run_finetune(ctx: Context, out: str, task: str) -> dict:
+    """One task, from the pre-trained model and (the paper's ablation) from scratch."""
     from gpt_keras.convert import load_pretrained
     from pipelines.trainer import FnArgs, run_fn
 
     cfg = ctx.config
     pretrained_dir = ctx.artifact("pretrain", "model_dir")
-    backbone_config = load_pretrained(pretrained_dir)[0].config.to_dict()
+    task_dir = ctx.artifact(f"records/{task}", "task_dir")
+    backbone_config = load_pretrained(pretrained_dir)[0].config
     variants = {"pretrained": pretrained_dir}
     if cfg.finetune.ablation_without_pretraining:
         variants["scratch"] = ""
-    outputs, metrics = {}, {}
-    for task, task_dir in ctx.artifact("preprocess", "task_dirs").items():
-        histories = {}
-        for variant, init_dir in variants.items():
-            run_dir = os.path.join(out, task, variant)
-            start = time.time()
-            result = run_fn(FnArgs(
-                train_files=[task_dir], eval_files=[task_dir], serving_model_dir=run_dir,
-                model_run_dir=os.path.join(run_dir, "logs"), custom_config={
-                    "mode": "finetune", "seed": cfg.seed, "vocab_dir": ctx.artifact("preprocess", "vocab_dir"),
-                    "init_model_dir": init_dir, "backbone_config": backbone_config,
-                    "optim": dataclasses.asdict(cfg.finetune)}))
-            histories[variant] = result["history"]
-            outputs[f"{task}/{variant}"] = run_dir
-            metrics[f"{task}/{variant}"] = {k: v for k, v in result.items() if k.startswith("best_")}
-            metrics[f"{task}/{variant}"]["seconds"] = round(time.time() - start, 1)
-        report.plot_curves(histories, ["task_loss", "accuracy", "lm_loss"], os.path.join(out, f"{task}_curves.png"),
-                           f"Fine-tuning {task}: with vs without pre-training")
-    return {"outputs": {"models": outputs, "task_dirs": ctx.artifact("preprocess", "task_dirs")},
-            "metrics": metrics}
+    outputs, metrics, histories = {}, {}, {}
+    for variant, init_dir in variants.items():
+        run_dir = os.path.join(out, variant)
+        start = time.time()
+        result = run_fn(FnArgs(
+            train_files=[task_dir], eval_files=[task_dir], serving_model_dir=run_dir,
+            model_run_dir=os.path.join(run_dir, "logs"), custom_config={
+                "mode": "finetune", "seed": cfg.seed, "vocab_dir": ctx.artifact("vocab", "vocab_dir"),
+                "init_model_dir": init_dir, "model": backbone_config, "optim": cfg.finetune}))
+        histories[variant] = result["history"]
+        outputs[f"{task}/{variant}"] = run_dir
+        metrics[f"{task}/{variant}"] = {k: v for k, v in result.items() if k.startswith("best_")}
+        metrics[f"{task}/{variant}"]["seconds"] = round(time.time() - start, 1)
+    report.plot_curves(histories, ["task_loss", "accuracy", "lm_loss"], os.path.join(out, "curves.png"),
+                       f"Fine-tuning {task}: with vs without pre-training")
+    return {"outputs": {"models": outputs, "task_dir": task_dir}, "metrics": metrics}
 
 
 # ---- evaluate --------------------------------------------------------------
@@ -176,26 +233,26 @@ def run_evaluate(ctx: Context, out: str) -> dict:
     backbone, tokenizer = load_pretrained(ctx.artifact("pretrain", "model_dir"))
     lm = GPTLMModel(backbone)
     lm.compile()
-    corpus_dir = ctx.artifact("preprocess", "corpus_dir")
+    corpus_dir = ctx.artifact("corpus", "corpus_dir")
     held_out = gk_data.pretrain_dataset(corpus_dir, "validation", batch, expected_fingerprint=tokenizer.fingerprint,
                                         config=backbone.config)
     lm_logs = lm.evaluate(held_out, verbose=0, return_dict=True)
     results = {"lm": {"validation_lm_loss": lm_logs["lm_loss"], "validation_perplexity": math.exp(lm_logs["lm_loss"])}}
-    for key, model_dir in ctx.artifact("finetune", "models").items():
-        task = key.split("/")[0]
-        task_dir = ctx.artifact("finetune", "task_dirs")[task]
+    for task in ctx.config.preprocess.tasks:
+        task_dir = ctx.artifact(f"finetune/{task.name}", "task_dir")
         metadata = gk_data.load_metadata(task_dir)
         split = "test" if "test" in metadata.splits else "validation"
-        model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
-        data = gk_data.task_dataset(task_dir, split, batch, expected_fingerprint=tokenizer.fingerprint,
-                                    config=model.backbone.config)
-        labels, outputs = [], []
-        for x, y in data:
-            outputs.append(np.asarray(model(x, training=False)))
-            labels.append(y.numpy())
-        results[key] = {"split": split, "examples": int(sum(len(y) for y in labels)),
-                        **task_metrics(metadata.family, np.concatenate(labels), np.concatenate(outputs),
-                                       len(metadata.label_names or []) or None)}
+        for key, model_dir in ctx.artifact(f"finetune/{task.name}", "models").items():
+            model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
+            data = gk_data.task_dataset(task_dir, split, batch, expected_fingerprint=tokenizer.fingerprint,
+                                        config=model.backbone.config)
+            labels, outputs = [], []
+            for x, y in data:
+                outputs.append(np.asarray(model(x, training=False)))
+                labels.append(y.numpy())
+            results[key] = {"split": split, "examples": int(sum(len(y) for y in labels)),
+                            **task_metrics(metadata.family, np.concatenate(labels), np.concatenate(outputs),
+                                           len(metadata.label_names or []) or None)}
     report.write_json(os.path.join(out, "metrics.json"), results)
     return {"outputs": {"metrics": os.path.join(out, "metrics.json")}, "metrics": results}
 
@@ -209,30 +266,54 @@ def run_export(ctx: Context, out: str) -> dict:
     from gpt_keras.export import export_task_model
     from gpt_keras.tokenizer import GPTTokenizer
 
-    spec = ctx.config.export
-    models = ctx.artifact("finetune", "models")
-    task = spec.model_name or next(iter(ctx.artifact("finetune", "task_dirs")))
-    key = f"{task}/pretrained"
-    if key not in models:
-        raise RuntimeError(f"export.model_name {task!r} is not a fine-tuned task; have {sorted(models)}")
-    base_dir = spec.base_dir or os.path.join(ctx.work_dir, "serving")
-    metadata = gk_data.load_metadata(ctx.artifact("finetune", "task_dirs")[task])
-    model = keras.models.load_model(os.path.join(models[key], "model.keras"))
-    tokenizer = GPTTokenizer.load(models[key], mode=metadata.vocab.mode)
+    task = ctx.config.export_task
+    model_dir = ctx.artifact(f"finetune/{task}", "models")[f"{task}/pretrained"]
+    base_dir = ctx.config.export.base_dir or os.path.join(ctx.work_dir, "serving")
+    metadata = gk_data.load_metadata(ctx.artifact(f"finetune/{task}", "task_dir"))
+    model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
+    tokenizer = GPTTokenizer.load(model_dir, mode=metadata.vocab.mode)
     path = export_task_model(model, tokenizer, base_dir, task, label_names=metadata.label_names)
     report.write_json(os.path.join(out, "pushed.json"), {"model_name": task, "path": str(path)})
     return {"outputs": {"saved_model": str(path), "base_dir": base_dir, "model_name": task}, "metrics": {}}
 
 
-STAGES = [
-    Stage("preprocess", [], run_preprocess, lambda c: {"preprocess": dataclasses.asdict(c.preprocess),
-                                                       "seed": c.seed}),
-    Stage("pretrain", ["preprocess"], run_pretrain, lambda c: {"model": dataclasses.asdict(c.model),
-                                                              "pretrain": dataclasses.asdict(c.pretrain),
-                                                              "seed": c.seed}),
-    Stage("finetune", ["preprocess", "pretrain"], run_finetune,
-          lambda c: {"finetune": dataclasses.asdict(c.finetune), "seed": c.seed}),
-    Stage("evaluate", ["preprocess", "pretrain", "finetune"], run_evaluate, lambda c: {}),
-    Stage("export", ["finetune"], run_export, lambda c: {"export": dataclasses.asdict(c.export)}),
-]
-STAGE_NAMES = [s.name for s in STAGES]
+# ---- the plan --------------------------------------------------------------
+
+def plan(config: ExperimentConfig) -> list[Stage]:
+    """Every stage of this config in run order, each with the config it reads."""
+    pp, seed = config.preprocess, config.seed
+    corpus = pp.corpus.model_dump()
+    tokens = {"tokenizer_mode": pp.tokenizer_mode, "max_bad_fraction": pp.max_bad_fraction}
+    source = {"vocab_dir": pp.vocab_dir} if pp.vocab_dir else {"corpus": corpus, "num_merges": pp.num_merges}
+    tasks = [t.name for t in pp.tasks]
+    stages = [
+        Stage("vocab", [], run_vocabulary, {**source, **tokens}),
+        Stage("corpus", ["vocab"], run_packed_corpus,
+              {"corpus": corpus, "n_ctx": pp.n_ctx, "val_fraction": pp.val_fraction, "seed": seed, **tokens}),
+        *[Stage(f"records/{t.name}", ["vocab"], functools.partial(run_task_records, task=t),
+                {"task": t.model_dump(), "n_ctx": pp.n_ctx, "seed": seed, **tokens}) for t in pp.tasks],
+        Stage("pretrain", ["vocab", "corpus"], run_pretrain,
+              {"model": config.model.model_dump(), "pretrain": config.pretrain.model_dump(), "seed": seed}),
+        *[Stage(f"finetune/{t}", ["pretrain", f"records/{t}"], functools.partial(run_finetune, task=t),
+                {"finetune": config.finetune.model_dump(), "seed": seed}) for t in tasks],
+        Stage("evaluate", ["corpus", "pretrain", *[f"finetune/{t}" for t in tasks]], run_evaluate,
+              {"batch_size": config.finetune.batch_size}),
+    ]
+    if config.export_task:
+        stages.append(Stage("export", [f"finetune/{config.export_task}"], run_export,
+                            {"export": config.export.model_dump(), "model_name": config.export_task}))
+    return stages
+
+
+def select(stages: list[Stage], requested: str) -> list[str]:
+    """`--stages` -> stage names: a group (preprocess, finetune, ...), `records`, or one stage."""
+    names, unknown = set(), []
+    for token in filter(None, (t.strip() for t in requested.split(","))):
+        matched = {s.name for s in stages if token in (s.name, s.group, s.name.split("/")[0])}
+        if not matched and token not in STAGE_NAMES:  # a group may be empty: no tasks, no finetune
+            unknown.append(token)
+        names |= matched
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; stages are {STAGE_NAMES} or one of "
+                          f"{[s.name for s in stages]}")
+    return [s.name for s in stages if s.name in names]

@@ -38,7 +38,7 @@ def test_demo_pretraining_leaves_the_unigram_plateau(tmp_path):
     assert entries["pretrain"]["metrics"]["val_lm_loss"] < UNIGRAM_PLATEAU - 0.4
 
     backbone, tokenizer = load_pretrained(entries["pretrain"]["outputs"]["model_dir"])
-    batch = next(iter(gk_data.pretrain_dataset(entries["preprocess"]["outputs"]["corpus_dir"], "validation", 32,
+    batch = next(iter(gk_data.pretrain_dataset(entries["corpus"]["outputs"]["corpus_dir"], "validation", 32,
                                                expected_fingerprint=tokenizer.fingerprint)))
     last = backbone(batch, training=False).numpy()[:, -1]
     # Collapsed models give the same final state for every input (std ~1e-3).

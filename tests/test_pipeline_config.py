@@ -48,3 +48,34 @@ def test_unknown_config_name_lists_the_shipped_ones(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(str(bad))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["model.overrides.n_ctx=64"], r"model.overrides.n_ctx=64, less than preprocess.n_ctx=128: .*"
+                                   r"set model.overrides.n_ctx >= 128 or lower preprocess.n_ctx"),
+    (["preprocess.n_ctx=256"], r"model.preset='demo' has n_ctx=128, less than preprocess.n_ctx=256"),
+    (["export.model_name=sst2"], r"export.model_name: 'sst2' is not a task in preprocess.tasks \['rt_polarity'\]"),
+])
+def test_mismatched_sizes_fail_when_the_config_loads(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("demo", overrides)
+
+
+def test_the_vocabulary_size_comes_from_the_tokenizer():
+    demo = load_config("demo")
+    # The preset's 8,000 is a default: the learned vocabulary's size wins.
+    config = demo.gpt_config(8140)
+    assert (config.vocab_size, config.n_ctx) == (8140, 128)
+    assert load_config("demo", ["model.overrides.n_ctx=256"]).gpt_config(8140).n_ctx == 256
+    assert load_config("demo", ["model.overrides.vocab_size=8140"]).gpt_config(8140).vocab_size == 8140
+    with pytest.raises(ConfigError, match=r"^model.overrides.vocab_size=8000 disagrees with the tokenizer's 8140 BPE "
+                                          r"tokens \(preprocess.num_merges=8000\); remove the override$"):
+        load_config("demo", ["model.overrides.vocab_size=8000"]).gpt_config(8140)
+
+
+def test_an_override_can_append_a_task_and_names_a_bad_index():
+    task = "{name: rt2, family: classification, input: {paths: [x.csv]}, fields: {text: text}}"
+    config = load_config("demo", [f"preprocess.tasks.1={task}"])
+    assert [t.name for t in config.preprocess.tasks] == ["rt_polarity", "rt2"]
+    with pytest.raises(ConfigError, match=r"override 'preprocess.tasks.5': index 5 is out of range .* use 1 to append"):
+        load_config("demo", [f"preprocess.tasks.5={task}"])

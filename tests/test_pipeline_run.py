@@ -1,5 +1,5 @@
 """The stage runner end to end on tiny data: all stages, skipping, --force,
---stages, failure atomicity, and resume of a killed pre-training run."""
+--stages, adding a task, failure atomicity, and resume of a killed pre-training run."""
 import csv
 import json
 import os
@@ -38,39 +38,48 @@ def _write_data(tmp_path):
     return corpus
 
 
-def _config(tmp_path, corpus, **pretrain):
+def _task(name, corpus):
+    return {"name": name, "family": "classification",
+            "input": {"paths": [str(corpus)], "format": "csv", "where": {"source": "task"}},
+            "fields": {"text": "text"}, "label_names": ["0", "1"], "val_fraction": 0.2, "test_fraction": 0.2}
+
+
+def _config(tmp_path, corpus, tasks=("toy",), finetune=None, **pretrain):
     config = {
         "name": "tiny", "work_dir": str(tmp_path / "work"), "seed": 0,
         "model": {"preset": "tiny"},
         "preprocess": {
             "num_merges": 60, "n_ctx": 32, "val_fraction": 0.1,
             "corpus": {"input": {"paths": [str(corpus)], "format": "csv", "where": {"source": "lm"}}},
-            "tasks": [{"name": "toy", "family": "classification",
-                       "input": {"paths": [str(corpus)], "format": "csv", "where": {"source": "task"}},
-                       "fields": {"text": "text"}, "label_names": ["0", "1"],
-                       "val_fraction": 0.2, "test_fraction": 0.2}]},
+            "tasks": [_task(name, corpus) for name in tasks]},
         "pretrain": {"batch_size": 8, "learning_rate": 1e-3, "warmup": 2, "epochs": 1, "max_steps": 6,
                      "steps_per_checkpoint": 2, "validation_batches": 1, "jit_compile": False, **pretrain},
-        "finetune": {"batch_size": 16, "learning_rate": 1e-3, "epochs": 1, "jit_compile": False},
+        "finetune": {"batch_size": 16, "learning_rate": 1e-3, "epochs": 1, "jit_compile": False, **(finetune or {})},
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
 
 
+STAGES = ("vocab", "corpus", "records/toy", "pretrain", "finetune/toy", "evaluate", "export")
+
+
+def _ran(out: str) -> list[str]:
+    return [line.split("]")[0][1:] for line in out.splitlines() if line.startswith("[") and "] running" in line]
+
+
 def test_all_stages_then_skip_force_and_subset(tmp_path, capsys):
     config = _config(tmp_path, _write_data(tmp_path))
     entries = run(["--config", config])
-    assert [entries[s]["status"] for s in ("preprocess", "pretrain", "finetune", "evaluate", "export")] == \
-        ["complete"] * 5
+    assert [entries[s]["status"] for s in STAGES] == ["complete"] * len(STAGES)
     work = tmp_path / "work"
     metrics = json.loads((work / "evaluate" / "metrics.json").read_text())
     assert set(metrics) == {"lm", "toy/pretrained", "toy/scratch"}
     assert metrics["lm"]["validation_perplexity"] > 1
     assert 0 <= metrics["toy/pretrained"]["accuracy"] <= 1 and metrics["toy/pretrained"]["split"] == "test"
     assert (work / "pretrain" / "curves.png").stat().st_size > 1000
-    assert (work / "finetune" / "toy_curves.png").exists()
-    for stage in ("preprocess", "pretrain", "finetune", "evaluate", "export"):
+    assert (work / "finetune" / "toy" / "curves.png").exists()
+    for stage in STAGES:
         entry = entries[stage]
         assert entry["code_version"] and entry["start"] <= entry["end"] and "fingerprint" in entry
         assert (work / stage / "stage.json").exists()
@@ -80,25 +89,53 @@ def test_all_stages_then_skip_force_and_subset(tmp_path, capsys):
 
     # Re-run: everything is fresh and skipped.
     run(["--config", config])
-    assert capsys.readouterr().out.count("up to date") == 5
+    assert capsys.readouterr().out.count("up to date") == len(STAGES)
     # A changed fine-tuning value re-runs finetune and what reads it, not the stages before.
     run(["--config", config, "--set", "finetune.learning_rate=2e-3"])
     out = capsys.readouterr().out
-    assert "[preprocess] up to date" in out and "[pretrain] up to date" in out
-    assert "[finetune] running" in out and "[evaluate] running" in out and "[export] running" in out
+    assert "[vocab] up to date" in out and "[corpus] up to date" in out and "[records/toy] up to date" in out
+    assert "[pretrain] up to date" in out
+    assert "[finetune/toy] running" in out and "[evaluate] running" in out and "[export] running" in out
     # --stages and --force.
     run(["--config", config, "--stages", "evaluate", "--force"])
     out = capsys.readouterr().out
-    assert "[evaluate] running" in out and "[finetune]" not in out
+    assert "[evaluate] running" in out and "[finetune" not in out
+
+
+def test_adding_a_task_runs_only_that_task(tmp_path, capsys):
+    corpus = _write_data(tmp_path)
+    fast = {"ablation_without_pretraining": False}
+    run(["--config", _config(tmp_path, corpus, finetune=fast)])
+    capsys.readouterr()
+    two_tasks = _config(tmp_path, corpus, tasks=("toy", "toy2"), finetune=fast)
+    entries = run(["--config", two_tasks])
+    out = capsys.readouterr().out
+    # export serves the first task, which is unchanged.
+    assert _ran(out) == ["records/toy2", "finetune/toy2", "evaluate"], out
+    for stage in ("vocab", "corpus", "records/toy", "pretrain", "finetune/toy", "export"):
+        assert f"[{stage}] up to date" in out
+    metrics = json.loads((tmp_path / "work" / "evaluate" / "metrics.json").read_text())
+    assert set(metrics) == {"lm", "toy/pretrained", "toy2/pretrained"}
+    assert entries["finetune/toy2"]["status"] == "complete"
+    # The export section is read by export alone.
+    run(["--config", two_tasks, "--set", f"export.base_dir={tmp_path / 'serving2'}"])
+    assert _ran(capsys.readouterr().out) == ["export"]
+    # Serving the new task re-exports without re-evaluating.
+    run(["--config", two_tasks, "--set", "export.model_name=toy2"])
+    assert _ran(capsys.readouterr().out) == ["export"]
+    # Users' group names still select whole groups; stage names select one stage.
+    run(["--config", two_tasks, "--stages", "finetune/toy2,records", "--force"])
+    assert _ran(capsys.readouterr().out) == ["records/toy", "records/toy2", "finetune/toy2"]
 
 
 def test_validation_batches_caps_each_evaluation_to_the_same_batches():
     import tensorflow as tf
 
+    from pipelines.config import OptimSpec
     from pipelines.trainer import _capped
     data = tf.data.Dataset.range(10).batch(2)
-    assert [b.numpy().tolist() for b in _capped(data, {"validation_batches": 2})] == [[0, 1], [2, 3]]
-    assert len(list(_capped(data, {"validation_batches": 0}))) == 5  # 0: the whole split
+    assert [b.numpy().tolist() for b in _capped(data, OptimSpec(validation_batches=2))] == [[0, 1], [2, 3]]
+    assert len(list(_capped(data, OptimSpec(validation_batches=0)))) == 5  # 0: the whole split
 
 
 def test_config_errors_stop_before_any_stage(tmp_path):
@@ -110,21 +147,32 @@ def test_config_errors_stop_before_any_stage(tmp_path):
     assert not (tmp_path / "work").exists()
 
 
+def test_a_vocab_size_override_that_disagrees_stops_before_packing(tmp_path):
+    config = _config(tmp_path, _write_data(tmp_path))
+    with pytest.raises(ConfigError, match=r"model.overrides.vocab_size=50 disagrees with the tokenizer's \d+ BPE "
+                                          r"tokens \(preprocess.num_merges=60\); remove the override"):
+        run(["--config", config, "--set", "model.overrides.vocab_size=50"])
+    stages = json.loads((tmp_path / "work" / "manifest.json").read_text())["stages"]
+    assert stages["vocab"]["status"] == "complete" and "corpus" not in stages
+
+
 def test_a_failed_stage_leaves_no_trusted_artifact(tmp_path):
     config = _config(tmp_path, _write_data(tmp_path))
     with pytest.raises(Exception):
         run(["--config", config, "--stages", "preprocess", "--set",
              "preprocess.corpus.input.paths=[/nonexistent/*.csv]"])
-    entry = json.loads((tmp_path / "work" / "manifest.json").read_text())["stages"]["preprocess"]
+    entry = json.loads((tmp_path / "work" / "manifest.json").read_text())["stages"]["vocab"]
     assert entry["status"] == "failed" and "error" in entry
-    assert not (tmp_path / "work" / "preprocess").exists()
+    assert not (tmp_path / "work" / "vocab").exists()
     with pytest.raises(RuntimeError, match="run the 'preprocess' stage first"):
         run(["--config", config, "--stages", "pretrain"])
 
 
 def test_killed_pretraining_resumes_from_its_checkpoint(tmp_path):
     config = _config(tmp_path, _write_data(tmp_path), epochs=10, max_steps=40, steps_per_checkpoint=4)
-    assert run(["--config", config, "--stages", "preprocess"])["preprocess"]["status"] == "complete"
+    entries = run(["--config", config, "--stages", "preprocess"])
+    assert [entries[s]["status"] for s in ("vocab", "corpus", "records/toy")] == ["complete"] * 3
+    assert "pretrain" not in entries
     cmd = [sys.executable, os.path.join(REPO, "pipelines", "run.py"), "--config", config, "--stages", "pretrain"]
     ckpts = tmp_path / "work" / ".checkpoints"
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

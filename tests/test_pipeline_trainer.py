@@ -1,0 +1,28 @@
+"""The trainer's one translation from a config section to TrainSettings."""
+import pytest
+
+from pipelines.config import ConfigError, FinetuneSpec, OptimSpec, build_section
+from pipelines.trainer import train_settings
+
+
+def test_pretraining_checkpoints_every_n_steps_up_to_max_steps():
+    optim = OptimSpec(batch_size=16, learning_rate=5e-4, warmup=100, epochs=1, max_steps=1000,
+                      steps_per_checkpoint=200, jit_compile=False)
+    settings = train_settings(optim, steps_per_pass=1500, checkpoint_dir="ckpt", log_dir="logs")
+    assert (settings.epochs, settings.steps_per_epoch) == (5, 200)  # 1,000 steps, not 1,500
+    assert (settings.warmup, settings.learning_rate, settings.schedule) == (100, 5e-4, "warmup_cosine")
+    assert settings.checkpoint_dir == "ckpt" and settings.jit_compile is False
+    # TFX's train_steps wins over the config's caps.
+    capped = train_settings(optim, steps_per_pass=1500, train_steps=30)
+    assert (capped.epochs, capped.steps_per_epoch) == (1, 30)
+
+
+def test_finetuning_evaluates_once_per_pass():
+    settings = train_settings(FinetuneSpec(epochs=3), steps_per_pass=218)
+    assert (settings.epochs, settings.steps_per_epoch, settings.warmup) == (3, 218, 0.002)
+
+
+def test_a_tfx_custom_config_dict_is_read_into_the_same_section():
+    assert build_section(FinetuneSpec, {"batch_size": 8}, "optim") == FinetuneSpec(batch_size=8)
+    with pytest.raises(ConfigError, match=r"optim.lm_weight: must be >= 0"):
+        build_section(FinetuneSpec, {"lm_weight": -1}, "optim")
