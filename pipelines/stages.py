@@ -190,13 +190,13 @@ def run_pretrain(ctx: Context, out: str) -> dict:
 
 def run_finetune(ctx: Context, out: str, task: str) -> dict:
     """One task, from the pre-trained model and (the paper's ablation) from scratch."""
-    from gpt_keras.convert import load_pretrained
+    from gpt_keras import saving
     from pipelines.trainer import FnArgs, run_fn
 
     cfg = ctx.config
     pretrained_dir = ctx.artifact("pretrain", "model_dir")
     task_dir = ctx.artifact(f"records/{task}", "task_dir")
-    backbone_config = load_pretrained(pretrained_dir)[0].config
+    backbone_config = saving.read_config(pretrained_dir)
     variants = {"pretrained": pretrained_dir}
     if cfg.finetune.ablation_without_pretraining:
         variants["scratch"] = ""
@@ -221,16 +221,15 @@ def run_finetune(ctx: Context, out: str, task: str) -> dict:
 # ---- evaluate --------------------------------------------------------------
 
 def run_evaluate(ctx: Context, out: str) -> dict:
-    import keras
     import numpy as np
 
     from gpt_keras import data as gk_data
-    from gpt_keras.convert import load_pretrained
+    from gpt_keras import saving
     from gpt_keras.metrics import task_metrics
     from gpt_keras.model import GPTLMModel
 
     batch = ctx.config.finetune.batch_size
-    backbone, tokenizer = load_pretrained(ctx.artifact("pretrain", "model_dir"))
+    backbone, tokenizer = saving.load_model(ctx.artifact("pretrain", "model_dir"))
     lm = GPTLMModel(backbone)
     lm.compile()
     corpus_dir = ctx.artifact("corpus", "corpus_dir")
@@ -243,7 +242,7 @@ def run_evaluate(ctx: Context, out: str) -> dict:
         metadata = gk_data.load_metadata(task_dir)
         split = "test" if "test" in metadata.splits else "validation"
         for key, model_dir in ctx.artifact(f"finetune/{task.name}", "models").items():
-            model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
+            model = saving.load_task_model(model_dir)
             data = gk_data.task_dataset(task_dir, split, batch, expected_fingerprint=tokenizer.fingerprint,
                                         config=model.backbone.config)
             labels, outputs = [], []
@@ -260,19 +259,14 @@ def run_evaluate(ctx: Context, out: str) -> dict:
 # ---- export ----------------------------------------------------------------
 
 def run_export(ctx: Context, out: str) -> dict:
-    import keras
-
-    from gpt_keras import data as gk_data
+    from gpt_keras import saving
     from gpt_keras.export import export_task_model
-    from gpt_keras.tokenizer import GPTTokenizer
 
     task = ctx.config.export_task
     model_dir = ctx.artifact(f"finetune/{task}", "models")[f"{task}/pretrained"]
     base_dir = ctx.config.export.base_dir or os.path.join(ctx.work_dir, "serving")
-    metadata = gk_data.load_metadata(ctx.artifact(f"finetune/{task}", "task_dir"))
-    model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
-    tokenizer = GPTTokenizer.load(model_dir, mode=metadata.vocab.mode)
-    path = export_task_model(model, tokenizer, base_dir, task, label_names=metadata.label_names)
+    model, tokenizer = saving.load_model(model_dir)  # the directory carries tokenizer and label names
+    path = export_task_model(model, tokenizer, base_dir, task)
     report.write_json(os.path.join(out, "pushed.json"), {"model_name": task, "path": str(path)})
     return {"outputs": {"saved_model": str(path), "base_dir": base_dir, "model_name": task}, "metrics": {}}
 

@@ -30,7 +30,7 @@ import keras
 
 from gpt_keras import data as gk_data
 from gpt_keras.config import GPTConfig
-from gpt_keras.convert import load_pretrained, save_pretrained
+from gpt_keras import saving
 from gpt_keras.model import GPTBackbone
 from gpt_keras.tokenizer import GPTTokenizer
 from gpt_keras.train import TrainSettings, finetune, is_chief, default_strategy, pretrain
@@ -100,8 +100,8 @@ def run_fn(fn_args: FnArgs) -> dict[str, Any]:
     keras.utils.set_random_seed(seed)
     train_dir = _data_dir(fn_args.train_files)
     metadata = gk_data.load_metadata(train_dir)
-    # The data records which encoding mode produced its ids; train with the same.
-    tokenizer = GPTTokenizer.load(cc["vocab_dir"], mode=metadata.vocab.mode)
+    # The vocabulary's files record their encoding mode; the data's fingerprint is checked below.
+    tokenizer = GPTTokenizer.load(cc["vocab_dir"])
     strategy = default_strategy()
     if mode == "pretrain":
         return _pretrain(fn_args, model, optim, seed, cc.get("checkpoint_dir"), tokenizer, metadata, strategy)
@@ -122,14 +122,14 @@ def _pretrain(fn_args: FnArgs, config: GPTConfig, optim: OptimSpec, seed: int, c
     settings = train_settings(optim, steps_per_pass, fn_args.train_steps, checkpoint_dir, fn_args.model_run_dir)
     model, history = pretrain(config, train, settings, val_data=val, strategy=strategy)
     if is_chief(strategy):
-        save_pretrained(model.backbone, fn_args.serving_model_dir, tokenizer)
+        saving.save_model(model.backbone, fn_args.serving_model_dir, tokenizer)
     return {"steps": settings.epochs * settings.steps_per_epoch, "history": history.history}
 
 
 def _finetune(fn_args: FnArgs, config: GPTConfig | None, optim: FinetuneSpec, seed: int, init_model_dir: str,
               tokenizer: GPTTokenizer, metadata, strategy) -> dict:
     if init_model_dir:
-        backbone, _ = load_pretrained(init_model_dir)
+        backbone = saving.load_backbone(init_model_dir)
     else:  # the ablation: same architecture, no pre-training
         backbone = GPTBackbone(**config.to_dict())
     train_dir = _data_dir(fn_args.train_files)
@@ -148,16 +148,15 @@ def _finetune(fn_args: FnArgs, config: GPTConfig | None, optim: FinetuneSpec, se
     if optim.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
                                                        patience=optim.early_stopping_patience))
+    classes = metadata.is_regression or metadata.family == "multiple_choice"
     model, history = finetune(
-        backbone, metadata.family, train, settings, num_labels=None if metadata.is_regression or
-        metadata.family == "multiple_choice" else len(metadata.label_names), num_choices=metadata.num_choices,
-        lm_weight=optim.lm_weight, val_data=val, strategy=strategy, callbacks=callbacks)
+        backbone, metadata.family, train, settings, num_labels=None if classes else len(metadata.label_names),
+        num_choices=metadata.num_choices, lm_weight=optim.lm_weight, val_data=val, strategy=strategy,
+        callbacks=callbacks, label_names=None if classes else metadata.label_names)
     if os.path.exists(best_path):  # keep the best epoch by the validation metric
         model.load_weights(best_path)
     if is_chief(strategy):
-        os.makedirs(fn_args.serving_model_dir, exist_ok=True)
-        model.save(os.path.join(fn_args.serving_model_dir, "model.keras"))
-        tokenizer.save(fn_args.serving_model_dir, format="hf")
+        saving.save_model(model, fn_args.serving_model_dir, tokenizer, vocabulary_format="hf")
     best = history.history.get(monitor, [])
     return {"steps": settings.epochs * settings.steps_per_epoch, "history": history.history,
             "best_" + monitor: (min(best) if metadata.is_regression else max(best)) if best else None}

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from gpt_keras import data as gk_data
-from gpt_keras.convert import load_pretrained
+from gpt_keras import saving
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +37,7 @@ def test_demo_pretraining_leaves_the_unigram_plateau(tmp_path):
     entries = json.loads((tmp_path / "manifest.json").read_text())["stages"]
     assert entries["pretrain"]["metrics"]["val_lm_loss"] < UNIGRAM_PLATEAU - 0.4
 
-    backbone, tokenizer = load_pretrained(entries["pretrain"]["outputs"]["model_dir"])
+    backbone, tokenizer = saving.load_model(entries["pretrain"]["outputs"]["model_dir"])
     batch = next(iter(gk_data.pretrain_dataset(entries["corpus"]["outputs"]["corpus_dir"], "validation", 32,
                                                expected_fingerprint=tokenizer.fingerprint)))
     last = backbone(batch, training=False).numpy()[:, -1]
