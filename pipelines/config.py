@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from pipelines.preprocess.inputs import InputSpec as _InputSpec
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
@@ -23,20 +25,16 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key."""
 
 
-@dataclasses.dataclass
-class InputSpec:
-    """Where rows come from. `paths` are globs (.gz ok) or `pkg://package/relative/path`
-    for data installed with a Python package; `where` keeps only rows whose
-    columns have these values (e.g. {source: imdb})."""
-    paths: list[str] = dataclasses.field(default_factory=list)
-    format: str = "csv"  # text | jsonl | csv | tsv | tfds
-    where: dict[str, str] = dataclasses.field(default_factory=dict)
-    clean_html: bool = False  # strip tags such as IMDB's <br />
+class InputSpec(_InputSpec):
+    """`pipelines.preprocess.inputs.InputSpec` (its one home), as a config section:
+    the same fields, with errors raised as ConfigError."""
 
-    def validate(self, path: str) -> None:
-        _check(self.format in ("text", "jsonl", "csv", "tsv", "tfds"), path + ".format",
-               f"must be one of text, jsonl, csv, tsv, tfds; got {self.format!r}")
-        _check(bool(self.paths), path + ".paths", "needs at least one path or glob")
+    def validate(self, path: str = "input") -> "InputSpec":
+        _check(self.format != "memory", path + ".format", "memory inputs are for Python callers, not configs")
+        try:
+            return super().validate(path)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 @dataclasses.dataclass

@@ -63,24 +63,27 @@ def _inputs(spec: InputSpec) -> list[str]:
 
 
 def run_preprocess(ctx: Context, out: str) -> dict:
-    from pipelines.preprocess import run_corpus, run_task, run_vocab
+    from pipelines.preprocess import PreprocessOptions, run_corpus, run_task, run_vocab
 
-    pp, seed_salt = ctx.config.preprocess, str(ctx.config.seed)
-    corpus = pp.corpus
-    common = dict(mode=pp.tokenizer_mode, max_bad_fraction=pp.max_bad_fraction, verbose=True)
+    pp, corpus = ctx.config.preprocess, ctx.config.preprocess.corpus
+    # One options object for the whole stage; each input's format, where and clean_html travel in its InputSpec.
+    options = PreprocessOptions(mode=pp.tokenizer_mode, max_bad_fraction=pp.max_bad_fraction,
+                                split_salt=str(ctx.config.seed), text_field=corpus.text_field)
+
+    def inputs(spec: InputSpec) -> InputSpec:  # pkg:// resolved; format, where and clean_html reach the reader
+        return spec if spec.format == "tfds" else dataclasses.replace(spec, paths=_inputs(spec))
+
     vocab_dir = os.path.join(out, "vocab")
     if pp.vocab_dir:
         from gpt_keras.tokenizer import GPTTokenizer
         GPTTokenizer.load(pp.vocab_dir, mode=pp.tokenizer_mode).save(vocab_dir, format="original")
         summaries = {"vocab": {"reused": pp.vocab_dir}}
     else:
-        summaries = {"vocab": run_vocab(_inputs(corpus.input), vocab_dir, pp.num_merges, ctx.beam_args,
-                                        text_field=corpus.text_field, where=corpus.input.where or None,
-                                        clean_html=corpus.input.clean_html, **common)}
+        summaries = {"vocab": run_vocab(inputs(corpus.input), vocab_dir, pp.num_merges, ctx.beam_args,
+                                        options=options)}
     corpus_dir = os.path.join(out, "corpus")
-    summaries["corpus"] = run_corpus(_inputs(corpus.input), corpus_dir, vocab_dir, pp.n_ctx, pp.val_fraction,
-                                     ctx.beam_args, text_field=corpus.text_field, where=corpus.input.where or None,
-                                     clean_html=corpus.input.clean_html, split_salt=seed_salt, **common)
+    summaries["corpus"] = run_corpus(inputs(corpus.input), corpus_dir, vocab_dir, pp.n_ctx, pp.val_fraction,
+                                     ctx.beam_args, options=options)
     task_dirs = {}
     for task in pp.tasks:
         task_dirs[task.name] = os.path.join(out, "tasks", task.name)
@@ -88,10 +91,9 @@ def run_preprocess(ctx: Context, out: str) -> dict:
         if task.test_fraction:
             fractions["test"] = task.test_fraction
         summaries[task.name] = run_task(
-            _inputs(task.input), task.family, {**task.fields, "label": task.label_field}, task_dirs[task.name], vocab_dir, pp.n_ctx,
-            task.label_names or None, ctx.beam_args, num_choices=task.num_choices or None,
-            split_fractions=fractions, where=task.input.where or None, split_salt=seed_salt,
-            clean_html=task.input.clean_html, **common)
+            inputs(task.input), task.family, {**task.fields, "label": task.label_field}, task_dirs[task.name],
+            vocab_dir, pp.n_ctx, task.label_names or None, ctx.beam_args, options=options,
+            num_choices=task.num_choices or None, split_fractions=fractions)
     report.write_json(os.path.join(out, "summary.json"), summaries)
     return {"outputs": {"vocab_dir": vocab_dir, "corpus_dir": corpus_dir, "task_dirs": task_dirs},
             "metrics": {name: _counts(s) for name, s in summaries.items()}}
