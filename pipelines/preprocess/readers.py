@@ -12,11 +12,8 @@ numbers), so shard big inputs into many files. Inputs are described in
 """
 from __future__ import annotations
 
-import collections
-import csv
 import json
 import re
-import sys
 from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import apache_beam as beam
@@ -26,10 +23,10 @@ from apache_beam.metrics import Metrics
 from pipelines.preprocess.common import NAMESPACE, PreprocessError
 from pipelines.preprocess.inputs import (FILE_FORMATS, InputSpec, ResolvedInput, local_path,  # noqa: F401 (re-export)
                                          memory_input, parse_input, parse_inputs, resolve_inputs)
+from pipelines.preprocess.lines import CsvRecords, Line, Reject, line_problem, read_lines
 from pipelines.preprocess.options import PreprocessOptions
 
 DEAD_TAG = "dead"
-BOM = b"\xef\xbb\xbf"
 RAW_KEPT = 64 * 1024  # characters of a rejected record's raw text kept in the dead letter
 
 
@@ -76,52 +73,6 @@ def _as_text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-# --------------------------------------------------------------------------- lines
-
-class Line(NamedTuple):
-    number: int       # 1-based physical line number
-    data: bytes       # the line with its newline; only the first max_line_bytes of a longer one
-    too_long: bool    # the line exceeded max_line_bytes (the rest was skipped, never held in memory)
-
-
-def read_lines(handle, max_line_bytes: int, block: int = 1 << 20) -> Iterator[Line]:
-    """Physical lines of a binary stream, each held to `max_line_bytes`; a
-    UTF-8 byte-order mark at the start of the file is dropped."""
-    buffer, number, skipping, first = b"", 0, False, True
-    while True:
-        chunk = handle.read(block)
-        if first:
-            chunk, first = (chunk[len(BOM):] if chunk.startswith(BOM) else chunk), False
-        if not chunk:
-            if buffer or skipping:
-                number += 1
-                yield Line(number, buffer, skipping)
-            return
-        buffer += chunk
-        start = 0
-        while True:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            number += 1
-            line = buffer[start:end + 1]
-            yield Line(number, line[:max_line_bytes], skipping or len(line) > max_line_bytes)
-            skipping, start = False, end + 1
-        buffer = buffer[start:]
-        if len(buffer) > max_line_bytes:  # an over-long line: keep its head, skip the rest
-            if not skipping:
-                head, skipping = buffer[:max_line_bytes], True
-            buffer = head if skipping else buffer
-
-
-def _line_problem(line: Line, limit: int) -> tuple[str, str] | None:
-    if line.too_long:
-        return "line_too_long", f"line longer than max_line_bytes={limit}"
-    if b"\x00" in line.data:
-        return "nul_byte", f"NUL byte at byte {line.data.index(0)}"
-    return None
-
-
 class ReadFileFn(beam.DoFn):
     """path -> SourceRow | dead letters, for one input spec (file format, split, where, clean_html)."""
 
@@ -129,7 +80,6 @@ class ReadFileFn(beam.DoFn):
         self._spec, self._opt = spec, options
 
     def setup(self):
-        csv.field_size_limit(sys.maxsize)  # records are bounded by max_record_bytes instead
         self._rows = Metrics.counter(NAMESPACE, "rows_read")
 
     def process(self, path: str):
@@ -178,7 +128,7 @@ class ReadFileFn(beam.DoFn):
                        f"max_document_bytes={self._opt.max_document_bytes}", raw[:1024])
             return
         for line in chunk:
-            problem = _line_problem(line, self._opt.max_line_bytes)
+            problem = line_problem(line, self._opt.max_line_bytes)
             if problem:
                 yield dead(path, start, problem[0], f"{problem[1]} (line {line.number})", raw)
                 return
@@ -193,7 +143,7 @@ class ReadFileFn(beam.DoFn):
 
     def _jsonl(self, path: str, lines: Iterator[Line]):
         for number, line, too_long in lines:
-            problem = _line_problem(Line(number, line, too_long), self._opt.max_line_bytes)
+            problem = line_problem(Line(number, line, too_long), self._opt.max_line_bytes)
             if problem:
                 yield dead(path, number, problem[0], problem[1], line)
                 continue
@@ -220,125 +170,32 @@ class ReadFileFn(beam.DoFn):
     # ---- CSV / TSV
 
     def _csv(self, path: str, lines: Iterator[Line]):
-        feed = _RecordFeed(lines, self._opt)
-        tsv = self._spec.format == "tsv"
+        records = CsvRecords(lines, self._opt, tsv=self._spec.format == "tsv")
         header = None
-        while True:
-            reader = (csv.reader(feed, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv  # GLUE-style: quotes are text
-                      else csv.reader(feed, strict=True))
-            for outcome in _records(reader, feed):
-                if isinstance(outcome, beam.pvalue.TaggedOutput):
-                    yield _at(outcome, path)
-                    continue
-                record, fields = outcome
-                if header is None:
-                    header = fields
-                    if any(_has_surrogates(h) for h in header) or len(set(header)) != len(header) or not header:
-                        raise PreprocessError(f"{path}: the first line must be a header of distinct UTF-8 column "
-                                              f"names, got {header[:10]!r}")
-                    continue
-                if not fields:
-                    continue  # blank line
-                raw = b"".join(line.data for line in record)
-                if len(fields) != len(header):
-                    yield from feed.reject(path, record, "malformed_csv",
-                                           f"expected {len(header)} columns, got {len(fields)}")
-                elif any(_has_surrogates(f) for f in fields):
-                    yield dead(path, record[0].number, "invalid_utf8", "invalid UTF-8", raw)
-                else:
-                    yield self._row(path, record[0].number, dict(zip(header, fields)))
-            if feed.exhausted:
-                return
-
-
-class _RecordFeed:
-    """Lines for `csv.reader`, one record at a time, that never lets a broken
-    record swallow the rest of the file.
-
-    It remembers the lines of the record being parsed. A record that is bad
-    as a whole (a quote never closed, too many lines or bytes, wrong column
-    count over several lines) costs only its first line: that line is
-    rejected and the others are read again as new records."""
-
-    class Broken(Exception):
-        def __init__(self, reason: str, detail: str):
-            super().__init__(detail)
-            self.reason, self.detail = reason, detail
-
-    def __init__(self, lines: Iterator[Line], options: PreprocessOptions):
-        self._lines, self._opt = lines, options
-        self._replay: collections.deque[Line] = collections.deque()
-        self.record: list[Line] = []
-        self._bytes = 0
-        self._done = False
-
-    @property
-    def exhausted(self) -> bool:
-        return self._done and not self._replay
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> str:
-        line = self._replay.popleft() if self._replay else next(self._lines, None)
-        if line is None:
-            self._done = True
-            raise StopIteration
-        problem = _line_problem(line, self._opt.max_line_bytes)
-        self.record.append(line)
-        self._bytes += len(line.data)
-        if problem:
-            raise self.Broken(*problem)
-        if len(self.record) > self._opt.max_record_lines:
-            raise self.Broken("broken_record", f"a quoted field spans more than max_record_lines="
-                              f"{self._opt.max_record_lines} lines")
-        if self._bytes > self._opt.max_record_bytes:
-            raise self.Broken("broken_record", f"a record is over max_record_bytes={self._opt.max_record_bytes}")
-        # surrogateescape keeps bad bytes recoverable: rows holding them are rejected, not the file
-        return line.data.decode("utf-8", "surrogateescape")
-
-    def start(self) -> None:
-        self.record, self._bytes = [], 0
-
-    def reject(self, path: str, record: list[Line], reason: str, detail: str):
-        """Dead letters for a bad record; a record of several lines rejects its
-        first line and queues the others to be read again."""
-        first = record[0]
-        if len(record) > 1:
-            self._replay.extendleft(reversed(record[1:]))
-            detail = f"{detail} (lines {first.number}-{record[-1].number}; line {first.number} rejected, " \
-                     f"reading resumes at line {first.number + 1})"
-        yield dead(path, first.number, reason, detail, first.data)
-
-
-def _records(reader, feed: _RecordFeed):
-    """(lines, fields) per record from a csv.reader over `feed`, or dead letters
-    (source filled in by the caller); stops after a reject that needs a fresh reader."""
-    while True:
-        feed.start()
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except _RecordFeed.Broken as e:
-            bad = feed.record[-1]
-            if len(feed.record) > 1 and e.reason != "broken_record":
-                # a bad line inside a multi-line record: the record's first line goes, then the bad line
-                yield from feed.reject("", feed.record[:-1], "broken_record", "the record is cut by a bad line")
-                yield dead("", bad.number, e.reason, e.detail, bad.data)
-            elif e.reason == "broken_record":
-                yield from feed.reject("", feed.record, e.reason, e.detail)
+        for item in records:
+            if isinstance(item, Reject):
+                yield _dead(path, item)
+                continue
+            record, fields = item
+            if header is None:
+                header = fields
+                if any(_has_surrogates(h) for h in header) or len(set(header)) != len(header) or not header:
+                    raise PreprocessError(f"{path}: the first line must be a header of distinct UTF-8 column "
+                                          f"names, got {header[:10]!r}")
+            elif not fields:
+                continue  # blank line
+            elif len(fields) != len(header):
+                for reject in records.reject(record, "malformed_csv", f"expected {len(header)} columns, "
+                                             f"got {len(fields)}"):
+                    yield _dead(path, reject)
+            elif any(_has_surrogates(f) for f in fields):
+                yield dead(path, record[0].number, "invalid_utf8", "invalid UTF-8", b"".join(x.data for x in record))
             else:
-                yield dead("", bad.number, e.reason, e.detail, bad.data)
-            return
-        except csv.Error as e:
-            yield from feed.reject("", feed.record, "malformed_csv", f"malformed CSV row ({e})")
-            return
-        yield feed.record, fields
+                yield self._row(path, record[0].number, dict(zip(header, fields)))
 
 
-def _at(letter: beam.pvalue.TaggedOutput, path: str) -> beam.pvalue.TaggedOutput:
-    return beam.pvalue.TaggedOutput(letter.tag, letter.value._replace(source=path))
+def _dead(path: str, reject: Reject) -> beam.pvalue.TaggedOutput:
+    return dead(path, reject.row, reject.reason, reject.detail, reject.raw)
 
 
 _SURROGATES = re.compile("[\ud800-\udfff]")  # surrogateescape'd bad bytes, or lone surrogates
