@@ -25,8 +25,13 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'gpt_keras' has no attribute {name!r}")
+    if module is None:  # a submodule, e.g. `gk.model.lm_loss_sum` after a bare `import gpt_keras`
+        try:
+            return _importlib.import_module(f"gpt_keras.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"gpt_keras.{name}":
+                raise
+            raise AttributeError(f"module 'gpt_keras' has no attribute {name!r}") from None
     value = getattr(_importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value
