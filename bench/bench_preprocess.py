@@ -54,10 +54,28 @@ def write_shards(texts: list[str], directory: str, shards: int) -> str:
 
 
 def run(pattern: str, out: str, vocab: str, n_ctx: int, args: list[str]) -> dict:
-    from pipelines.preprocess import run_corpus
+    from pipelines.preprocess import PreprocessOptions, run_corpus
 
-    return run_corpus(pattern, out, vocab, n_ctx=n_ctx, val_fraction=0.01, clean_html=True, pipeline_args=args,
-                      overwrite=True, verbose=False)
+    options = PreprocessOptions(clean_html=True, overwrite=True, verbose=False)
+    return run_corpus(pattern, out, vocab, n_ctx=n_ctx, val_fraction=0.01, pipeline_args=args, options=options)
+
+
+def machine() -> str:
+    """CPU model, the SIMD flags that matter here, cores, and the load average (1, 5, 15 min)."""
+    model, flags = "?", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model == "?":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"cpu={model!r} flags={','.join(simd) or '?'} cpus={os.cpu_count()} load(1/5/15m)={load}"
 
 
 def cpu_seconds() -> tuple[float, float]:
@@ -83,8 +101,7 @@ def main() -> None:
     from pipelines.preprocess.readers import normalize_text
 
     texts = imdb_texts()[:a.n_docs]
-    print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f} docs={len(texts)} n_ctx={a.n_ctx} "
-          f"merges={a.num_merges}", flush=True)
+    print(f"{machine()} docs={len(texts)} n_ctx={a.n_ctx} merges={a.num_merges}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         vocab = os.path.join(tmp, "vocab")
         train_bpe(count_words(texts[:a.vocab_docs]), a.num_merges).save(vocab)
@@ -105,8 +122,11 @@ def main() -> None:
                     for w in (int(x) for x in a.workers.split(","))]
         walls: dict[str, list[float]] = {name: [] for name, _ in configs}
         for name, args in configs:
+            cpu0 = cpu_seconds()
             fixed = run(tiny, os.path.join(tmp, "out_tiny"), vocab, a.n_ctx, args)["seconds"]
-            print(f"{name:>10}: fixed cost (a {a.startup_docs}-document run) {fixed:.1f}s", flush=True)
+            cpu1 = cpu_seconds()
+            print(f"{name:>10}: fixed cost (a {a.startup_docs}-document run) {fixed:.1f}s | CPU s: runner "
+                  f"{cpu1[0] - cpu0[0]:.1f}, workers {cpu1[1] - cpu0[1]:.1f}", flush=True)
         for r in range(a.rounds):
             for name, args in configs:
                 cpu0 = cpu_seconds()
@@ -116,14 +136,17 @@ def main() -> None:
                 walls[name].append(s["seconds"])
                 print(f"{name:>10} round {r}: {tokens:,} tokens, {s['counts']['records']:,} windows in "
                       f"{s['seconds']:.1f}s = {tokens / s['seconds']:,.0f} tokens/s | CPU s: runner "
-                      f"{cpu1[0] - cpu0[0]:.1f}, workers {cpu1[1] - cpu0[1]:.1f} | load {os.getloadavg()[0]:.1f}",
+                      f"{cpu1[0] - cpu0[0]:.1f}, workers {cpu1[1] - cpu0[1]:.1f} | load(1m) {os.getloadavg()[0]:.2f}",
                       flush=True)
+        print(machine(), flush=True)
         med = {name: statistics.median(w) for name, w in walls.items()}
         print("median tokens/s: " + ", ".join(f"{k} {tokens / v:,.0f}" for k, v in med.items()))
         mp = sorted(k for k in med if k.startswith("mp x"))
         if len(mp) >= 2:
             print(f"scaling {mp[0]} -> {mp[-1]}: {med[mp[0]] / med[mp[-1]]:.2f}x "
                   f"(ideal {int(mp[-1][4:]) / int(mp[0][4:]):.0f}x)")
+        if mp and "in_memory" in med:
+            print(f"{mp[-1]} vs in_memory: {med['in_memory'] / med[mp[-1]]:.2f}x")
 
 
 if __name__ == "__main__":

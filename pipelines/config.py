@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from pipelines.preprocess.inputs import InputSpec as _InputSpec
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
@@ -43,20 +45,17 @@ class Section(BaseModel):
         return values
 
 
-@dataclasses.dataclass
-class InputSpec:
-    """Where rows come from. `paths` are globs (.gz ok) or `pkg://package/relative/path`
-    for data installed with a Python package; `where` keeps only rows whose
-    columns have these values (e.g. {source: imdb})."""
-    paths: list[str] = dataclasses.field(default_factory=list)
-    format: str = "csv"  # text | jsonl | csv | tsv | tfds
-    where: dict[str, str] = dataclasses.field(default_factory=dict)
-    clean_html: bool = False  # strip tags such as IMDB's <br />
+class InputSpec(_InputSpec):
+    """`pipelines.preprocess.inputs.InputSpec` (its one home), as a config section:
+    the same fields and checks, reported at their dotted key (runs inside a validator)."""
 
-    def validate(self, path: str) -> None:
-        _check(self.format in ("text", "jsonl", "csv", "tsv", "tfds"), path + ".format",
-               f"must be one of text, jsonl, csv, tsv, tfds; got {self.format!r}")
-        _check(bool(self.paths), path + ".paths", "needs at least one path or glob")
+    def validate(self, path: str = "input") -> "InputSpec":
+        _check(self.format != "memory", path + ".format", "memory inputs are for Python callers, not configs")
+        try:
+            return super().validate(path)
+        except ValueError as e:  # "<path>.<key>: message"
+            key, _, message = str(e).partition(": ")
+            raise PydanticCustomError("config", "{message}", {"key": key, "message": message}) from None
 
 
 class CorpusSpec(Section):

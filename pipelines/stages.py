@@ -91,10 +91,19 @@ def _inputs(spec: InputSpec) -> list[str]:
     return [resolve_path(p) for p in spec.paths]
 
 
-def _preprocess_args(ctx: Context) -> tuple:
+def _options(ctx: Context):
+    """The one preprocessing options object of this run (each input's format,
+    where and clean_html travel in its own InputSpec)."""
+    from pipelines.preprocess import PreprocessOptions
+
     pp = ctx.config.preprocess
-    common = dict(mode=pp.tokenizer_mode, max_bad_fraction=pp.max_bad_fraction, verbose=True)
-    return pp, str(ctx.config.seed), pp.corpus, common
+    return PreprocessOptions(mode=pp.tokenizer_mode, max_bad_fraction=pp.max_bad_fraction,
+                             split_salt=str(ctx.config.seed), text_field=pp.corpus.text_field)
+
+
+def _resolved(spec: InputSpec) -> InputSpec:
+    """The spec with `pkg://` paths resolved; format, where and clean_html reach the reader."""
+    return spec if spec.format == "tfds" else dataclasses.replace(spec, paths=_inputs(spec))
 
 
 def _counts(summary: dict) -> dict:
@@ -110,16 +119,15 @@ def run_vocabulary(ctx: Context, out: str) -> dict:
     """The BPE vocabulary: learned from the corpus, or copied from `preprocess.vocab_dir`."""
     from pipelines.preprocess import run_vocab
 
-    pp, _, corpus, common = _preprocess_args(ctx)
+    pp = ctx.config.preprocess
     vocab_dir = os.path.join(out, "vocab")
     if pp.vocab_dir:
         from gpt_keras.tokenizer import GPTTokenizer
         GPTTokenizer.load(pp.vocab_dir, mode=pp.tokenizer_mode).save(vocab_dir, format="original")
         summary = {"reused": pp.vocab_dir}
     else:
-        summary = run_vocab(_inputs(corpus.input), vocab_dir, pp.num_merges, ctx.beam_args,
-                            text_field=corpus.text_field, where=corpus.input.where or None,
-                            clean_html=corpus.input.clean_html, **common)
+        summary = run_vocab(_resolved(pp.corpus.input), vocab_dir, pp.num_merges, ctx.beam_args,
+                            options=_options(ctx))
     return _written(out, {"vocab_dir": vocab_dir}, summary)
 
 
@@ -127,12 +135,11 @@ def run_packed_corpus(ctx: Context, out: str) -> dict:
     """The pre-training corpus, tokenized and packed into n_ctx-token rows."""
     from pipelines.preprocess import run_corpus
 
-    pp, seed_salt, corpus, common = _preprocess_args(ctx)
+    pp = ctx.config.preprocess
     vocab_dir = ctx.artifact("vocab", "vocab_dir")
     corpus_dir = os.path.join(out, "corpus")
-    summary = run_corpus(_inputs(corpus.input), corpus_dir, vocab_dir, pp.n_ctx, pp.val_fraction,
-                         ctx.beam_args, text_field=corpus.text_field, where=corpus.input.where or None,
-                         clean_html=corpus.input.clean_html, split_salt=seed_salt, **common)
+    summary = run_corpus(_resolved(pp.corpus.input), corpus_dir, vocab_dir, pp.n_ctx, pp.val_fraction,
+                         ctx.beam_args, options=_options(ctx))
     return _written(out, {"corpus_dir": corpus_dir}, summary)
 
 
@@ -140,17 +147,16 @@ def run_task_records(ctx: Context, out: str, task: TaskSpec) -> dict:
     """One task's records, through the paper's input transform for its family."""
     from pipelines.preprocess import run_task
 
-    pp, seed_salt, _, common = _preprocess_args(ctx)
+    pp = ctx.config.preprocess
     vocab_dir = ctx.artifact("vocab", "vocab_dir")
     task_dir = os.path.join(out, "records")
     fractions = {"train": 1.0 - task.val_fraction - task.test_fraction, "validation": task.val_fraction}
     if task.test_fraction:
         fractions["test"] = task.test_fraction
     summary = run_task(
-        _inputs(task.input), task.family, {**task.fields, "label": task.label_field}, task_dir, vocab_dir, pp.n_ctx,
-        task.label_names or None, ctx.beam_args, num_choices=task.num_choices or None,
-        split_fractions=fractions, where=task.input.where or None, split_salt=seed_salt,
-        clean_html=task.input.clean_html, **common)
+        _resolved(task.input), task.family, {**task.fields, "label": task.label_field}, task_dir, vocab_dir,
+        pp.n_ctx, task.label_names or None, ctx.beam_args, options=_options(ctx),
+        num_choices=task.num_choices or None, split_fractions=fractions)
     return _written(out, {"task_dir": task_dir}, summary)
 
 

@@ -14,7 +14,8 @@ from gpt_keras.tokenizer import GPTTokenizer, count_words, train_bpe
 from pipelines.preprocess import PreprocessError, memory_input, pack_documents, run_corpus, run_task, run_vocab
 from pipelines.preprocess import task as task_module
 from pipelines.preprocess.common import content_digest
-from pipelines.preprocess.options import create_pipeline, normalize_args, pipeline_options
+from pipelines.preprocess.options import normalize_args, pipeline_options
+from pipelines.preprocess.runner import create_pipeline
 
 WORDS = ("the cat sat on the mat . a dog ate the bone ! the quick brown fox jumps over the lazy dog . "
          "good movie bad film great plot awful acting").split()

@@ -130,3 +130,26 @@ def test_records_listed_in_metadata_must_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="metadata lists 3 records in split 'train'"):
         data.pretrain_dataset(str(tmp_path), "train", 2)
     assert dataclasses.asdict(md)["boundary_policy"] == "concat"
+
+
+def test_records_are_written_without_tensorflow_byte_for_byte_as_tf_writes_them():
+    # The Beam writers serialize tf.train.Example through protobuf alone (no TF import in the workers);
+    # the bytes must be exactly TF's deterministic serialization, or every record would change.
+    def tf_example(feature):
+        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+
+    def ints(values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+    for ids in ([0], [127, 128, 16383, 16384, 40477], list(range(600)), [-1, -(2 ** 63), 2 ** 63 - 1]):
+        assert schema.encode_pretraining_example(ids) == tf_example({"token_ids": ints(ids)})
+    seqs = [[97, 5, 98, 6, 99], [97, 6, 98, 5, 99]]
+    common = {"token_ids": ints([t for s in seqs for t in s]), "seq_lengths": ints([5, 5]),
+              "example_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=["dév.csv:7".encode()]))}
+    assert schema.encode_task_example(seqs, label=3, example_id="dév.csv:7") == tf_example(
+        {**common, "label": ints([3])})
+    assert schema.encode_task_example(seqs, target=-2.75, example_id="dév.csv:7") == tf_example(
+        {**common, "target": tf.train.Feature(float_list=tf.train.FloatList(value=[-2.75]))})
+    assert schema.encode_task_example([[1]], label=0) == tf_example(
+        {"token_ids": ints([1]), "seq_lengths": ints([1]), "label": ints([0]),
+         "example_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b""]))})

@@ -382,3 +382,24 @@ def test_bad_arguments(tok_hf):
         tok_hf.save("/tmp/unused", format="json")
     with pytest.raises(ValueError, match="without gaps"):
         vocab_io.validate_encoder({"a": 0, "b": 0})
+
+
+def test_tokenizer_imports_without_keras_or_tensorflow_and_the_package_names_stay_importable():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import gpt_keras.tokenizer\n"
+            "tok = gpt_keras.tokenizer.train_bpe(gpt_keras.tokenizer.count_words(['a b a']), 2)\n"
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+            "import gpt_keras as gk\n"
+            "assert callable(gk.model.lm_loss_sum)  # submodules stay reachable as attributes\n"
+            "assert all(getattr(gk, name) is not None for name in gk.__all__)\n"
+            "assert gk.GPTConfig.__name__ == 'GPTConfig' and callable(gk.build_inputs) and callable(gk.pad_inputs)\n"
+            "from gpt_keras import *  # noqa\n"
+            "print(GPTTaskModel.__name__)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": root})
+    assert out.stdout.split() == ["[]", "GPTTaskModel"]

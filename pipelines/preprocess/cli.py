@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import Sequence
 
+from pipelines.preprocess.options import OPTION_NAMES, PreprocessOptions
+
 RUNNER_HELP = """Beam options (any argument not listed above is passed to Beam):
   default runner           in-process FnApiRunner (offline; no Prism download)
   --direct_num_workers=N --direct_running_mode=multi_processing   N local worker processes
@@ -63,6 +65,14 @@ def _common(p: argparse.ArgumentParser, text: bool = True) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace earlier output in --out_dir")
     p.add_argument("--batch_size", type=int, default=256, help="max rows per tokenizer batch")
     p.add_argument("--quiet", action="store_true", help="no summary on stdout")
+    d = PreprocessOptions()
+    p.add_argument("--max_line_bytes", type=int, default=d.max_line_bytes, help="reject longer physical lines")
+    p.add_argument("--max_record_lines", type=int, default=d.max_record_lines,
+                   help="a quoted CSV field spanning more lines is broken: its first line is rejected, reading resumes")
+    p.add_argument("--max_record_bytes", type=int, default=d.max_record_bytes, help="the same limit in bytes")
+    if text:
+        p.add_argument("--max_document_bytes", type=int, default=d.max_document_bytes,
+                       help="reject longer multi-line documents (--text_unit paragraph/file)")
 
 
 def _splits(p: argparse.ArgumentParser, val_default: float) -> None:
@@ -107,37 +117,42 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vocab_dir", required=True)
     t.add_argument("--label_names", default=None, help="comma-separated label vocabulary (else derived)")
     t.add_argument("--num_choices", type=int, default=None)
+    t.add_argument("--min_label_count", type=int, default=PreprocessOptions().min_label_count,
+                   help="without --label_names, labels seen fewer times are likely typos (see --rare_labels)")
+    t.add_argument("--rare_labels", default="warn", choices=["warn", "reject"],
+                   help="warn about rare labels, or reject their rows to the dead letter")
     return parser
+
+
+def build_options(args: argparse.Namespace) -> PreprocessOptions:
+    """The run's one PreprocessOptions from the parsed arguments (defaults for those a command lacks)."""
+    given = {"where": _key_values(args.where, "--where"), "verbose": not args.quiet}
+    given.update({name: getattr(args, name) for name in OPTION_NAMES if name not in given and hasattr(args, name)})
+    return PreprocessOptions(**given)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from pipelines.preprocess import PreprocessError, run_corpus, run_task, run_vocab
 
     args, pipeline_args = build_parser().parse_known_args(argv)
-    where = _key_values(args.where, "--where")
-    common = dict(where=where, clean_html=args.clean_html, max_bad_fraction=args.max_bad_fraction,
-                  tfds_data_dir=args.tfds_data_dir, mode=args.mode, overwrite=args.overwrite,
-                  batch_size=args.batch_size, verbose=not args.quiet)
     try:
+        options = build_options(args)
         if args.command == "vocab":
             run_vocab(_inputs(argparse.Namespace(input=args.input, split_input=None)), args.out_dir, args.num_merges,
-                      pipeline_args, text_field=args.text_field, text_unit=args.text_unit,
-                      min_frequency=args.min_frequency, save_format=args.save_format, **common)
+                      pipeline_args, options=options, min_frequency=args.min_frequency, save_format=args.save_format)
         elif args.command == "corpus":
             run_corpus(_inputs(args), args.out_dir, args.vocab_dir, args.n_ctx,
-                       None if args.split_fractions else args.val_fraction, pipeline_args,
-                       split_fractions=_fractions(args.split_fractions), text_field=args.text_field,
-                       text_unit=args.text_unit, boundary=args.boundary, num_groups=args.num_groups,
-                       split_salt=args.split_salt, num_shards=args.num_shards, num_merges=args.num_merges, **common)
+                       None if args.split_fractions else args.val_fraction, pipeline_args, options=options,
+                       split_fractions=_fractions(args.split_fractions), boundary=args.boundary,
+                       num_groups=args.num_groups, num_merges=args.num_merges)
         else:
             fields: dict[str, object] = dict(_key_values(args.field, "--field"))
             if "," in str(fields.get("choices", "")):
                 fields["choices"] = str(fields["choices"]).split(",")
             run_task(_inputs(args), args.family, fields or None, args.out_dir, args.vocab_dir, args.n_ctx,
-                     args.label_names.split(",") if args.label_names else None, pipeline_args,
+                     args.label_names.split(",") if args.label_names else None, pipeline_args, options=options,
                      num_choices=args.num_choices, val_fraction=None if args.split_fractions else args.val_fraction,
-                     split_fractions=_fractions(args.split_fractions), split_salt=args.split_salt,
-                     num_shards=args.num_shards, **common)
+                     split_fractions=_fractions(args.split_fractions))
     except (PreprocessError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

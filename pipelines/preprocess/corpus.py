@@ -1,6 +1,6 @@
 """Corpus -> pre-training TFRecords: packed windows of at most n_ctx tokens.
 
-Steps: read rows -> take and normalize the text field -> tokenize in batches
+Steps: read rows and take their normalized text field (`readers.ReadRows`) -> tokenize in batches
 (the shared `GPTTokenizer`, built once per worker) -> assign each document a
 split and a packing group from a sha256 of its text -> per (split, group),
 order the documents by that hash, join them under the boundary policy and cut
@@ -35,6 +35,8 @@ from pipelines.preprocess import readers, sinks
 from pipelines.preprocess import stats as st
 from pipelines.preprocess.common import (NAMESPACE, SplitAssigner, TokenizerDoFn, TokenizerSpec, content_digest,
                                          load_tokenizer, resolve_split_fractions)
+from pipelines.preprocess.options import PreprocessOptions, resolve_options
+from pipelines.preprocess.runner import execute
 
 BOUNDARY_CHOICES = ("auto",) + schema.BOUNDARY_POLICIES
 
@@ -69,20 +71,6 @@ def pack_documents(documents: Iterable[Sequence[int]], n_ctx: int, policy: str,
         docs = [piece for i, d in enumerate(docs) for piece in ((sep, d) if i else (d,))]
     stream = np.concatenate(docs) if docs else np.zeros([0], np.int64)
     return [stream[i:i + n_ctx] for i in range(0, len(stream), n_ctx)]
-
-
-class ExtractText(beam.DoFn):
-    """SourceRow -> (source, row, split, text) | dead letter."""
-
-    def __init__(self, column: str, clean_html: bool):
-        self._column, self._clean = column, clean_html
-
-    def process(self, row: readers.SourceRow):
-        text, bad = readers.text_field(row, self._column, self._clean)
-        if bad is not None:
-            yield bad
-        else:
-            yield row.source, row.row, row.split, text
 
 
 class TokenizeDocuments(TokenizerDoFn):
@@ -137,17 +125,13 @@ class PackWindows(beam.DoFn):
 
 def run_corpus(inputs: Any, out_dir: str, vocab_dir: str | None = None, n_ctx: int = 512,
                val_fraction: float | None = 0.01, pipeline_args: Sequence[str] | None = None, *,
-               split_fractions: Mapping[str, float] | None = None, text_field: str = "text",
-               text_unit: str = "line", where: Mapping[str, str] | None = None, clean_html: bool = False,
-               boundary: str = "auto", num_groups: int = 16, split_salt: str = "", num_shards: int = 0,
-               max_bad_fraction: float = 0.1, tfds_data_dir: str | None = None, mode: str = "hf",
-               num_merges: int | None = None, overwrite: bool = False, batch_size: int = 256,
-               verbose: bool = True) -> dict:
+               options: PreprocessOptions | None = None, split_fractions: Mapping[str, float] | None = None,
+               boundary: str = "auto", num_groups: int = 16, num_merges: int | None = None, **legacy: Any) -> dict:
     """Raw text -> pre-training TFRecords in `out_dir`; returns the summary dict.
 
     Args:
-      inputs: globs/specs (see `readers`), a list of them, in-memory rows
-        (`readers.memory_input`), or {split: inputs} to keep given splits.
+      inputs: globs/`InputSpec`s (see `pipelines.preprocess.inputs`), a list of
+        them, in-memory rows (`memory_input`), or {split: inputs} to keep given splits.
       out_dir: output directory (local or gs://).
       vocab_dir: an existing vocabulary. Without it, `num_merges` trains one
         first with `run_vocab` into `out_dir/vocab`.
@@ -156,25 +140,17 @@ def run_corpus(inputs: Any, out_dir: str, vocab_dir: str | None = None, n_ctx: i
         "train"); or `split_fractions` {name: fraction} for other splits.
       pipeline_args: Beam argv, e.g. ["--direct_num_workers=2",
         "--direct_running_mode=multi_processing"] or Dataflow options.
-      text_field: JSONL field / CSV column / TFDS feature with the text.
-      text_unit: for text files: a document per "line", "paragraph" or "file".
-      where: keep only rows whose columns equal these values, e.g. {"source": "imdb"}.
-      clean_html: turn `<br />` into newlines before tokenizing.
+      options: how to read, check and run (`PreprocessOptions`); the old
+        keyword arguments (text_field=..., where=..., ...) still work, with a
+        DeprecationWarning.
       boundary: document-boundary policy, see the module docstring.
       num_groups: packing groups per split; each holds ~1/num_groups of the
         split in one worker's memory, and leaves one short window.
-      split_salt: changes the hash split (same salt, same split).
-      num_shards: shards per split (0: the runner decides).
-      max_bad_fraction: fail when more than this share of rows is rejected.
-      tfds_data_dir: where TFDS inputs are prepared.
-      mode: tokenizer mode ("hf" or "original").
-      overwrite: replace an earlier run's output in out_dir.
-      batch_size: max documents per tokenizer call.
     """
-    specs = readers.parse_inputs(inputs)
+    options = resolve_options(options, legacy, "run_corpus")
+    specs = readers.parse_inputs(inputs, options.where, options.clean_html)
     out_dir = readers.local_path(out_dir)
-    options = readers.ReadOptions(text_field, text_unit, tuple(sorted((where or {}).items())))
-    resolved = readers.resolve_inputs(specs, tfds_data_dir)  # fail fast on missing inputs
+    resolved = readers.resolve_inputs(specs, options.tfds_data_dir)  # fail fast on missing inputs
     if not isinstance(n_ctx, int) or n_ctx < 1:
         raise ValueError(f"n_ctx must be a positive int, got {n_ctx!r}")
     if num_groups < 1:
@@ -189,35 +165,32 @@ def run_corpus(inputs: Any, out_dir: str, vocab_dir: str | None = None, n_ctx: i
         from pipelines.preprocess.vocab import run_vocab
 
         vocab_dir = st.join(out_dir, "vocab")
-        run_vocab(inputs, vocab_dir, num_merges, pipeline_args, text_field=text_field, text_unit=text_unit,
-                  where=where, clean_html=clean_html, tfds_data_dir=tfds_data_dir, mode=mode,
-                  max_bad_fraction=max_bad_fraction, overwrite=overwrite, verbose=verbose)
-    tokenizer = load_tokenizer(vocab_dir, mode)  # fail fast on an unreadable vocabulary
+        run_vocab(inputs, vocab_dir, num_merges, pipeline_args, options=options)
+    tokenizer = load_tokenizer(vocab_dir, options.mode)  # fail fast on an unreadable vocabulary
     policy, separator = resolve_boundary(boundary, tokenizer)
+    salt = options.split_salt
     metadata = {
         "kind": schema.KIND_PRETRAINING, "max_length": n_ctx,
         "vocab": dataclasses.asdict(schema.VocabInfo.from_tokenizer(tokenizer)),
         "boundary_policy": policy, "boundary_token_id": separator, "split_method": "hash" if hashed else "given",
-        "split_salt": split_salt, "sources": [s.describe() for s in specs], "counts": {}, "splits": {},
+        "split_salt": salt, "sources": [s.describe() for s in specs], "counts": {}, "splits": {},
     }
     spec = TokenizerSpec.from_tokenizer(tokenizer)
 
     def build(p):
-        read = p | "Read" >> readers.ReadRows(resolved, options)
-        docs = read["rows"] | "ExtractText" >> beam.ParDo(ExtractText(text_field, clean_html)).with_outputs(
-            readers.DEAD_TAG, main="docs")
-        tokenized = (docs.docs | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=batch_size)
+        read = p | "Read" >> readers.ReadRows(resolved, options, text_field=options.text_field)
+        tokenized = (read["rows"] | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=options.batch_size)
                      | "Tokenize" >> beam.ParDo(TokenizeDocuments(spec, SplitAssigner.create(fractions), num_groups,
-                                                                  split_salt)).with_outputs(
+                                                                  salt)).with_outputs(
                          readers.DEAD_TAG, "events", main="docs"))
         windows = (tokenized.docs | "GroupForPacking" >> beam.GroupByKey()
                    | "Pack" >> beam.ParDo(PackWindows(n_ctx, policy, separator)).with_outputs("events", main="records"))
-        written = windows.records | "WriteRecords" >> sinks.WriteSplits(out_dir, list(split_info), num_shards)
-        dead = [read["dead"], docs[readers.DEAD_TAG], tokenized[readers.DEAD_TAG]]
+        written = windows.records | "WriteRecords" >> sinks.WriteSplits(out_dir, list(split_info), options.num_shards)
+        dead = [read["dead"], tokenized[readers.DEAD_TAG]]
         sinks.write_dead_letters(dead, out_dir)
         events = sinks.dead_events(dead, read["dead"], read["rows"]) + [tokenized.events, windows.events]
-        sinks.report(events, st.WriteReport(out_dir, schema.KIND_PRETRAINING, split_info, n_ctx, max_bad_fraction,
-                                            metadata), n_ctx, written_files=written)
+        sinks.report(events, st.WriteReport(out_dir, schema.KIND_PRETRAINING, split_info, n_ctx,
+                                            options.max_bad_fraction, metadata), n_ctx, written_files=written)
 
-    return sinks.execute(build, out_dir, overwrite, pipeline_args, verbose,
-                         extra={"boundary_policy": policy, "vocab_fingerprint": tokenizer.fingerprint})
+    return execute(build, out_dir, options.overwrite, pipeline_args, options.verbose,
+                   extra={"boundary_policy": policy, "vocab_fingerprint": tokenizer.fingerprint})

@@ -1,5 +1,8 @@
-"""Pipeline options and runners.
+"""Options: `PreprocessOptions`, the one object that says how every
+preprocessing run reads, checks and runs (built once by each caller: the CLI,
+the pipeline's preprocess stage, Python code), and Beam's pipeline options.
 
+Beam options (the runner itself is built in `pipelines.preprocess.runner`):
 * Default / `--runner=DirectRunner`: Beam 2.77's DirectRunner first tries to
   download and start a Prism binary (no network here), so we select the
   in-process FnApiRunner ourselves, exactly as DirectRunner's fallback does.
@@ -14,23 +17,103 @@
 """
 from __future__ import annotations
 
-import logging
+import dataclasses
 import os
-import re
-import time
-from typing import Sequence
+import warnings
+from typing import Any, Mapping, Sequence
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, SetupOptions, StandardOptions,
-                                                  TestOptions)
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, TestOptions
 
-from pipelines.preprocess.common import ERROR_MARK, NAMESPACE, PreprocessError
+from gpt_keras.tokenizer.text import MODES
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_DIRECT = {None, "", "DirectRunner", "direct", "FnApiRunner", "SwitchingDirectRunner"}
 _FALSE = {"false", "0", "no", "off", ""}
+TEXT_UNITS = ("line", "paragraph", "file")
+MiB = 1 << 20
 
-log = logging.getLogger(__name__)
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessOptions:
+    """How a preprocessing run reads, checks and runs (docs/preprocess.md, "Options").
+
+    Reading: `text_field` names the JSONL field / CSV column / TFDS feature
+    with the text (and the key plain-text documents get); `text_unit` cuts
+    plain-text files into a document per "line", "paragraph" or "file";
+    `where` keeps only rows whose columns equal these values (others are
+    skipped, not counted); `clean_html` turns `<br />` into newlines; both add
+    to an `InputSpec`'s own. `tfds_data_dir`: where TFDS inputs are prepared.
+
+    Limits (bad input goes to the dead letter, never crashes or hangs a worker):
+    `max_line_bytes` caps one physical line; `max_document_bytes` caps one
+    document of several lines (`text_unit` "paragraph"/"file"); a quoted
+    CSV field spanning more than `max_record_lines` lines or
+    `max_record_bytes` bytes is broken: its first line is rejected and reading
+    resumes at the next line. `min_label_count`, `rare_labels`: without
+    `label_names`, a label seen fewer times is a likely typo; "warn" keeps it
+    and prints a warning with the label counts, "reject" sends its rows to the
+    dead letter (`rare_label`) so that it does not become a class.
+
+    Checks and run: `max_bad_fraction` fails the run when more rows are
+    rejected; `mode` is the tokenizer mode; `batch_size` the rows per
+    tokenizer batch; `split_salt` changes the hash split; `num_shards` per
+    split (0: the runner decides); `overwrite` replaces earlier output;
+    `verbose` prints the summary."""
+
+    text_field: str = "text"
+    text_unit: str = "line"
+    where: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    clean_html: bool = False
+    tfds_data_dir: str | None = None
+    max_line_bytes: int = 8 * MiB
+    max_document_bytes: int = 64 * MiB
+    max_record_lines: int = 1000
+    max_record_bytes: int = 16 * MiB
+    min_label_count: int = 2
+    rare_labels: str = "warn"
+    max_bad_fraction: float = 0.1
+    mode: str = "hf"
+    batch_size: int = 256
+    split_salt: str = ""
+    num_shards: int = 0
+    overwrite: bool = False
+    verbose: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "where", {str(k): str(v) for k, v in dict(self.where or {}).items()})
+        problems = [
+            (self.text_unit in TEXT_UNITS, "text_unit", f"must be one of {TEXT_UNITS}"),
+            (self.mode in MODES, "mode", f"must be one of {MODES}"),
+            (0.0 <= self.max_bad_fraction <= 1.0, "max_bad_fraction", "must be in [0, 1]"),
+            (self.batch_size >= 1, "batch_size", "must be >= 1"),
+            (self.num_shards >= 0, "num_shards", "must be >= 0 (0: the runner decides)"),
+            (self.min_label_count >= 1, "min_label_count", "must be >= 1"),
+            (self.rare_labels in ("warn", "reject"), "rare_labels", "must be 'warn' or 'reject'"),
+        ] + [(getattr(self, k) >= 1, k, "must be >= 1") for k in
+             ("max_line_bytes", "max_document_bytes", "max_record_lines", "max_record_bytes")]
+        for ok, key, message in problems:
+            if not ok:
+                raise ValueError(f"PreprocessOptions.{key} {message}, got {getattr(self, key)!r}")
+
+    def replace(self, **changes: Any) -> "PreprocessOptions":
+        return dataclasses.replace(self, **changes)
+
+
+OPTION_NAMES = tuple(f.name for f in dataclasses.fields(PreprocessOptions))
+
+
+def resolve_options(options: PreprocessOptions | None, legacy: Mapping[str, Any], caller: str) -> PreprocessOptions:
+    """`options`, updated by the keyword arguments the run_* functions took
+    before `options` existed (deprecated: they warn)."""
+    options = options or PreprocessOptions()
+    unknown = sorted(set(legacy) - set(OPTION_NAMES))
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword argument(s) {unknown}")
+    if not legacy:
+        return options
+    warnings.warn(f"{caller}({', '.join(f'{k}=' for k in legacy)}...) is deprecated: pass "
+                  f"options=PreprocessOptions(...) instead", DeprecationWarning, stacklevel=3)
+    return options.replace(**{k: (v if v is not None or k == "tfds_data_dir" else getattr(options, k))
+                              for k, v in legacy.items()})
 
 
 def normalize_args(pipeline_args: Sequence[str] | None) -> list[str]:
@@ -71,57 +154,11 @@ def is_dry_run(options: PipelineOptions) -> bool:
     return bool(options.view_as(TestOptions).dry_run)
 
 
-def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
-    """A Pipeline on the runner the options name; the local default is the
-    in-process FnApiRunner (offline; honours direct_num_workers/running_mode)."""
-    if runner_name(options) not in _DIRECT:
-        return beam.Pipeline(options=options)
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+def __getattr__(name: str):
+    if name in ("create_pipeline", "run_pipeline", "counters"):  # moved in 0.2
+        from pipelines.preprocess import runner
 
-    direct = options.view_as(DirectOptions)
-    if direct.direct_running_mode == "multi_processing":
-        # Worker processes unpickle our DoFns: they must import this repository
-        # even when it is used from a checkout rather than pip-installed.
-        path = os.environ.get("PYTHONPATH", "")
-        if REPO_ROOT not in path.split(os.pathsep):
-            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, path) if p)
-    elif direct.direct_num_workers not in (1, None):
-        log.warning("--direct_num_workers=%s has no effect without --direct_running_mode=multi_processing",
-                    direct.direct_num_workers)
-    # The same provision info DirectRunner hands the FnApiRunner (pipeline options for the workers).
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-    return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=info), options=options)
-
-
-def run_pipeline(pipeline: beam.Pipeline) -> tuple[object, float, dict[str, int]]:
-    """Runs and waits; returns (result, seconds, our Beam counters).
-
-    A PreprocessError raised inside the pipeline is re-raised here with its
-    clean message, whatever the runner wrapped it in."""
-    start = time.perf_counter()
-    try:
-        result = pipeline.run()
-        result.wait_until_finish()
-    except Exception as e:  # runners wrap worker errors in their own types
-        match = re.search(re.escape(ERROR_MARK) + r" (.*?)(?: \[while running|\\n|\n|$)", str(e), re.S)
-        if match:
-            raise PreprocessError(match.group(1).strip()) from None
-        raise
-    seconds = time.perf_counter() - start
-    return result, seconds, counters(result)
-
-
-def counters(result) -> dict[str, int]:
-    """Our namespace's counters from a finished run ({} if the runner has none)."""
-    try:
-        found = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]
-    except Exception:  # dry runs and some runners expose no metrics
-        return {}
-    out: dict[str, int] = {}
-    for c in found:
-        value = c.committed if c.committed is not None else c.attempted
-        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(value or 0)
-    return dict(sorted(out.items()))
+        warnings.warn(f"pipelines.preprocess.options.{name} moved to pipelines.preprocess.runner", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,40 +1,33 @@
-"""Inputs: parse and resolve input specs, read rows, send bad rows to a dead letter.
-
-An input is one of
-  * a glob of files; the format comes from the extension (a trailing `.gz` is
-    looked through) or a `format:` prefix: `text:`, `jsonl:`, `csv:`, `tsv:`;
-  * `tfds:NAME[:SPLIT,SPLIT]`, a TFDS dataset prepared in `tfds_data_dir`
-    (splits default to the dataset's splits whose name does not start with "test");
-  * rows held in memory (`memory_input(rows)`), for Python callers.
+"""Reading: input files, TFDS and in-memory rows -> rows, and bad records to a dead letter.
 
 Every record read becomes a `SourceRow` (source, row, split, data) or a
-`DeadLetter` (source, row, reason, detail). `row` is the 1-based line where the
+`DeadLetter` (source, row, reason, detail, raw). `row` is the 1-based line where the
 record starts in a file, the list index for in-memory rows, or the `idx`
-feature for TFDS. Files are opened through Beam's `FileSystems`, so `gs://`
-works on Dataflow; each file is read by one worker (that is what gives exact
-line numbers), so shard big inputs into many files.
+feature for TFDS. Every physical line of a file is accounted for: it is part
+of a row, rejected with its line number and raw text, or a blank line / CSV
+header. Files are opened through Beam's `FileSystems`, so `gs://` works on
+Dataflow; each file is read by one worker (that is what gives exact line
+numbers), so shard big inputs into many files. Inputs are described in
+`pipelines.preprocess.inputs`, the limits in `PreprocessOptions`.
 """
 from __future__ import annotations
 
-import csv
-import dataclasses
 import json
-import os
 import re
-import sys
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines.preprocess.common import NAMESPACE, PreprocessError
+from pipelines.preprocess.inputs import (FILE_FORMATS, InputSpec, ResolvedInput, local_path,  # noqa: F401 (re-export)
+                                         memory_input, parse_input, parse_inputs, resolve_inputs)
+from pipelines.preprocess.lines import CsvRecords, Line, Reject, line_problem, read_lines
+from pipelines.preprocess.options import PreprocessOptions
 
-FILE_FORMATS = ("text", "jsonl", "csv", "tsv")
-TEXT_UNITS = ("line", "paragraph", "file")
-_EXTENSIONS = {".txt": "text", ".text": "text", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
-               ".csv": "csv", ".tsv": "tsv"}
 DEAD_TAG = "dead"
+RAW_KEPT = 64 * 1024  # characters of a rejected record's raw text kept in the dead letter
 
 
 class SourceRow(NamedTuple):
@@ -42,6 +35,7 @@ class SourceRow(NamedTuple):
     row: int | None
     split: str | None  # a split given with the input, or None (hash split later)
     data: dict
+    clean_html: bool = False  # the input asks for <br /> -> newline in its text fields
 
 
 class DeadLetter(NamedTuple):
@@ -49,164 +43,28 @@ class DeadLetter(NamedTuple):
     row: int | None
     reason: str   # a short code: malformed_csv, malformed_json, missing_field, empty_text, invalid_utf8, ...
     detail: str   # human-readable explanation and a snippet of the row
+    raw: str | None = None  # the rejected record as read (up to RAW_KEPT characters)
 
     def to_json(self) -> str:
         return json.dumps(self._asdict(), ensure_ascii=False)
 
 
 def dead(source: str, row: int | None, reason: str, detail: str, snippet: Any = None) -> beam.pvalue.TaggedOutput:
-    """A dead letter on the `dead` output, counted per reason."""
+    """A dead letter on the `dead` output, counted per reason; `snippet` (the
+    raw record) is kept in `raw` and quoted in `detail`."""
     Metrics.counter(NAMESPACE, f"rejected_{reason}").inc()
+    raw = None
     if snippet is not None:
         if isinstance(snippet, bytes):
-            snippet = snippet.decode("utf-8", "backslashreplace")
-        text = snippet if isinstance(snippet, str) else repr(snippet)
-        detail = f"{detail}: {text[:200]!r}" if len(text) > 0 else detail
-    return beam.pvalue.TaggedOutput(DEAD_TAG, DeadLetter(source, row, reason, detail))
+            snippet = snippet[:RAW_KEPT * 4].decode("utf-8", "backslashreplace")
+        raw = (snippet if isinstance(snippet, str) else repr(snippet))[:RAW_KEPT]
+        detail = f"{detail}: {raw[:200]!r}" if raw else detail
+    return beam.pvalue.TaggedOutput(DEAD_TAG, DeadLetter(source, row, reason, detail, raw))
 
 
-# --------------------------------------------------------------------------- specs
-
-@dataclasses.dataclass(frozen=True)
-class InputSpec:
-    """One input. `split` keeps the rows in that split (else they are hash-split)."""
-
-    format: str
-    path: str = ""
-    split: str | None = None
-    tfds_splits: tuple[str, ...] = ()
-    rows: tuple = ()
-
-    def describe(self) -> str:
-        if self.format == "memory":
-            return f"memory:{len(self.rows)} rows"
-        suffix = f":{','.join(self.tfds_splits)}" if self.tfds_splits else ""
-        return f"{self.format}:{self.path}{suffix}" + (f" (split {self.split})" if self.split else "")
-
-
-def memory_input(rows: Iterable[Any], split: str | None = None) -> InputSpec:
-    """In-memory rows (dicts, or strings meaning {text_field: string}) as an input."""
-    return InputSpec("memory", split=split, rows=tuple(rows))
-
-
-def parse_input(value: "str | InputSpec", split: str | None = None) -> InputSpec:
-    """`path/glob*.jsonl.gz`, `csv:path`, `tfds:glue/sst2:train` -> InputSpec."""
-    if isinstance(value, InputSpec):
-        return dataclasses.replace(value, split=split) if split else value
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"an input must be a path/glob, 'format:path', 'tfds:name' or an InputSpec; got {value!r}")
-    head, sep, rest = value.partition(":")
-    if sep and head == "tfds":
-        name, _, splits = rest.partition(":")
-        if split and splits:
-            raise ValueError(f"{value!r} names its TFDS splits; do not also assign it to split {split!r}")
-        return InputSpec("tfds", name, split, tuple(s for s in splits.split(",") if s))
-    if sep and head in FILE_FORMATS:
-        return InputSpec(head, rest, split)
-    stem = value[:-3] if value.endswith(".gz") else value
-    return InputSpec(_EXTENSIONS.get(os.path.splitext(stem)[1].lower(), "text"), value, split)
-
-
-def parse_inputs(inputs: Any) -> list[InputSpec]:
-    """Inputs as a spec, a list of them, a list of row dicts (in memory), or a
-    mapping split name -> any of these (the splits are kept as given)."""
-    if isinstance(inputs, Mapping):
-        return [spec for split, value in inputs.items() for spec in _parse_list(value, split)]
-    return _parse_list(inputs, None)
-
-
-def _parse_list(value: Any, split: str | None) -> list[InputSpec]:
-    if isinstance(value, (str, InputSpec)):
-        return [parse_input(value, split)]
-    value = list(value)
-    if value and all(isinstance(v, Mapping) for v in value):
-        return [memory_input(value, split)]
-    if not value:
-        raise ValueError("no inputs given")
-    return [parse_input(v, split) for v in value]
-
-
-def local_path(path: str) -> str:
-    """Absolute local paths (Beam's local glob ignores bare relative patterns); URLs unchanged."""
-    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
-
-
-@dataclasses.dataclass(frozen=True)
-class ResolvedInput:
-    spec: InputSpec
-    files: tuple[str, ...] = ()   # file formats
-    builder: Any = None           # tfds
-    tfds_splits: tuple[str, ...] = ()
-
-    @property
-    def kept_splits(self) -> tuple[str, ...]:
-        """Split names this input fixes (empty: its rows are hash-split)."""
-        if self.spec.format == "tfds":
-            return (self.spec.split,) if self.spec.split else self.tfds_splits
-        return (self.spec.split,) if self.spec.split else ()
-
-
-def resolve_inputs(specs: Sequence[InputSpec], tfds_data_dir: str | None = None) -> list[ResolvedInput]:
-    """Expands globs and opens TFDS builders, failing fast (before any Beam
-    work) on a pattern that matches nothing or a dataset that is not prepared."""
-    resolved = []
-    for spec in specs:
-        if spec.format == "memory":
-            if not spec.rows:
-                raise ValueError("an in-memory input has no rows")
-            resolved.append(ResolvedInput(spec))
-        elif spec.format == "tfds":
-            builder, splits = _tfds_builder(spec, tfds_data_dir)
-            resolved.append(ResolvedInput(spec, builder=builder, tfds_splits=splits))
-        elif spec.format in FILE_FORMATS:
-            matches = FileSystems.match([local_path(spec.path)])[0].metadata_list
-            files = tuple(sorted(m.path for m in matches if not m.path.endswith("/")))
-            if not files:
-                raise FileNotFoundError(f"input {spec.path!r} matches no files")
-            resolved.append(ResolvedInput(spec, files=files))
-        else:
-            raise ValueError(f"unknown input format {spec.format!r}; expected one of {FILE_FORMATS + ('tfds',)}")
-    return resolved
-
-
-def _tfds_builder(spec: InputSpec, data_dir: str | None):
-    import tensorflow_datasets as tfds
-
-    hint = (f"prepare it first where there is network access, e.g. `tfds build {spec.path} "
-            f"--data_dir={data_dir or '~/tensorflow_datasets'}`, and pass --tfds_data_dir")
-    try:
-        builder = tfds.builder(spec.path, data_dir=data_dir)
-    except Exception as e:  # DatasetNotFoundError and friends; the message lists every dataset
-        raise FileNotFoundError(f"TFDS dataset {spec.path!r} not found in data_dir {data_dir!r} "
-                                f"({type(e).__name__}); {hint}") from None
-    if not builder.is_prepared():
-        raise FileNotFoundError(f"TFDS dataset {spec.path!r} is not prepared in data_dir {data_dir!r}; {hint}")
-    available = list(builder.info.splits.keys())
-    splits = spec.tfds_splits or tuple(s for s in available if not s.startswith("test"))
-    unknown = [s for s in splits if s not in available]
-    if unknown or not splits:
-        raise ValueError(f"TFDS dataset {spec.path!r} has splits {available}; cannot read {list(unknown or splits)}")
-    return builder, tuple(splits)
-
-
-# --------------------------------------------------------------------------- reading
-
-@dataclasses.dataclass(frozen=True)
-class ReadOptions:
-    """How rows are read. `text_field` names the key plain-text documents get;
-    `where` keeps only rows whose columns equal the given values (others are
-    skipped, not counted as input)."""
-
-    text_field: str = "text"
-    text_unit: str = "line"
-    where: tuple[tuple[str, str], ...] = ()
-
-    def __post_init__(self):
-        if self.text_unit not in TEXT_UNITS:
-            raise ValueError(f"text_unit must be one of {TEXT_UNITS}, got {self.text_unit!r}")
-
-    def keep(self, data: Mapping) -> bool:
-        return all(_as_text(data.get(k)) == v for k, v in self.where)
+def keep(where: Mapping[str, str], data: Mapping) -> bool:
+    """The `where` filter: every named column has the given value."""
+    return all(_as_text(data.get(k)) == v for k, v in where.items())
 
 
 def _as_text(value: Any) -> str | None:
@@ -215,68 +73,80 @@ def _as_text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _lines(handle) -> Iterator[bytes]:
-    while True:
-        line = handle.readline()
-        if not line:
-            return
-        yield line
-
-
 class ReadFileFn(beam.DoFn):
-    """path -> SourceRow | dead letters, for one file format."""
+    """path -> SourceRow | dead letters, for one input spec (file format, split, where, clean_html)."""
 
-    def __init__(self, fmt: str, split: str | None, options: ReadOptions):
-        self._fmt, self._split, self._opt = fmt, split, options
+    def __init__(self, spec: InputSpec, options: PreprocessOptions):
+        self._spec, self._opt = spec, options
 
     def setup(self):
-        csv.field_size_limit(sys.maxsize)  # reviews and articles exceed the 128 KiB default
         self._rows = Metrics.counter(NAMESPACE, "rows_read")
 
     def process(self, path: str):
+        fmt = self._spec.format
         with FileSystems.open(path) as handle:  # compression from the extension (.gz, .bz2, ...)
-            if self._fmt == "text":
-                records = self._text(path, handle)
-            elif self._fmt == "jsonl":
-                records = self._jsonl(path, handle)
-            else:
-                records = self._csv(path, handle)
+            lines = read_lines(handle, self._opt.max_line_bytes)
+            records = (self._text(path, lines) if fmt == "text" else self._jsonl(path, lines) if fmt == "jsonl"
+                       else self._csv(path, lines))
             for record in records:
                 if isinstance(record, SourceRow):
-                    if not self._opt.keep(record.data):
+                    if not keep(self._spec.where, record.data):
                         continue
                     self._rows.inc()
                 yield record
 
-    def _text(self, path: str, handle):
-        unit, key = self._opt.text_unit, self._opt.text_field
-        if unit == "line":
-            for number, line in enumerate(_lines(handle), start=1):
-                yield from self._text_unit(path, number, [line], key)
-        elif unit == "file":
-            yield from self._text_unit(path, 1, list(_lines(handle)), key)
-        else:  # paragraphs: runs of non-blank lines
-            chunk, start = [], 1
-            for number, line in enumerate(_lines(handle), start=1):
-                if line.strip():
-                    start = start if chunk else number
-                    chunk.append(line)
-                else:
-                    yield from self._text_unit(path, start, chunk, key)
-                    chunk = []
-            yield from self._text_unit(path, start, chunk, key)
+    def _row(self, path: str, number: int, data: dict) -> SourceRow:
+        return SourceRow(path, number, self._spec.split, data, self._spec.clean_html)
 
-    def _text_unit(self, path: str, start: int, chunk: list[bytes], key: str):
-        raw = b"".join(chunk)
+    # ---- plain text
+
+    def _text(self, path: str, lines: Iterator[Line]):
+        unit = self._opt.text_unit
+        if unit == "line":
+            for line in lines:
+                yield from self._text_unit(path, [line])
+            return
+        chunk: list[Line] = []
+        size = 0
+        for line in lines:
+            if unit == "paragraph" and not line.data.strip() and not line.too_long:
+                yield from self._text_unit(path, chunk, size)
+                chunk, size = [], 0
+                continue
+            size += len(line.data)
+            if size <= self._opt.max_document_bytes or not chunk:
+                chunk.append(line)  # past the limit only the count grows: the document is rejected
+        yield from self._text_unit(path, chunk, size)
+
+    def _text_unit(self, path: str, chunk: list[Line], size: int = 0):
+        if not chunk:
+            return
+        start = chunk[0].number
+        raw = b"".join(line.data for line in chunk)
+        if size > self._opt.max_document_bytes:
+            yield dead(path, start, "document_too_long", f"document of lines {start}-{chunk[-1].number}+ is over "
+                       f"max_document_bytes={self._opt.max_document_bytes}", raw[:1024])
+            return
+        for line in chunk:
+            problem = line_problem(line, self._opt.max_line_bytes)
+            if problem:
+                yield dead(path, start, problem[0], f"{problem[1]} (line {line.number})", raw)
+                return
         if not raw.strip():
             return  # blank lines separate documents; they are not documents
         try:
-            yield SourceRow(path, start, self._split, {key: raw.decode("utf-8")})
+            yield self._row(path, start, {self._opt.text_field: raw.decode("utf-8")})
         except UnicodeDecodeError as e:
             yield dead(path, start, "invalid_utf8", f"invalid UTF-8 at byte {e.start}", raw)
 
-    def _jsonl(self, path: str, handle):
-        for number, line in enumerate(_lines(handle), start=1):
+    # ---- JSON lines
+
+    def _jsonl(self, path: str, lines: Iterator[Line]):
+        for number, line, too_long in lines:
+            problem = line_problem(Line(number, line, too_long), self._opt.max_line_bytes)
+            if problem:
+                yield dead(path, number, problem[0], problem[1], line)
+                continue
             if not line.strip():
                 continue
             try:
@@ -285,49 +155,47 @@ class ReadFileFn(beam.DoFn):
                 yield dead(path, number, "invalid_utf8", f"invalid UTF-8 at byte {e.start}", line)
                 continue
             except json.JSONDecodeError as e:
-                yield dead(path, number, "malformed_json", f"malformed JSON ({e.msg} at column {e.colno})",
-                           line.decode("utf-8", "replace"))
+                yield dead(path, number, "malformed_json", f"malformed JSON ({e.msg} at column {e.colno})", line)
+                continue
+            except (RecursionError, ValueError) as e:  # nesting too deep; an integer over Python's digit limit
+                yield dead(path, number, "malformed_json", f"unreadable JSON ({type(e).__name__}: "
+                           f"{str(e)[:120]})", line[:1024])
                 continue
             if not isinstance(value, dict):
                 yield dead(path, number, "malformed_json", f"a JSON line must be an object, got "
-                           f"{type(value).__name__}", line.decode("utf-8", "replace"))
+                           f"{type(value).__name__}", line)
                 continue
-            yield SourceRow(path, number, self._split, value)
+            yield self._row(path, number, value)
 
-    def _csv(self, path: str, handle):
-        # surrogateescape keeps bad bytes recoverable so one bad row does not
-        # stop the file; rows holding them are rejected below.
-        text = (line.decode("utf-8", "surrogateescape") for line in _lines(handle))
-        if self._fmt == "tsv":  # GLUE-style TSV: no quoting, quotes are text
-            reader = csv.reader(text, delimiter="\t", quoting=csv.QUOTE_NONE)
-        else:
-            reader = csv.reader(text, strict=True)
+    # ---- CSV / TSV
+
+    def _csv(self, path: str, lines: Iterator[Line]):
+        records = CsvRecords(lines, self._opt, tsv=self._spec.format == "tsv")
         header = None
-        while True:
-            start = reader.line_num + 1
-            try:
-                fields = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as e:
-                yield dead(path, start, "malformed_csv", f"malformed {self._fmt.upper()} row ({e})")
+        for item in records:
+            if isinstance(item, Reject):
+                yield _dead(path, item)
                 continue
+            record, fields = item
             if header is None:
                 header = fields
                 if any(_has_surrogates(h) for h in header) or len(set(header)) != len(header) or not header:
                     raise PreprocessError(f"{path}: the first line must be a header of distinct UTF-8 column "
                                           f"names, got {header[:10]!r}")
-                continue
-            if not fields:
+            elif not fields:
                 continue  # blank line
-            if len(fields) != len(header):
-                yield dead(path, start, "malformed_csv", f"expected {len(header)} columns, got {len(fields)}",
-                           _redecode(self._fmt, fields))
-                continue
-            if any(_has_surrogates(f) for f in fields):
-                yield dead(path, start, "invalid_utf8", "invalid UTF-8", _redecode(self._fmt, fields))
-                continue
-            yield SourceRow(path, start, self._split, dict(zip(header, fields)))
+            elif len(fields) != len(header):
+                for reject in records.reject(record, "malformed_csv", f"expected {len(header)} columns, "
+                                             f"got {len(fields)}"):
+                    yield _dead(path, reject)
+            elif any(_has_surrogates(f) for f in fields):
+                yield dead(path, record[0].number, "invalid_utf8", "invalid UTF-8", b"".join(x.data for x in record))
+            else:
+                yield self._row(path, record[0].number, dict(zip(header, fields)))
+
+
+def _dead(path: str, reject: Reject) -> beam.pvalue.TaggedOutput:
+    return dead(path, reject.row, reject.reason, reject.detail, reject.raw)
 
 
 _SURROGATES = re.compile("[\ud800-\udfff]")  # surrogateescape'd bad bytes, or lone surrogates
@@ -337,22 +205,17 @@ def _has_surrogates(text: str) -> bool:
     return bool(_SURROGATES.search(text))
 
 
-def _redecode(fmt: str, fields: list[str]) -> str:
-    sep = "\t" if fmt == "tsv" else ","
-    return sep.join(fields).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
 class _MemoryRows(beam.DoFn):
-    def __init__(self, options: ReadOptions):
-        self._opt = options
+    def __init__(self, where: Mapping[str, str]):
+        self._where = where
 
     def process(self, row: SourceRow):
-        if self._opt.keep(row.data):
+        if keep(self._where, row.data):
             Metrics.counter(NAMESPACE, "rows_read").inc()
             yield row
 
 
-def _tfds_row(example: Mapping, source: str, split: str, options: ReadOptions):
+def _tfds_row(example: Mapping, source: str, split: str, spec: InputSpec):
     """A decoded TFDS example (numpy) -> SourceRow | dead letter."""
     data: dict[str, Any] = {}
     row = example.get("idx")
@@ -363,9 +226,9 @@ def _tfds_row(example: Mapping, source: str, split: str, options: ReadOptions):
         except UnicodeDecodeError as e:
             yield dead(source, row, "invalid_utf8", f"invalid UTF-8 in feature {key!r} at byte {e.start}")
             return
-    if options.keep(data):
+    if keep(spec.where, data):
         Metrics.counter(NAMESPACE, "rows_read").inc()
-        yield SourceRow(source, row, split, data)
+        yield SourceRow(source, row, split, data, spec.clean_html)
 
 
 def _from_numpy(value: Any) -> Any:
@@ -378,15 +241,36 @@ def _from_numpy(value: Any) -> Any:
     return value
 
 
+class Document(NamedTuple):
+    """A row's text, normalized (what the corpus and vocabulary steps tokenize)."""
+    source: str
+    row: int | None
+    split: str | None
+    text: str
+
+
+class _TextOf(beam.DoFn):
+    """SourceRow -> Document (the text field, normalized) | dead letter."""
+
+    def __init__(self, column: str):
+        self._column = column
+
+    def process(self, row: SourceRow):
+        text, bad = text_field(row, self._column, row.clean_html)
+        yield bad if bad is not None else Document(row.source, row.row, row.split, text)
+
+
 class ReadRows(beam.PTransform):
-    """Resolved inputs -> {"rows": SourceRow, "dead": DeadLetter} PCollections.
+    """Resolved inputs -> {"rows": SourceRow, "dead": DeadLetter} PCollections;
+    with `text_field`, "rows" holds `Document`s of that field instead (the
+    corpus and vocabulary steps), and rows without usable text go to "dead".
 
     Rows are reshuffled after reading, so the work downstream spreads over all
     workers even when one file held everything."""
 
-    def __init__(self, inputs: Sequence[ResolvedInput], options: ReadOptions):
+    def __init__(self, inputs: Sequence[ResolvedInput], options: PreprocessOptions, text_field: str | None = None):
         super().__init__()
-        self._inputs, self._opt = list(inputs), options
+        self._inputs, self._opt, self._text = list(inputs), options, text_field
 
     def expand(self, pbegin):
         rows, deads = [], []
@@ -396,10 +280,10 @@ class ReadRows(beam.PTransform):
             if spec.format == "memory":
                 key = self._opt.text_field
                 name = f"memory:{spec.split}" if spec.split else "memory"
-                source = [SourceRow(name, n, spec.split, dict(r) if isinstance(r, Mapping) else {key: r})
-                          for n, r in enumerate(spec.rows)]
+                source = [SourceRow(name, n, spec.split, dict(r) if isinstance(r, Mapping) else {key: r},
+                                    spec.clean_html) for n, r in enumerate(spec.rows)]
                 rows.append(pbegin | label >> beam.Create(source, reshuffle=False)
-                            | f"{label}_filter" >> beam.ParDo(_MemoryRows(self._opt)))
+                            | f"{label}_filter" >> beam.ParDo(_MemoryRows(spec.where)))
                 continue
             if spec.format == "tfds":
                 import tensorflow_datasets as tfds
@@ -409,16 +293,19 @@ class ReadRows(beam.PTransform):
                     out = (pbegin | f"{label}_{split}" >> tfds.beam.ReadFromTFDS(item.builder, split=split)
                            | f"{label}_{split}_np" >> beam.Map(tfds.as_numpy)
                            | f"{label}_{split}_rows" >> beam.FlatMap(
-                               _tfds_row, name, spec.split or split, self._opt).with_outputs(DEAD_TAG, main="rows"))
+                               _tfds_row, name, spec.split or split, spec).with_outputs(DEAD_TAG, main="rows"))
                     rows.append(out.rows)
                     deads.append(out[DEAD_TAG])
                 continue
             out = (pbegin | f"{label}_files" >> beam.Create(item.files)
-                   | f"{label}_read" >> beam.ParDo(ReadFileFn(spec.format, spec.split, self._opt)).with_outputs(
-                       DEAD_TAG, main="rows"))
+                   | f"{label}_read" >> beam.ParDo(ReadFileFn(spec, self._opt)).with_outputs(DEAD_TAG, main="rows"))
             rows.append(out.rows)
             deads.append(out[DEAD_TAG])
         all_rows = rows | "FlattenRows" >> beam.Flatten() if len(rows) > 1 else rows[0]
+        if self._text is not None:
+            texts = all_rows | "TextOf" >> beam.ParDo(_TextOf(self._text)).with_outputs(DEAD_TAG, main="rows")
+            all_rows = texts.rows
+            deads.append(texts[DEAD_TAG])
         if not deads:
             deads = [pbegin | "NoReadErrors" >> beam.Create([])]
         return {"rows": all_rows | "Spread" >> beam.Reshuffle(),
@@ -457,6 +344,8 @@ def text_field(row: SourceRow, column: str, clean_html: bool):
                           f"{type(value).__name__}", value)
     if _has_surrogates(value):
         return None, dead(row.source, row.row, "invalid_utf8", f"field {column!r} holds invalid UTF-8 / surrogates")
+    if "\x00" in value:
+        return None, dead(row.source, row.row, "nul_byte", f"field {column!r} holds a NUL character", value)
     value = normalize_text(value, clean_html)
     if not value:
         return None, dead(row.source, row.row, "empty_text", f"field {column!r} is empty")

@@ -1,18 +1,16 @@
 """Outputs shared by the pipelines: the output directory, sharded compressed
-TFRecords per split, the dead letter, the stats/metadata report, and the run."""
+TFRecords per split, the dead letter, and the stats/metadata report."""
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import SetupOptions
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from gpt_keras import schema
 from pipelines.preprocess import stats as st
-from pipelines.preprocess.options import create_pipeline, is_dry_run, pipeline_options, run_pipeline
 from pipelines.preprocess.readers import DeadLetter
 
 # Files a run owns in its output directory (removed by overwrite=True).
@@ -97,28 +95,13 @@ def report(events: Sequence[beam.PCollection], report_fn: st.WriteReport, max_le
     return raw | "WriteReport" >> beam.ParDo(report_fn, **side)
 
 
-def execute(build: Callable[[beam.Pipeline], None], out_dir: str, overwrite: bool,
-            pipeline_args: Sequence[str] | None, verbose: bool = True, extra: Mapping[str, Any] | None = None,
-            owned: Sequence[str] = RECORD_FILES) -> dict:
-    """Prepares `out_dir` (not for dry runs), builds the pipeline with
-    `build(p)`, runs it, and returns (and prints) the summary."""
-    options = pipeline_options(pipeline_args)
-    if not is_dry_run(options):
-        prepare_out_dir(out_dir, overwrite, owned)
-    pipeline = create_pipeline(options)
-    build(pipeline)
-    result, seconds, counters = run_pipeline(pipeline)
-    if is_dry_run(options):
-        summary = {"out_dir": out_dir, "dry_run": True, "state": str(getattr(result, "state", None)),
-                   "setup_file": options.view_as(SetupOptions).setup_file}
-        job = getattr(result, "job", None)  # DataflowRunner: the job it would have submitted
-        if job is not None:
-            summary.update(job_name=job.proto.name, transforms=len(job.proto_pipeline.components.transforms))
-        if verbose:
-            print(f"[preprocess] dry run: the job was built but not run ({summary['state']})")
-        return summary
-    stats = st.read_json(st.join(out_dir, schema.STATS_FILENAME))
-    summary = st.summarize(stats, out_dir, seconds, counters, extra)
-    if verbose:
-        print(st.format_summary(summary), flush=True)
-    return summary
+def __getattr__(name: str):
+    if name == "execute":  # moved with the rest of the runner
+        import warnings
+
+        from pipelines.preprocess import runner
+
+        warnings.warn("pipelines.preprocess.sinks.execute moved to pipelines.preprocess.runner.execute",
+                      DeprecationWarning, stacklevel=2)
+        return runner.execute
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -203,12 +203,18 @@ def summarize(stats: Mapping, out_dir: str, seconds: float, counters: Mapping[st
     records/tokens at the top level, plus counts, totals, per-split figures,
     rejects by reason, Beam counters, timing."""
     tokens = stats["totals"]["document_tokens"]
+    labels: dict[str, int] = {}
+    for split in stats["splits"].values():
+        for name, n in split.get("labels", {}).items():
+            labels[name] = labels.get(name, 0) + n
+    rare = {k.split(":", 1)[1]: v for k, v in stats.get("extra", {}).items() if k.startswith("rare_label:")}
     return {"out_dir": out_dir, "kind": stats["kind"], **stats["counts"], "tokens": tokens, "counts": stats["counts"],
             "rejected_by_reason": stats["rejected_by_reason"], "totals": stats["totals"],
             "splits": {k: {"documents": v["documents"], "tokens": v["document_tokens"], "sequences": v["sequences"]}
                        for k, v in stats["splits"].items()},
             "seconds": round(seconds, 3), "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None,
             "counters": dict(counters), "dead_letter": join(out_dir, schema.DEAD_LETTER_FILENAME),
+            **({"labels": dict(sorted(labels.items()))} if labels else {}), **({"rare_labels": rare} if rare else {}),
             **(extra or {})}
 
 
@@ -219,6 +225,11 @@ def format_summary(summary: Mapping) -> str:
              f"  rows: {c['input']} in = {c['written']} written + {c['rejected']} rejected; {c['records']} records"]
     for name, s in summary["splits"].items():
         lines.append(f"  {name:>12}: {s['documents']} documents, {s['tokens']} tokens, {s['sequences']} sequences")
+    if summary.get("labels"):
+        lines.append("  labels: " + ", ".join(f"{k}={v}" for k, v in summary["labels"].items()))
+    if summary.get("rare_labels"):
+        lines.append("  WARNING rare labels rejected (typos?): " +
+                     ", ".join(f"{k}={v}" for k, v in summary["rare_labels"].items()))
     if summary["rejected_by_reason"]:
         reasons = ", ".join(f"{k}={v}" for k, v in summary["rejected_by_reason"].items())
         lines.append(f"  rejected: {reasons} (see {summary['dead_letter']})")

@@ -15,11 +15,10 @@ Field mapping (`field_map`: family field -> input column):
 plus `label` (default "label") and `id` (default "id"; the column used as
 example_id when a row has it, else "<file>:<row>"). Unmapped fields default to their own names.
 
-Labels: names or integers. With `label_names` given, a label matching a name
-takes its index, else an integer label in range is the index itself; any
-other label is rejected. Without `label_names` (and no TFDS ClassLabel), the
-vocabulary is derived from the data: sorted numerically when every label is an
-integer, else alphabetically. Multiple choice labels are the 0-based index of
+Labels: see `pipelines.preprocess.labels` (names or integers; without
+`label_names` the vocabulary is derived from the data, and labels seen fewer
+than `min_label_count` times are rejected as `rare_label`, so that a typo does
+not become a class). Multiple choice labels are the 0-based index of
 the correct choice.
 """
 from __future__ import annotations
@@ -35,10 +34,13 @@ from apache_beam.metrics import Metrics
 
 from gpt_keras import schema
 from gpt_keras.tasks import TaskFamily
-from pipelines.preprocess import readers, sinks
+from pipelines.preprocess import labels, readers, sinks
+from pipelines.preprocess.labels import _int_like, derive_label_names, label_index  # noqa: F401 (re-export)
 from pipelines.preprocess import stats as st
 from pipelines.preprocess.common import (NAMESPACE, SplitAssigner, TokenizerDoFn, TokenizerSpec, content_digest,
                                          load_tokenizer, resolve_split_fractions)
+from pipelines.preprocess.options import PreprocessOptions, resolve_options
+from pipelines.preprocess.runner import execute
 
 # Field maps of TFDS datasets this project knows (family, field_map).
 TFDS_TASKS: dict[str, tuple[str, dict[str, str]]] = {
@@ -83,40 +85,13 @@ def resolve_field_map(family: TaskFamily, field_map: Mapping[str, Any] | None) -
     return out
 
 
-def _int_like(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    return None
-
-
-def derive_label_names(keys: Sequence[str]) -> list[str]:
-    """Sorted distinct labels: numerically if all are integers, else as strings."""
-    keys = sorted(set(keys))
-    if keys and all(_int_like(k) is not None for k in keys):
-        return [str(k) for k in sorted({_int_like(k) for k in keys})]
-    return keys
-
-
-def label_index(raw: Any, names: Sequence[str]) -> int | None:
-    """A name's index, else an in-range integer, else None (unknown)."""
-    key = str(raw).strip()
-    if key in names:
-        return list(names).index(key)
-    i = _int_like(raw)
-    return i if i is not None and 0 <= i < len(names) else None
-
-
 class ValidateRows(beam.DoFn):
     """SourceRow -> TaskRow | dead letter (fields, label type, choices, split)."""
 
     def __init__(self, family: TaskFamily, field_map: Mapping[str, Any], num_choices: int | None,
-                 clean_html: bool, assigner: SplitAssigner, salt: str):
+                 assigner: SplitAssigner, salt: str):
         self._family, self._map, self._k = family, dict(field_map), num_choices
-        self._clean, self._assign, self._salt = clean_html, assigner, salt
+        self._assign, self._salt = assigner, salt
 
     def process(self, row: readers.SourceRow):
         texts: dict[str, Any] = {}
@@ -124,7 +99,7 @@ class ValidateRows(beam.DoFn):
             if name == "choices":
                 value, bad = self._choices(row)
             else:
-                value, bad = readers.text_field(row, self._map[name], self._clean)
+                value, bad = readers.text_field(row, self._map[name], row.clean_html)
             if bad is not None:
                 yield bad
                 return
@@ -163,7 +138,7 @@ class ValidateRows(beam.DoFn):
         for i, value in enumerate(values):
             where = columns[i] or f"{column}[{i}]"
             text, bad = readers.text_field(readers.SourceRow(row.source, row.row, row.split, {where: value}),
-                                           where, self._clean)
+                                           where, row.clean_html)
             if bad is not None:
                 return None, bad
             out.append(text)
@@ -285,17 +260,15 @@ def _nested_lists(rt) -> list[list[list[int]]]:
 
 def run_task(inputs: Any, family: "str | TaskFamily", field_map: Mapping[str, Any] | None, out_dir: str,
              vocab_dir: str, n_ctx: int = 512, label_names: Sequence[str] | None = None,
-             pipeline_args: Sequence[str] | None = None, *, num_choices: int | None = None,
-             val_fraction: float | None = 0.1, split_fractions: Mapping[str, float] | None = None,
-             split_salt: str = "", where: Mapping[str, str] | None = None, clean_html: bool = False,
-             max_bad_fraction: float = 0.1, num_shards: int = 0, tfds_data_dir: str | None = None,
-             mode: str = "hf", overwrite: bool = False, batch_size: int = 256, verbose: bool = True) -> dict:
+             pipeline_args: Sequence[str] | None = None, *, options: PreprocessOptions | None = None,
+             num_choices: int | None = None, val_fraction: float | None = 0.1,
+             split_fractions: Mapping[str, float] | None = None, **legacy: Any) -> dict:
     """Labeled rows -> task TFRecords in `out_dir`; returns the summary dict.
 
     Args:
-      inputs: CSV/TSV/JSONL globs, `tfds:NAME[:splits]`, a list of row dicts
-        (in memory), or {split: inputs} to keep given splits. Inputs without
-        a split are hash-split by `val_fraction` / `split_fractions`.
+      inputs: CSV/TSV/JSONL globs or `InputSpec`s, `tfds:NAME[:splits]`, a list
+        of row dicts (in memory), or {split: inputs} to keep given splits.
+        Inputs without a split are hash-split by `val_fraction` / `split_fractions`.
       family: task family (see `gpt_keras.tasks.TaskFamily`).
       field_map: family field -> column (module docstring); None = defaults
         (or the known map of a TFDS dataset in TFDS_TASKS).
@@ -303,13 +276,16 @@ def run_task(inputs: Any, family: "str | TaskFamily", field_map: Mapping[str, An
       n_ctx: max sequence length (the model context); longer inputs are
         truncated (counted in the stats).
       label_names: the label vocabulary; None derives it from the data (or a
-        TFDS ClassLabel). Not used for regression/multiple choice.
+        TFDS ClassLabel), leaving out labels seen fewer than
+        `options.min_label_count` times when `options.rare_labels` is "reject"
+        (else they are kept, with a warning). Not used for regression/multiple choice.
       num_choices: choices per multiple-choice row (default: the number of
         numbered choice columns).
       Other arguments as `run_corpus`.
     """
+    options = resolve_options(options, legacy, "run_task")
     family = TaskFamily.parse(family)
-    specs = readers.parse_inputs(inputs)
+    specs = readers.parse_inputs(inputs, options.where, options.clean_html)
     out_dir = readers.local_path(out_dir)
     if field_map is None and specs and specs[0].format == "tfds" and specs[0].path in TFDS_TASKS:
         field_map = TFDS_TASKS[specs[0].path][1]
@@ -321,8 +297,8 @@ def run_task(inputs: Any, family: "str | TaskFamily", field_map: Mapping[str, An
         raise ValueError(f"num_choices is only for multiple_choice, not {family.value}")
     if not isinstance(n_ctx, int) or n_ctx < 4:
         raise ValueError(f"n_ctx must be an int >= 4 (room for the special tokens), got {n_ctx!r}")
-    resolved = readers.resolve_inputs(specs, tfds_data_dir)
-    tokenizer = load_tokenizer(vocab_dir, mode)
+    resolved = readers.resolve_inputs(specs, options.tfds_data_dir)
+    tokenizer = load_tokenizer(vocab_dir, options.mode)
     if family.is_regression or family is TaskFamily.MULTIPLE_CHOICE:
         label_names = None
     elif label_names is None:
@@ -339,36 +315,39 @@ def run_task(inputs: Any, family: "str | TaskFamily", field_map: Mapping[str, An
         "is_regression": family.is_regression, "num_choices": num_choices,
         "num_sequences": family.num_sequences(num_choices),
         "vocab": dataclasses.asdict(schema.VocabInfo.from_tokenizer(tokenizer)),
-        "split_method": "hash" if hashed else "given", "split_salt": split_salt,
+        "split_method": "hash" if hashed else "given", "split_salt": options.split_salt,
         "sources": [s.describe() for s in specs], "counts": {}, "splits": {},
     }
     spec = TokenizerSpec.from_tokenizer(tokenizer)
-    options = readers.ReadOptions(where=tuple(sorted((where or {}).items())))
 
     def build(p):
         read = p | "Read" >> readers.ReadRows(resolved, options)
         valid = read["rows"] | "Validate" >> beam.ParDo(ValidateRows(
-            family, fmap, num_choices, clean_html, SplitAssigner.create(fractions), split_salt)).with_outputs(
+            family, fmap, num_choices, SplitAssigner.create(fractions), options.split_salt)).with_outputs(
             readers.DEAD_TAG, main="rows")
-        names = None
+        rows, names, rare, rare_events = valid.rows, None, [], []
         if label_names is not None:
             names = p | "LabelNames" >> beam.Create([label_names])
         elif not (family.is_regression or family is TaskFamily.MULTIPLE_CHOICE):
-            names = (valid.rows | "LabelKeys" >> beam.Map(lambda r: str(r.label)) | "Distinct" >> beam.Distinct()
-                     | "AllLabels" >> beam.combiners.ToList() | "Derive" >> beam.Map(derive_label_names))
+            rows, names, rare, rare_events = labels.derive(
+                valid.rows, options.min_label_count if options.rare_labels == "reject" else 1)
         side = {"label_names": beam.pvalue.AsSingleton(names)} if names is not None else {}
-        encoded = (valid.rows | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=batch_size)
+        encoded = (rows | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=options.batch_size)
                    | "Encode" >> beam.ParDo(EncodeTask(spec, family, n_ctx, num_choices), **side).with_outputs(
                        readers.DEAD_TAG, "events", main="records"))
-        written = encoded.records | "WriteRecords" >> sinks.WriteSplits(out_dir, list(split_info), num_shards)
-        dead = [read["dead"], valid[readers.DEAD_TAG], encoded[readers.DEAD_TAG]]
+        written = encoded.records | "WriteRecords" >> sinks.WriteSplits(out_dir, list(split_info),
+                                                                        options.num_shards)
+        dead = [read["dead"], valid[readers.DEAD_TAG], encoded[readers.DEAD_TAG]] + rare
         sinks.write_dead_letters(dead, out_dir)
-        events = sinks.dead_events(dead, read["dead"], read["rows"]) + [encoded.events]
-        sinks.report(events, st.WriteReport(out_dir, schema.KIND_TASK, split_info, n_ctx, max_bad_fraction, metadata),
-                     n_ctx, written_files=written, label_names=names)
+        events = sinks.dead_events(dead, read["dead"], read["rows"]) + [encoded.events] + rare_events
+        sinks.report(events, st.WriteReport(out_dir, schema.KIND_TASK, split_info, n_ctx, options.max_bad_fraction,
+                                            metadata), n_ctx, written_files=written, label_names=names)
 
-    return sinks.execute(build, out_dir, overwrite, pipeline_args, verbose,
-                         extra={"family": family.value, "vocab_fingerprint": tokenizer.fingerprint})
+    summary = execute(build, out_dir, options.overwrite, pipeline_args, options.verbose,
+                      extra={"family": family.value, "vocab_fingerprint": tokenizer.fingerprint})
+    if label_names is None:
+        labels.warn_rare(summary, options.min_label_count, options.verbose)
+    return summary
 
 
 def _tfds_label_names(resolved: Sequence[readers.ResolvedInput], column: str) -> list[str] | None:

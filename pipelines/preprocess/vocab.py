@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -23,7 +23,8 @@ from gpt_keras import schema
 from pipelines.preprocess import readers, sinks
 from pipelines.preprocess import stats as st
 from pipelines.preprocess.common import NAMESPACE
-from pipelines.preprocess.corpus import ExtractText
+from pipelines.preprocess.options import PreprocessOptions, resolve_options
+from pipelines.preprocess.runner import execute
 
 KIND_VOCABULARY = "vocabulary"
 _HISTOGRAM_MAX = 1024  # words per document histogram: the last bucket is ">1024"
@@ -81,46 +82,41 @@ def _save(tokenizer, out_dir: str, save_format: str) -> list[str]:
 
 
 def run_vocab(inputs: Any, out_dir: str, num_merges: int, pipeline_args: Sequence[str] | None = None, *,
-              text_field: str = "text", text_unit: str = "line", where: Mapping[str, str] | None = None,
-              clean_html: bool = False, min_frequency: int = 2, mode: str = "hf",
-              tfds_data_dir: str | None = None, max_bad_fraction: float = 0.1, save_format: str = "original",
-              overwrite: bool = False, batch_size: int = 256, verbose: bool = True) -> dict:
+              options: PreprocessOptions | None = None, min_frequency: int = 2, save_format: str = "original",
+              **legacy: Any) -> dict:
     """Counts words with Beam and trains a BPE vocabulary of `num_merges` merges
     into `out_dir` (loadable with `GPTTokenizer.load(out_dir)`).
 
-    Inputs and reading options as `run_corpus`. Returns the summary dict, with
+    Inputs and `options` as `run_corpus`. Returns the summary dict, with
     `vocab_fingerprint`, `n_vocab` and `vocab_files` added.
     """
+    options = resolve_options(options, legacy, "run_vocab")
     if not isinstance(num_merges, int) or num_merges < 0:
         raise ValueError(f"num_merges must be a non-negative int, got {num_merges!r}")
     if save_format not in ("original", "hf"):
         raise ValueError(f"save_format must be 'original' or 'hf', got {save_format!r}")
-    from gpt_keras.tokenizer import MODES, train_bpe
+    from gpt_keras.tokenizer import train_bpe
 
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    specs = readers.parse_inputs(inputs)
+    mode = options.mode
+    specs = readers.parse_inputs(inputs, options.where, options.clean_html)
     out_dir = readers.local_path(out_dir)
-    options = readers.ReadOptions(text_field, text_unit, tuple(sorted((where or {}).items())))
-    resolved = readers.resolve_inputs(specs, tfds_data_dir)
+    resolved = readers.resolve_inputs(specs, options.tfds_data_dir)
 
     def build(p):
-        read = p | "Read" >> readers.ReadRows(resolved, options)
-        docs = read["rows"] | "ExtractText" >> beam.ParDo(ExtractText(text_field, clean_html)).with_outputs(
-            readers.DEAD_TAG, main="docs")
-        counted = (docs.docs | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=batch_size)
+        read = p | "Read" >> readers.ReadRows(resolved, options, text_field=options.text_field)
+        counted = (read["rows"] | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=options.batch_size)
                    | "Count" >> beam.ParDo(CountWords(mode)).with_outputs(readers.DEAD_TAG, "events", main="words"))
         words = counted.words | "SumPerWord" >> beam.CombinePerKey(sum)
         written = (words | "ToJson" >> beam.Map(lambda kv: json.dumps(list(kv), ensure_ascii=False))
                    | "WriteCounts" >> beam.io.WriteToText(st.join(out_dir, "word_counts"), file_name_suffix=".jsonl"))
-        dead = [read["dead"], docs[readers.DEAD_TAG], counted[readers.DEAD_TAG]]
+        dead = [read["dead"], counted[readers.DEAD_TAG]]
         sinks.write_dead_letters(dead, out_dir)
         distinct = words | "DistinctEvents" >> beam.Map(lambda _: st.Event(st.COUNT, label="distinct_words"))
         events = sinks.dead_events(dead, read["dead"], read["rows"]) + [counted.events, distinct]
         sinks.report(events, st.WriteReport(out_dir, KIND_VOCABULARY, {"all": None}, _HISTOGRAM_MAX,
-                                            max_bad_fraction, None), _HISTOGRAM_MAX, written_files=written)
+                                            options.max_bad_fraction, None), _HISTOGRAM_MAX, written_files=written)
 
-    summary = sinks.execute(build, out_dir, overwrite, pipeline_args, verbose=False, owned=sinks.VOCAB_FILES)
+    summary = execute(build, out_dir, options.overwrite, pipeline_args, verbose=False, owned=sinks.VOCAB_FILES)
     if summary.get("dry_run"):
         return summary
     tokenizer = train_bpe(read_word_counts(out_dir), num_merges, min_frequency=min_frequency, mode=mode)
@@ -130,6 +126,6 @@ def run_vocab(inputs: Any, out_dir: str, num_merges: int, pipeline_args: Sequenc
     stats_path = st.join(out_dir, schema.STATS_FILENAME)
     st.write_json(stats_path, {**st.read_json(stats_path), "vocabulary": vocab})
     summary.update(vocab)
-    if verbose:
+    if options.verbose:
         print(st.format_summary(summary), flush=True)
     return summary
