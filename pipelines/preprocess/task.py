@@ -29,10 +29,10 @@ import os
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.metrics import Metrics
 
 from gpt_keras import schema
+from gpt_keras.preprocessor import ragged_ids
 from gpt_keras.tasks import TaskFamily
 from pipelines.preprocess import labels, readers, sinks
 from pipelines.preprocess.labels import _int_like, derive_label_names, label_index  # noqa: F401 (re-export)
@@ -169,7 +169,8 @@ class ValidateRows(beam.DoFn):
 
 
 class EncodeTask(TokenizerDoFn):
-    """A batch of TaskRows -> (split, serialized task record) + events, via build_inputs."""
+    """A batch of TaskRows -> (split, serialized task record) + events, through
+    the one task preprocessor (`gpt_keras.preprocessor.TaskPreprocessor`)."""
 
     def __init__(self, tokenizer: TokenizerSpec, family: TaskFamily, n_ctx: int, num_choices: int | None):
         super().__init__(tokenizer)
@@ -177,14 +178,10 @@ class EncodeTask(TokenizerDoFn):
 
     def setup(self):
         super().setup()
-        import tensorflow as tf
+        from gpt_keras.preprocessor import TaskPreprocessor
 
-        from gpt_keras.tasks import build_inputs
-
-        family, n_ctx = self._family, self._n_ctx
-        specials = (self.tokenizer.start_id, self.tokenizer.delimiter_id, self.tokenizer.classify_id)
-        self._tf, self._rows, self._traced = tf, 0, None
-        self._eager = lambda fields: build_inputs(family, fields, n_ctx, specials)
+        self._preprocessor = TaskPreprocessor(self.tokenizer, self._family, self._n_ctx, self._k)
+        self._rows, self._traced = 0, None
         self._examples = Metrics.counter(NAMESPACE, "examples")
         self._truncated = Metrics.counter(NAMESPACE, "truncated")
 
@@ -200,15 +197,21 @@ class EncodeTask(TokenizerDoFn):
 
     def process(self, batch: Sequence[TaskRow], label_names=None):
         names = list(label_names) if label_names is not None else None
-        kept = []
+        labelled = []
         for r in batch:
             label = self._label(r, names)
             if label is None:
                 known = f"label names {names}" if names else f"choices 0..{self._k - 1}"
                 yield readers.dead(r.source, r.row, "unknown_label", f"label {r.label!r} is not one of the {known}")
                 continue
-            ids = {f: ([self.tokenizer.encode(t) for t in v] if isinstance(v, list) else self.tokenizer.encode(v))
-                   for f, v in r.texts.items()}
+            labelled.append((r, label))
+        if not labelled:
+            return
+        fields = self._family.fields
+        tokenized = self._preprocessor.tokenize({f: [r.texts[f] for r, _ in labelled] for f in fields})
+        kept = []
+        for i, (r, label) in enumerate(labelled):
+            ids = {f: tokenized[f][i] for f in fields}
             empty = [f for f, v in ids.items() if not v or (isinstance(v[0], list) and not all(v))]
             if empty:
                 yield readers.dead(r.source, r.row, "no_tokens", f"field(s) {empty} have no tokens after normalization")
@@ -216,7 +219,7 @@ class EncodeTask(TokenizerDoFn):
             kept.append((r, label, ids))
         if not kept:
             return
-        out = self._transform({f: self._ragged([ids[f] for _, _, ids in kept]) for f in kept[0][2]}, len(kept))
+        out = self._transform({f: ragged_ids([ids[f] for _, _, ids in kept]) for f in fields}, len(kept))
         for (r, (label_kwargs, name), ids), seqs, truncated in zip(kept, _nested_lists(out["token_ids"]),
                                                                   out["truncated"].numpy().tolist()):
             self._examples.inc()
@@ -228,26 +231,13 @@ class EncodeTask(TokenizerDoFn):
             yield r.split, schema.encode_task_example(seqs, example_id=r.example_id, **label_kwargs)
 
     def _transform(self, fields: dict, n_rows: int) -> dict:
-        """`build_inputs` on a batch: eagerly at first (~30 ms a batch), as one
+        """The transform on a batch: eagerly at first (~30 ms a batch), as one
         traced graph (~3 ms a batch) once this worker has seen enough rows to
         pay back the ~3-5 s of tracing. Same function, same results."""
         self._rows += n_rows
         if self._traced is None and self._rows > TRACE_AFTER_ROWS:
-            tf = self._tf
-            spec = {k: tf.RaggedTensorSpec([None] * v.shape.rank, v.dtype, v.ragged_rank, v.row_splits.dtype)
-                    for k, v in fields.items()}
-            self._traced = tf.function(self._eager, input_signature=[spec])
-        return (self._traced or self._eager)(fields)
-
-    def _ragged(self, rows: list):
-        """[batch][tokens] or [batch][K][tokens] id lists -> a ragged int32 tensor (built from flat arrays)."""
-        tf = self._tf
-        if rows and isinstance(rows[0][0], list):  # choices
-            flat = [seq for row in rows for seq in row]
-            inner = self._ragged(flat)
-            return tf.RaggedTensor.from_row_lengths(inner, np.array([len(r) for r in rows], np.int64))
-        values = np.fromiter((t for seq in rows for t in seq), np.int32)
-        return tf.RaggedTensor.from_row_lengths(values, np.array([len(s) for s in rows], np.int64))
+            self._traced = self._preprocessor.traced_transform(fields)
+        return (self._traced or self._preprocessor.transform)(fields)
 
 
 def _nested_lists(rt) -> list[list[list[int]]]:
