@@ -18,6 +18,16 @@ def accuracy(labels, predictions) -> float:
     return float(np.mean(labels == predictions)) if labels.size else float("nan")
 
 
+def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion (accuracy on `total` items)."""
+    if total <= 0:
+        return float("nan"), float("nan")
+    p = correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return float(centre - half), float(centre + half)
+
+
 def f1(labels, predictions, num_labels: int = 2) -> float:
     """Binary F1 of class 1 for two classes, macro-F1 otherwise."""
     labels, predictions = np.asarray(labels), np.asarray(predictions)
@@ -61,7 +71,9 @@ def task_metrics(family: str, labels, outputs, num_labels: int | None = None) ->
         return {"pearson": pearson(labels, outputs), "spearman": spearman(labels, outputs),
                 "mse": float(np.mean((np.asarray(labels, float) - outputs) ** 2))}
     predictions = outputs.argmax(axis=-1)
-    result = {"accuracy": accuracy(labels, predictions)}
+    labels = np.asarray(labels)
+    result = {"accuracy": accuracy(labels, predictions),
+              "accuracy_ci95": list(wilson_interval(int(np.sum(labels == predictions)), int(labels.size)))}
     if family != "multiple_choice":
         result["f1"] = f1(labels, predictions, num_labels or outputs.shape[-1])
         result["matthews_corr"] = matthews_corrcoef(labels, predictions)

@@ -160,6 +160,41 @@ class FinetuneSpec(OptimSpec):
     # Task batches vary in length; without XLA each batch is padded only to its
     # longest row instead of recompiling or padding everything to n_ctx.
     jit_compile: StrictBool = False
+    transfer: str = "full"           # what learns: full | frozen | lora | layer_mix (gpt_keras.transfer)
+    lora_rank: int = Field(8, gt=0)  # adapter rank with transfer: lora
+
+    @model_validator(mode="after")
+    def _transfer(self) -> "FinetuneSpec":
+        from gpt_keras.transfer import MODES  # pylint: disable=g-import-not-at-top  (their one home)
+        _check(self.transfer in MODES, "transfer", f"must be one of {', '.join(MODES)}; got {self.transfer!r}")
+        return self
+
+
+class PromptSpec(Section):
+    """How a classification-like task is asked of the LM zero/few-shot."""
+    template: str = "{text} very"  # the paper's sentiment heuristic: append "very"
+    label_words: list[str] = []    # one word per label, in label order (empty: the label names)
+
+
+class AnalysisSpec(Section):
+    """Transfer without (full) fine-tuning, beside the fine-tuned models: the
+    paper's section 5 (zero-shot) and cheaper fine-tuning modes. Off by default;
+    `pipelines/configs/analysis.yaml` turns it on over a finished demo run."""
+    transfer: list[str] = []                  # more modes fine-tuned from the pre-trained model, compared
+    learning_rates: dict[str, float] = {}     # per mode (default finetune.learning_rate)
+    zero_shot: StrictBool = False             # score each task with the LM alone
+    few_shot: list[int | Literal["max"]] = []  # demonstrations per query; "max": as many as fit
+    calibrate: StrictBool = True              # label offsets / thresholds fitted on the validation split
+    prompts: dict[str, PromptSpec] = {}       # per task name
+
+    @model_validator(mode="after")
+    def _values(self) -> "AnalysisSpec":
+        from gpt_keras.transfer import MODES  # pylint: disable=g-import-not-at-top
+        bad = [m for m in self.transfer + list(self.learning_rates) if m not in MODES]
+        _check(not bad, "transfer", f"unknown transfer mode(s) {bad}; modes are {', '.join(MODES)}")
+        _check(all(k == "max" or k > 0 for k in self.few_shot), "few_shot", "must be positive integers or 'max'")
+        _check(all(v > 0 for v in self.learning_rates.values()), "learning_rates", "must be > 0")
+        return self
 
 
 class ExportSpec(Section):
@@ -176,6 +211,7 @@ class ExperimentConfig(Section):
     pretrain: OptimSpec = Field(default_factory=OptimSpec)
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
 
     @model_validator(mode="after")
     def _sizes(self) -> "ExperimentConfig":
@@ -187,6 +223,8 @@ class ExperimentConfig(Section):
         tasks = [t.name for t in self.preprocess.tasks]
         _check(not self.export.model_name or self.export.model_name in tasks, "export.model_name",
                f"{self.export.model_name!r} is not a task in preprocess.tasks {tasks}")
+        unknown = sorted(set(self.analysis.prompts) - set(tasks))
+        _check(not unknown, "analysis.prompts", f"{unknown} are not tasks in preprocess.tasks {tasks}")
         return self
 
     @property
@@ -248,6 +286,25 @@ def build_section(cls: type[BaseModel], values: Any, path: str = ""):
         raise ConfigError("; ".join(_message(err, path) for err in e.errors())) from None
 
 
+def _extended(values: Any, path: str, seen: tuple = ()) -> Any:
+    """`extends: demo` at the top of a config: the named config's values, with
+    this file's sections merged over them key by key."""
+    if not isinstance(values, dict) or "extends" not in values:
+        return values
+    base_path = resolve_config_path(values.pop("extends"))
+    if base_path in seen + (path,):
+        raise ConfigError(f"{path}: 'extends' makes a cycle through {base_path}")
+    with open(base_path) as f:
+        base = _extended(yaml.safe_load(f) or {}, base_path, seen + (path,))
+    return _merged(base, values)
+
+
+def _merged(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: _merged(base.get(k), v) for k, v in over.items()}}
+    return over
+
+
 def resolve_config_path(name_or_path: str) -> str:
     """A shipped config name (`demo`, `gpt1`) or a file path."""
     if os.path.exists(name_or_path):
@@ -302,7 +359,7 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> ExperimentConfi
             values = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
         except (yaml.YAMLError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path}: not valid YAML/JSON: {e}") from None
-    values = values or {}
+    values = _extended(values or {}, path)
     for assignment in overrides:
         apply_override(values, assignment)
     try:

@@ -41,6 +41,30 @@ def format_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+# Columns of the scores table, in order; a family shows the ones it has.
+SCORE_COLUMNS = ("accuracy", "accuracy_ci95", "f1", "matthews_corr", "pearson", "spearman", "trainable_parameters")
+
+
+def scores_table(results: Mapping[str, Mapping]) -> str:
+    """One row per evaluated model (any family, zero-shot too); a metric a row
+    lacks is left blank. Empty string when there is nothing to show."""
+    rows = {k: v for k, v in results.items() if isinstance(v, Mapping) and "split" in v}
+    if not rows:
+        return ""
+    columns = [c for c in SCORE_COLUMNS if any(c in v for v in rows.values())]
+    header = ["model", "split", "examples"] + [c.replace("accuracy_ci95", "95% CI") for c in columns]
+    return format_table([header] + [[k, v["split"], v["examples"]] + [_cell(v.get(c)) for c in columns]
+                                    for k, v in rows.items()])
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(f"{x:.3f}" for x in value) + "]"
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
+
+
 def write_json(path: str, payload) -> str:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:

@@ -94,12 +94,9 @@ def print_summary(manifest: Manifest, stages: list[Stage]) -> None:
     metrics = entries.get("evaluate", {}).get("metrics", {})
     if metrics.get("lm"):
         print(f"\nHeld-out LM perplexity: {metrics['lm']['validation_perplexity']:.2f}")
-    scored = [[k, v["split"], v["examples"]] + [f"{v[m]:.4f}" for m in ("accuracy", "f1", "matthews_corr") if m in v]
-              for k, v in metrics.items() if k != "lm"]
-    if scored:
-        width = max(len(r) for r in scored)
-        header = ["model", "split", "examples", "accuracy", "f1", "matthews_corr"][:width]
-        print("\n" + report.format_table([header] + scored))
+    table = report.scores_table({k: v for k, v in metrics.items() if k != "lm"})
+    if table:
+        print("\n" + table)
     push = entries.get("export", {}).get("outputs", {})
     if push.get("saved_model"):
         print(f"\nModel: {push['saved_model']}")

@@ -19,10 +19,11 @@ import time
 from typing import Any, Callable
 
 from pipelines import report
+from pipelines.analysis import run_zeroshot
 from pipelines.config import ConfigError, ExperimentConfig, InputSpec, TaskSpec
 
 # What users type in --stages: each group names the stages beside it in STAGE_TABLE.
-STAGE_NAMES = ["preprocess", "pretrain", "finetune", "evaluate", "export"]
+STAGE_NAMES = ["preprocess", "pretrain", "finetune", "analysis", "evaluate", "export"]
 STAGE_TABLE = """
     --stages    stage            reads (stages + config)
     preprocess  vocab            preprocess.corpus, num_merges, tokenizer_mode (or vocab_dir)
@@ -30,15 +31,19 @@ STAGE_TABLE = """
                 records/<task>   vocab + that task, preprocess.n_ctx, seed
     pretrain    pretrain         vocab, corpus + model, pretrain, seed
     finetune    finetune/<task>  pretrain, records/<task> + finetune, seed
-    evaluate    evaluate         corpus, pretrain, every finetune/<task> + finetune.batch_size
+    analysis    transfer/<task>/<mode>   pretrain, records/<task> + finetune, analysis.transfer (if set)
+                zeroshot/<task>  pretrain, records/<task> + analysis zero_shot, few_shot, prompts (if set)
+    evaluate    evaluate         corpus, pretrain, every finetune, transfer, zeroshot stage + finetune.batch_size
     export      export           finetune/<export task> + export
 """
 
 
 def group_of(stage: str) -> str:
-    """`records/x` -> preprocess, `finetune/x` -> finetune, `vocab` -> preprocess."""
+    """`records/x` -> preprocess, `finetune/x` -> finetune, `transfer/x/m` -> analysis."""
     prefix = stage.split("/")[0]
-    return "preprocess" if prefix in ("vocab", "corpus", "records") else prefix
+    if prefix in ("vocab", "corpus", "records"):
+        return "preprocess"
+    return "analysis" if prefix in ("transfer", "zeroshot") else prefix
 
 
 @dataclasses.dataclass
@@ -194,34 +199,54 @@ def run_pretrain(ctx: Context, out: str) -> dict:
             "metrics": {"steps": result["steps"], **last}}
 
 
-def run_finetune(ctx: Context, out: str, task: str) -> dict:
-    """One task, from the pre-trained model and (the paper's ablation) from scratch."""
+def finetune_variant(ctx: Context, run_dir: str, task: str, init_dir: str, optim) -> dict:
+    """Fine-tune one model for `task` from `init_dir` ("" = no pre-training) with
+    the `FinetuneSpec` `optim`; writes a model directory to `run_dir`."""
     from gpt_keras import saving
     from pipelines.trainer import FnArgs, run_fn
 
+    start = time.time()
+    result = run_fn(FnArgs(
+        train_files=[ctx.artifact(f"records/{task}", "task_dir")],
+        eval_files=[ctx.artifact(f"records/{task}", "task_dir")], serving_model_dir=run_dir,
+        model_run_dir=os.path.join(run_dir, "logs"), custom_config={
+            "mode": "finetune", "seed": ctx.config.seed, "vocab_dir": ctx.artifact("vocab", "vocab_dir"),
+            "init_model_dir": init_dir, "model": saving.read_config(ctx.artifact("pretrain", "model_dir")),
+            "optim": optim}))
+    result["seconds"] = round(time.time() - start, 1)
+    return result
+
+
+def _summary(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k.startswith("best_") or k in ("seconds", "trainable_parameters")}
+
+
+def run_finetune(ctx: Context, out: str, task: str) -> dict:
+    """One task, from the pre-trained model and (the paper's ablation) from scratch."""
     cfg = ctx.config
-    pretrained_dir = ctx.artifact("pretrain", "model_dir")
-    task_dir = ctx.artifact(f"records/{task}", "task_dir")
-    backbone_config = saving.read_config(pretrained_dir)
-    variants = {"pretrained": pretrained_dir}
+    variants = {"pretrained": ctx.artifact("pretrain", "model_dir")}
     if cfg.finetune.ablation_without_pretraining:
         variants["scratch"] = ""
     outputs, metrics, histories = {}, {}, {}
     for variant, init_dir in variants.items():
         run_dir = os.path.join(out, variant)
-        start = time.time()
-        result = run_fn(FnArgs(
-            train_files=[task_dir], eval_files=[task_dir], serving_model_dir=run_dir,
-            model_run_dir=os.path.join(run_dir, "logs"), custom_config={
-                "mode": "finetune", "seed": cfg.seed, "vocab_dir": ctx.artifact("vocab", "vocab_dir"),
-                "init_model_dir": init_dir, "model": backbone_config, "optim": cfg.finetune}))
+        result = finetune_variant(ctx, run_dir, task, init_dir, cfg.finetune)
         histories[variant] = result["history"]
         outputs[f"{task}/{variant}"] = run_dir
-        metrics[f"{task}/{variant}"] = {k: v for k, v in result.items() if k.startswith("best_")}
-        metrics[f"{task}/{variant}"]["seconds"] = round(time.time() - start, 1)
+        metrics[f"{task}/{variant}"] = _summary(result)
     report.plot_curves(histories, ["task_loss", "accuracy", "lm_loss"], os.path.join(out, "curves.png"),
                        f"Fine-tuning {task}: with vs without pre-training")
-    return {"outputs": {"models": outputs, "task_dir": task_dir}, "metrics": metrics}
+    return {"outputs": {"models": outputs, "task_dir": ctx.artifact(f"records/{task}", "task_dir")},
+            "metrics": metrics}
+
+
+def run_transfer(ctx: Context, out: str, task: str, mode: str) -> dict:
+    """One more transfer mode (`analysis.transfer`) fine-tuned from the pre-trained model."""
+    cfg = ctx.config
+    optim = cfg.finetune.model_copy(update={
+        "transfer": mode, "learning_rate": cfg.analysis.learning_rates.get(mode, cfg.finetune.learning_rate)})
+    result = finetune_variant(ctx, out, task, ctx.artifact("pretrain", "model_dir"), optim)
+    return {"outputs": {"models": {f"{task}/{mode}": out}}, "metrics": {f"{task}/{mode}": _summary(result)}}
 
 
 # ---- evaluate --------------------------------------------------------------
@@ -233,6 +258,7 @@ def run_evaluate(ctx: Context, out: str) -> dict:
     from gpt_keras import saving
     from gpt_keras.metrics import task_metrics
     from gpt_keras.model import GPTLMModel
+    from gpt_keras.transfer import trainable_parameters
 
     batch = ctx.config.finetune.batch_size
     backbone, tokenizer = saving.load_model(ctx.artifact("pretrain", "model_dir"))
@@ -247,7 +273,12 @@ def run_evaluate(ctx: Context, out: str) -> dict:
         task_dir = ctx.artifact(f"finetune/{task.name}", "task_dir")
         metadata = gk_data.load_metadata(task_dir)
         split = "test" if "test" in metadata.splits else "validation"
-        for key, model_dir in ctx.artifact(f"finetune/{task.name}", "models").items():
+        models = dict(ctx.artifact(f"finetune/{task.name}", "models"))
+        for mode in ctx.config.analysis.transfer:
+            models.update(ctx.artifact(f"transfer/{task.name}/{mode}", "models"))
+        if ctx.config.analysis.zero_shot or ctx.config.analysis.few_shot:
+            results.update(ctx.artifact(f"zeroshot/{task.name}", "metrics"))
+        for key, model_dir in models.items():
             model = saving.load_task_model(model_dir)
             data = gk_data.task_dataset(task_dir, split, batch, expected_fingerprint=tokenizer.fingerprint,
                                         config=model.backbone.config)
@@ -256,6 +287,7 @@ def run_evaluate(ctx: Context, out: str) -> dict:
                 outputs.append(np.asarray(model(x, training=False)))
                 labels.append(y.numpy())
             results[key] = {"split": split, "examples": int(sum(len(y) for y in labels)),
+                            "trainable_parameters": trainable_parameters(model),
                             **task_metrics(metadata.family, np.concatenate(labels), np.concatenate(outputs),
                                            len(metadata.label_names or []) or None)}
     report.write_json(os.path.join(out, "metrics.json"), results)
@@ -296,9 +328,22 @@ def plan(config: ExperimentConfig) -> list[Stage]:
               {"model": config.model.model_dump(), "pretrain": config.pretrain.model_dump(), "seed": seed}),
         *[Stage(f"finetune/{t}", ["pretrain", f"records/{t}"], functools.partial(run_finetune, task=t),
                 {"finetune": config.finetune.model_dump(), "seed": seed}) for t in tasks],
-        Stage("evaluate", ["corpus", "pretrain", *[f"finetune/{t}" for t in tasks]], run_evaluate,
-              {"batch_size": config.finetune.batch_size}),
     ]
+    analysis = config.analysis
+    for t in tasks:  # the analysis section's extra transfer modes and zero/few-shot scoring
+        stages += [Stage(f"transfer/{t}/{mode}", ["pretrain", f"records/{t}"],
+                         functools.partial(run_transfer, task=t, mode=mode),
+                         {"finetune": config.finetune.model_dump(), "mode": mode, "seed": seed,
+                          "learning_rate": analysis.learning_rates.get(mode)}) for mode in analysis.transfer]
+        if analysis.zero_shot or analysis.few_shot:
+            prompt = analysis.prompts.get(t)
+            stages.append(Stage(f"zeroshot/{t}", ["pretrain", f"records/{t}"],
+                                functools.partial(run_zeroshot, task=t),
+                                {"zero_shot": analysis.zero_shot, "few_shot": analysis.few_shot,
+                                 "calibrate": analysis.calibrate, "prompt": prompt and prompt.model_dump()}))
+    stages.append(Stage("evaluate", ["corpus", "pretrain", *[s.name for s in stages
+                                                              if s.group in ("finetune", "analysis")]],
+                        run_evaluate, {"batch_size": config.finetune.batch_size}))
     if config.export_task:
         stages.append(Stage("export", [f"finetune/{config.export_task}"], run_export,
                             {"export": config.export.model_dump(), "model_name": config.export_task}))

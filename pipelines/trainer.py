@@ -31,6 +31,7 @@ import keras
 from gpt_keras import data as gk_data
 from gpt_keras.config import GPTConfig
 from gpt_keras import saving
+from gpt_keras.transfer import trainable_parameters
 from gpt_keras.model import GPTBackbone
 from gpt_keras.tokenizer import GPTTokenizer
 from gpt_keras.train import TrainSettings, finetune, is_chief, default_strategy, pretrain
@@ -152,11 +153,13 @@ def _finetune(fn_args: FnArgs, config: GPTConfig | None, optim: FinetuneSpec, se
     model, history = finetune(
         backbone, metadata.family, train, settings, num_labels=None if classes else len(metadata.label_names),
         num_choices=metadata.num_choices, lm_weight=optim.lm_weight, val_data=val, strategy=strategy,
-        callbacks=callbacks, label_names=None if classes else metadata.label_names)
+        callbacks=callbacks, label_names=None if classes else metadata.label_names, transfer=optim.transfer,
+        lora_rank=optim.lora_rank)
     if os.path.exists(best_path):  # keep the best epoch by the validation metric
         model.load_weights(best_path)
     if is_chief(strategy):
         saving.save_model(model, fn_args.serving_model_dir, tokenizer, vocabulary_format="hf")
     best = history.history.get(monitor, [])
     return {"steps": settings.epochs * settings.steps_per_epoch, "history": history.history,
+            "trainable_parameters": trainable_parameters(model),
             "best_" + monitor: (min(best) if metadata.is_regression else max(best)) if best else None}

@@ -191,3 +191,30 @@ def test_killed_pretraining_resumes_from_its_checkpoint(tmp_path):
     assert f"(step {saved[-1]}/40)" in out.stdout  # resumed, losing only the steps after that checkpoint
     history = json.loads((tmp_path / "work" / "pretrain" / "logs" / "history.json").read_text())
     assert len(history["loss"]) == (40 - saved[-1]) // 4
+
+
+def test_analysis_stages_reuse_a_finished_run(tmp_path, capsys):
+    """An `extends:` config over a finished run adds transfer modes and zero/few-shot
+    rows to the same table; nothing the first run made is redone."""
+    corpus = _write_data(tmp_path)
+    base = _config(tmp_path, corpus, finetune={"ablation_without_pretraining": False})
+    run(["--config", base])
+    capsys.readouterr()
+    analysis = tmp_path / "analysis.yaml"
+    analysis.write_text(yaml.safe_dump({"extends": base, "analysis": {
+        "transfer": ["frozen"], "learning_rates": {"frozen": 3e-3}, "zero_shot": True, "few_shot": [1],
+        "prompts": {"toy": {"template": "{text} so", "label_words": ["bad", "great"]}}}}))
+    run(["--config", str(analysis)])
+    out = capsys.readouterr().out
+    assert _ran(out) == ["transfer/toy/frozen", "zeroshot/toy", "evaluate"], out
+    metrics = json.loads((tmp_path / "work" / "evaluate" / "metrics.json").read_text())
+    assert set(metrics) == {"lm", "toy/pretrained", "toy/frozen", "toy/zero_shot", "toy/few_shot_k1"}
+    full, frozen = metrics["toy/pretrained"], metrics["toy/frozen"]
+    assert 0 < frozen["trainable_parameters"] < full["trainable_parameters"]
+    assert metrics["toy/zero_shot"]["trainable_parameters"] == 0
+    # At n_ctx 32 with a 60-merge vocabulary a demonstration may not fit: it is dropped, and counted.
+    assert metrics["toy/few_shot_k1"]["k"] == 1 and 0 <= metrics["toy/few_shot_k1"]["mean_demonstrations"] <= 1
+    for row in ("toy/pretrained", "toy/frozen", "toy/zero_shot", "toy/few_shot_k1"):
+        low, high = metrics[row]["accuracy_ci95"]
+        assert low <= metrics[row]["accuracy"] <= high and metrics[row]["examples"] > 0
+    assert "toy/zero_shot" in out and "95% CI" in out  # the printed table has every row

@@ -316,6 +316,23 @@ def test_generate_rest_and_grpc(server, artifacts):
     assert [t.decode() for t in out["text"]] == want
 
 
+def test_scoring_signatures_rest_and_grpc(server, artifacts):
+    """A served LM scores text as gpt_keras.scoring does, so zero-shot solvers can run against it."""
+    from gpt_keras.scoring import LMScorer
+
+    scorer = LMScorer(artifacts.models["writer"], artifacts.tok)
+    texts = ["a great movie", "the plot was thin"]
+    want = [s.total for s in scorer.score_texts(texts)]
+    rows = server.rest.predict("writer", instances=[{"text": t} for t in texts], signature_name="score")
+    close([r["logprob_sum"] for r in rows["predictions"]], want)
+    contexts, continuations = ["a great", "the plot was"], [" movie", " thin"]
+    want = [s.mean for s in scorer.score_continuations(contexts, continuations)]
+    out = server.grpc.predict("writer", {"context": contexts, "continuation": continuations},
+                              signature_name="score_continuation")
+    close(out["logprob_mean"], want)
+    assert list(out["num_tokens"]) == [len(artifacts.tok.encode(c)) for c in continuations]
+
+
 def test_overlong_text_is_truncated_like_training(server, expected):
     probabilities, truncated = expected[2]
     row = server.rest.predict("sentiment", instances=[{"text": LONG}])["predictions"][0]
