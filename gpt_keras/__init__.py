@@ -17,6 +17,9 @@ _LAZY = {
     "GPTBackbone": "gpt_keras.model", "GPTLMModel": "gpt_keras.model", "GPTTaskModel": "gpt_keras.model",
     "with_special_tokens": "gpt_keras.model",
     "TaskFamily": "gpt_keras.tasks", "build_inputs": "gpt_keras.tasks", "pad_inputs": "gpt_keras.tasks",
+    "TaskPreprocessor": "gpt_keras.preprocessor", "predict": "gpt_keras.preprocessor",
+    "save_model": "gpt_keras.saving", "load_model": "gpt_keras.saving",
+    "LMScorer": "gpt_keras.scoring",
 }
 
 __all__ = list(_LAZY)

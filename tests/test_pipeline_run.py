@@ -101,6 +101,18 @@ def test_all_stages_then_skip_force_and_subset(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[evaluate] running" in out and "[finetune" not in out
 
+    # The fine-tuned model directory loads in a fresh process and scores the test split as evaluate did.
+    model_dir, task_dir = work / "finetune" / "toy" / "pretrained", entries["records/toy"]["outputs"]["task_dir"]
+    script = (f"import numpy as np, gpt_keras as gk\nfrom gpt_keras import data\n"
+              f"model = gk.GPTTaskModel.from_preset({str(model_dir)!r})\n"
+              f"hits = [np.argmax(model(x).numpy(), -1) == y.numpy() for x, y in data.task_dataset({task_dir!r}, 'test', 16)]\n"
+              f"print(float(np.mean(np.concatenate(hits))), model.label_names)")
+    fresh = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    accuracy, names = fresh.stdout.strip().splitlines()[-1].split(" ", 1)
+    metrics = json.loads((work / "evaluate" / "metrics.json").read_text())
+    assert float(accuracy) == metrics["toy/pretrained"]["accuracy"] and names == "['0', '1']"
+
 
 def test_adding_a_task_runs_only_that_task(tmp_path, capsys):
     corpus = _write_data(tmp_path)
