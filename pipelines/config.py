@@ -59,8 +59,18 @@ class InputSpec(_InputSpec):
 
 
 class CorpusSpec(Section):
+    """The pre-training corpus. `text_unit` says what one document of a plain-text
+    input is: a "line", a "paragraph" (lines up to a blank line) or a whole
+    "file" (a book: GPT-1 chose BooksCorpus for its long contiguous text). A
+    document is tokenized as one stream, so its windows hold its sentences in
+    order, and the train/validation split is drawn per document. Lines longer
+    than `max_line_bytes` and documents longer than `max_document_bytes` are
+    rejected into the dead letter."""
     input: InputSpec = Field(default_factory=InputSpec)
     text_field: str = "text"
+    text_unit: Literal["line", "paragraph", "file"] = "line"
+    max_line_bytes: int = Field(8 << 20, ge=1)
+    max_document_bytes: int = Field(64 << 20, ge=1)
 
     @model_validator(mode="after")
     def _values(self) -> "CorpusSpec":

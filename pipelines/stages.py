@@ -95,12 +95,15 @@ def _inputs(spec: InputSpec) -> list[str]:
 
 def _options(ctx: Context):
     """The one preprocessing options object of this run (each input's format,
-    where and clean_html travel in its own InputSpec)."""
+    where and clean_html travel in its own InputSpec); the corpus's document
+    unit and size limits apply to plain-text inputs only."""
     from pipelines.preprocess import PreprocessOptions
 
-    pp = ctx.config.preprocess
+    pp, corpus = ctx.config.preprocess, ctx.config.preprocess.corpus
     return PreprocessOptions(mode=ctx.config.tokenizer_mode, max_bad_fraction=pp.max_bad_fraction,
-                             split_salt=str(ctx.config.seed), text_field=pp.corpus.text_field)
+                             split_salt=str(ctx.config.seed), text_field=corpus.text_field,
+                             text_unit=corpus.text_unit, max_line_bytes=corpus.max_line_bytes,
+                             max_document_bytes=corpus.max_document_bytes)
 
 
 def _resolved(spec: InputSpec) -> InputSpec:
