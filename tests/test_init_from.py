@@ -64,10 +64,20 @@ def _outputs(backbone, ids):
 
 @pytest.mark.parametrize("layout", ["original", "hf"])
 def test_pipeline_fine_tunes_evaluates_and_exports_from_a_checkpoint(tmp_path, layout):
+    """The shipped config, with only the checkpoint, its heads and tiny data and sizes set."""
     checkpoint = _checkpoint(tmp_path, layout)
-    entries = run(["--config", _config(tmp_path, checkpoint, layout)])
+    data = str(_write_data(tmp_path))
+    tiny = [f"model.init_from={checkpoint}", f"work_dir={tmp_path / 'work'}", "preprocess.n_ctx=32",
+            f"preprocess.corpus.input.paths=[{data}]", "preprocess.corpus.input.where={source: lm}",
+            "preprocess.corpus.input.clean_html=false", f"preprocess.tasks.0.input.paths=[{data}]",
+            "preprocess.tasks.0.input.where={source: task}", "preprocess.tasks.0.label_names=['0', '1']",
+            "preprocess.tasks.0.val_fraction=0.2", "preprocess.tasks.0.test_fraction=0.2",
+            "finetune.batch_size=16", "finetune.learning_rate=1e-3", "finetune.epochs=1"]
+    if layout == "original":
+        tiny.append(f"model.n_head={N_HEAD}")
+    entries = run(["--config", "gpt1_finetune", *[a for s in tiny for a in ("--set", s)]])
     assert "pretrain" in entries and entries["pretrain"]["metrics"]["steps"] == 0  # no pre-training
-    for stage in ("import", "vocab", "records/toy", "finetune/toy", "evaluate", "export"):
+    for stage in ("import", "vocab", "records/rt_polarity", "finetune/rt_polarity", "evaluate", "export"):
         assert entries[stage]["status"] == "complete", stage
     # The imported model is the checkpoint, weights and vocabulary as they are.
     imported = entries["import"]["outputs"]["model_dir"]
