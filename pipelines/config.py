@@ -258,8 +258,8 @@ class ExperimentConfig(Section):
         if self.preprocess.tokenizer_mode:  # with init_from, pipelines.init_from.check made sure it agrees
             return self.preprocess.tokenizer_mode
         if self.model.init_from:
-            from pipelines.init_from import describe  # reads the checkpoint (cached)
-            return describe(self).mode(None)
+            from pipelines.init_from import tokenizer_mode  # reads the checkpoint (cached)
+            return tokenizer_mode(self)
         return DEFAULT_TOKENIZER_MODE
 
     @property

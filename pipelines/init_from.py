@@ -36,11 +36,6 @@ class Source:
     n_vocab: int | None
     signature: tuple           # (file, size, mtime) of every file: a changed checkpoint re-runs the import
 
-    def mode(self, requested: str | None) -> str:
-        """The tokenizer mode of the run: the checkpoint's, else the requested
-        one, else the source's own text handling."""
-        return self.tokenizer_mode or requested or ("original" if self.format == "original" else "hf")
-
 
 def signature(path: str) -> tuple:
     """Names, sizes and modification times of the files under `path`."""
@@ -84,6 +79,18 @@ def describe(config: ExperimentConfig) -> Source:
     return _describe(path, config.model.n_head, signature(path))
 
 
+def tokenizer_mode(config: ExperimentConfig) -> str:
+    """The run's tokenizer mode when `preprocess.tokenizer_mode` is unset: the
+    checkpoint's; without a vocabulary in it, `preprocess.vocab_dir`'s."""
+    source = describe(config)
+    if source.tokenizer_mode:
+        return source.tokenizer_mode
+    if config.preprocess.vocab_dir:
+        from gpt_keras.tokenizer import GPTTokenizer
+        return GPTTokenizer.load(config.preprocess.vocab_dir).mode
+    return "original" if source.format == "original" else "hf"
+
+
 def check(config: ExperimentConfig) -> Source:
     """The checkpoint, checked against every config key that could contradict it."""
     source = describe(config)
@@ -109,7 +116,10 @@ def check(config: ExperimentConfig) -> Source:
                               "or vocab.json + merges.txt); put the checkpoint's vocabulary beside its weights, "
                               "or give the matching one as preprocess.vocab_dir")
         from gpt_keras.tokenizer import GPTTokenizer
-        n_vocab = GPTTokenizer.load(pp.vocab_dir, mode=config.tokenizer_mode).n_vocab
+        try:
+            n_vocab = GPTTokenizer.load(pp.vocab_dir, mode=pp.tokenizer_mode).n_vocab
+        except (ValueError, OSError) as e:
+            raise ConfigError(f"preprocess.vocab_dir: {e}") from None
         if n_vocab != c.vocab_size:
             raise ConfigError(f"preprocess.vocab_dir={pp.vocab_dir!r} has {n_vocab} BPE tokens but {where} embeds "
                               f"{c.vocab_size}; give the vocabulary these weights were trained with")

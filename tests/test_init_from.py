@@ -62,20 +62,27 @@ def _outputs(backbone, ids):
     return np.asarray(backbone(x, training=False))
 
 
-@pytest.mark.parametrize("layout", ["original", "hf"])
-def test_pipeline_fine_tunes_evaluates_and_exports_from_a_checkpoint(tmp_path, layout):
-    """The shipped config, with only the checkpoint, its heads and tiny data and sizes set."""
-    checkpoint = _checkpoint(tmp_path, layout)
+def _shipped_config_run(tmp_path, checkpoint, *extra):
+    """The shipped config, with only the checkpoint, tiny data and sizes set."""
     data = str(_write_data(tmp_path))
     tiny = [f"model.init_from={checkpoint}", f"work_dir={tmp_path / 'work'}", "preprocess.n_ctx=32",
             f"preprocess.corpus.input.paths=[{data}]", "preprocess.corpus.input.where={source: lm}",
             "preprocess.corpus.input.clean_html=false", f"preprocess.tasks.0.input.paths=[{data}]",
             "preprocess.tasks.0.input.where={source: task}", "preprocess.tasks.0.label_names=['0', '1']",
             "preprocess.tasks.0.val_fraction=0.2", "preprocess.tasks.0.test_fraction=0.2",
-            "finetune.batch_size=16", "finetune.learning_rate=1e-3", "finetune.epochs=1"]
-    if layout == "original":
-        tiny.append(f"model.n_head={N_HEAD}")
-    entries = run(["--config", "gpt1_finetune", *[a for s in tiny for a in ("--set", s)]])
+            "finetune.batch_size=16", "finetune.learning_rate=1e-3", "finetune.epochs=1", *extra]
+    return run(["--config", "gpt1_finetune", *[a for s in tiny for a in ("--set", s)]])
+
+
+def _served(entries):
+    loaded = tf.saved_model.load(entries["export"]["outputs"]["saved_model"])
+    return loaded.signatures["serving_default"](text=tf.constant(["a great and moving film", "a dull film"]))
+
+
+@pytest.mark.parametrize("layout", ["original", "hf"])
+def test_pipeline_fine_tunes_evaluates_and_exports_from_a_checkpoint(tmp_path, layout):
+    checkpoint = _checkpoint(tmp_path, layout)
+    entries = _shipped_config_run(tmp_path, checkpoint, *([f"model.n_head={N_HEAD}"] if layout == "original" else []))
     assert "pretrain" in entries and entries["pretrain"]["metrics"]["steps"] == 0  # no pre-training
     for stage in ("import", "vocab", "records/rt_polarity", "finetune/rt_polarity", "evaluate", "export"):
         assert entries[stage]["status"] == "complete", stage
@@ -85,9 +92,7 @@ def test_pipeline_fine_tunes_evaluates_and_exports_from_a_checkpoint(tmp_path, l
     ids = [[1, 5, 9, 2, 7]]
     np.testing.assert_array_equal(_outputs(saving.load_backbone(imported), ids), _outputs(expected, ids))
     assert saving.load_tokenizer(imported).mode == layout  # the source's text handling
-    # The served model answers.
-    loaded = tf.saved_model.load(entries["export"]["outputs"]["saved_model"])
-    out = loaded.signatures["serving_default"](text=tf.constant(["a great and moving film", "a dull film"]))
+    out = _served(entries)  # the served model answers
     assert out["probabilities"].shape == (2, 2)
     np.testing.assert_allclose(out["probabilities"].numpy().sum(-1), 1.0, rtol=1e-5)
 
@@ -182,3 +187,36 @@ def test_pretrain_disabled_without_a_checkpoint_is_an_error(tmp_path):
     config = _config(tmp_path, "", "hf", model={"preset": "tiny"})
     with pytest.raises(ConfigError, match=r"pretrain.enabled: false needs model.init_from"):
         load_config(config)
+
+
+_WHEEL = os.environ.get("GPT_KERAS_ALLENNLP_WHEEL", "")
+
+
+@pytest.mark.skipif(not os.path.isfile(_WHEEL),
+                    reason="set GPT_KERAS_ALLENNLP_WHEEL to a downloaded allennlp-0.9.0 wheel")
+def test_allennlp_fixture_weights_fine_tune_with_a_vocabulary_of_our_own(tmp_path):
+    """The fixture's vocabulary maps `<unk>` and `ee</w>` to id 0, which the tokenizer
+    refuses (docs/init_from.md says why); its weights run with a 50-id vocabulary."""
+    import shutil
+    import tarfile
+    import zipfile
+
+    member = "allennlp/tests/fixtures/openai_transformer/transformer_small.tar.gz"
+    with zipfile.ZipFile(_WHEEL) as wheel, open(tmp_path / "small.tar.gz", "wb") as f:
+        f.write(wheel.read(member))
+    with tarfile.open(tmp_path / "small.tar.gz") as tar:
+        tar.extractall(tmp_path / "fixture", filter="data")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for name in os.listdir(tmp_path / "fixture" / "model"):
+        if name.startswith("params_"):
+            shutil.copy(tmp_path / "fixture" / "model" / name, weights / name)
+    texts = POSITIVE + NEGATIVE + ["the movie plot actor scene music story ending"]
+    vocab = next(t for k in range(60) if (t := train_bpe(count_words(texts), num_merges=k, min_frequency=1)).n_vocab >= 50)
+    assert vocab.n_vocab == 50  # the fixture's 50 embedding rows
+    vocab.save(str(tmp_path / "vocab"), format="original")
+    entries = _shipped_config_run(tmp_path, str(weights), "model.n_head=2", f"preprocess.vocab_dir={tmp_path / 'vocab'}")
+    imported = saving.load_backbone(entries["import"]["outputs"]["model_dir"])
+    np.testing.assert_array_equal(_outputs(imported, [[1, 2, 3]]),
+                                  _outputs(convert.load_original(weights, n_head=2), [[1, 2, 3]]))
+    assert _served(entries)["probabilities"].shape == (2, 2)
