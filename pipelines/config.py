@@ -226,15 +226,15 @@ class ExperimentConfig(Section):
         return self
 
     def _preset_sizes(self) -> None:
+        _check(self.pretrain.enabled, "pretrain.enabled",
+               "false needs model.init_from (a checkpoint to fine-tune instead of pre-training); "
+               "set model.init_from=<dir> or pretrain.enabled=true")
         config, want = self.model.gpt_config(), self.preprocess.n_ctx
         preset = f"model.preset={self.model.preset or DEFAULT_PRESET!r}"
         key = ("model.overrides.n_ctx={}" if "n_ctx" in self.model.overrides
                else f"{preset} has n_ctx={{}}").format(config.n_ctx)
         _check(config.n_ctx >= want, "", f"{key}, less than preprocess.n_ctx={want}: the model must fit the records; "
                                          f"set model.overrides.n_ctx >= {want} or lower preprocess.n_ctx")
-        _check(self.pretrain.enabled, "pretrain.enabled",
-               "false needs model.init_from (a checkpoint to fine-tune instead of pre-training); "
-               "set model.init_from=<dir> or pretrain.enabled=true")
         _check(self.model.n_head is None, "model.n_head",
                "is for model.init_from in the original release layout; set the heads with model.overrides.n_head")
         n = self.finetune.n_transfer
