@@ -220,3 +220,17 @@ def test_allennlp_fixture_weights_fine_tune_with_a_vocabulary_of_our_own(tmp_pat
     np.testing.assert_array_equal(_outputs(imported, [[1, 2, 3]]),
                                   _outputs(convert.load_original(weights, n_head=2), [[1, 2, 3]]))
     assert _served(entries)["probabilities"].shape == (2, 2)
+
+
+def test_continued_pretraining_starts_from_the_checkpoint(tmp_path):
+    checkpoint = _checkpoint(tmp_path, "hf")
+    config = _config(tmp_path, checkpoint, "hf", pretrain={
+        "enabled": True, "batch_size": 8, "learning_rate": 1e-3, "warmup": 1, "max_steps": 2,
+        "steps_per_checkpoint": 2, "validation_batches": 1, "jit_compile": False})
+    entries = run(["--config", config, "--stages", "preprocess,pretrain"])
+    assert entries["pretrain"]["metrics"]["steps"] == 2
+    trained = saving.load_backbone(entries["pretrain"]["outputs"]["model_dir"])
+    source = convert.load_hf(checkpoint)
+    assert trained.config == source.config  # the checkpoint's sizes, still without special rows
+    moved = [float(np.abs(a.numpy() - b.numpy()).max()) for a, b in zip(trained.weights, source.weights)]
+    assert 0 < max(moved) < 0.05  # two small steps away from the checkpoint, not a fresh model
