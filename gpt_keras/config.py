@@ -76,8 +76,9 @@ class GPTConfig:
 
     def _special_id(self, k: int) -> int:
         if not self.n_special:
-            raise ValueError("This config has no special tokens (n_special=0); "
-                             "use config.replace(n_special=3) or gpt_keras.model.with_special_tokens().")
+            raise ValueError(f"This config has no special-token rows (n_special=0: a pre-trained LM; fine-tuning "
+                             f"adds them, with ids {self.vocab_size}..{self.vocab_size + 2}); use "
+                             "config.replace(n_special=3) or gpt_keras.model.with_special_tokens(backbone, seed).")
         return self.vocab_size + k
 
     def replace(self, **changes: Any) -> "GPTConfig":

@@ -312,12 +312,14 @@ def _hf_weight_files(path: Path) -> list[Path]:
 
 def _read_weight_file(file: Path) -> dict[str, np.ndarray]:
     if file.suffix == ".safetensors":
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
         try:
             with safe_open(str(file), framework="np") as f:
                 return {k: f.get_tensor(k) for k in f.keys()}
         except (TypeError, ValueError):  # e.g. bfloat16, which numpy lacks: go through torch
             pass
+        except SafetensorError as err:  # a truncated or damaged download
+            raise ConversionError(f"{file} is not a readable safetensors file ({err}); download it again") from None
     try:
         import torch  # pylint: disable=import-outside-toplevel
     except ImportError:
@@ -464,6 +466,43 @@ def load_any(path: PathLike, **kwargs: Any) -> GPTBackbone:
     return (load_original if fmt == "original" else load_hf)(path, **kwargs)
 
 
+def load_checkpoint(src: PathLike, *, n_head: int | None = None, include_vocab: bool = True,
+                    tokenizer_mode: str | None = None) -> tuple[GPTBackbone, Any, str]:
+    """(backbone, tokenizer or None, format) of a checkpoint directory in any
+    supported format, as it is (no special-token rows added).
+
+    The tokenizer is the checkpoint's own vocabulary, checked against the
+    embedding. Its mode defaults to the source's text handling: "original"
+    (`text_standardize`, what the OpenAI release was trained on) for the
+    original layout, "hf" for HF, the recorded mode for gpt_keras directories.
+    """
+    fmt = detect_format(src)
+    if fmt == "gpt_keras":
+        if n_head is not None and n_head != saving.read_config(src).n_head:
+            raise ConversionError(f"n_head={n_head} was requested, but {src} has "
+                                  f"n_head={saving.read_config(src).n_head}")
+        backbone = saving.load_backbone(src)
+        tokenizer = saving.load_tokenizer(src) if include_vocab else None
+        if tokenizer is not None and tokenizer_mode and tokenizer.mode != tokenizer_mode:
+            raise ConversionError(f"tokenizer_mode={tokenizer_mode!r} was requested, but {src} records "
+                                  f"mode {tokenizer.mode!r}")
+        return backbone, tokenizer, fmt
+    vocab = find_vocab(src) if include_vocab else None
+    if fmt == "original":
+        backbone = load_original(src, n_head=n_head, check_vocab=include_vocab)
+    else:
+        backbone = load_hf(src, check_vocab=include_vocab)
+        if n_head is not None and n_head != backbone.config.n_head:
+            raise ConversionError(f"n_head={n_head} was requested, but {src}/config.json has "
+                                  f"n_head={backbone.config.n_head}")
+    tokenizer = _load_tokenizer(*vocab, mode=tokenizer_mode or fmt) if vocab else None
+    if tokenizer is not None and tokenizer.n_vocab != backbone.config.vocab_size:
+        raise VocabularyMismatchError(
+            f"The tokenizer reports n_vocab={tokenizer.n_vocab} but the embedding has "
+            f"{backbone.config.vocab_size} vocabulary rows; special-token ids would be misplaced")
+    return backbone, tokenizer, fmt
+
+
 def convert_checkpoint(src: PathLike, dst: PathLike, *, n_head: int | None = None,
                        add_special_tokens: bool = True, seed: int = 0, include_vocab: bool = True,
                        tokenizer_mode: str | None = None) -> Path:
@@ -475,19 +514,11 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, n_head: int | None = Non
     weights and vocabulary. `tokenizer_mode` defaults to the source's own
     text handling: "original" for the OpenAI release, "hf" for HF.
     """
-    fmt = detect_format(src)
-    if fmt == "gpt_keras":
+    if detect_format(src) == "gpt_keras":
         raise ConversionError(f"{src} is already in the gpt_keras format")
+    backbone, tokenizer, _ = load_checkpoint(src, n_head=n_head, include_vocab=include_vocab,
+                                             tokenizer_mode=tokenizer_mode)
     vocab = find_vocab(src) if include_vocab else None
-    if fmt == "original":
-        backbone = load_original(src, n_head=n_head, check_vocab=include_vocab)
-    else:
-        backbone = load_hf(src, check_vocab=include_vocab)
-    tokenizer = _load_tokenizer(*vocab, mode=tokenizer_mode or fmt) if vocab else None
-    if tokenizer is not None and tokenizer.n_vocab != backbone.config.vocab_size:
-        raise VocabularyMismatchError(
-            f"The tokenizer reports n_vocab={tokenizer.n_vocab} but the embedding has "
-            f"{backbone.config.vocab_size} vocabulary rows; special-token ids would be misplaced")
     if add_special_tokens:
         backbone = with_special_tokens(backbone, seed=seed)
     return saving.save_model(backbone, dst, tokenizer, vocabulary_format=vocab[0] if vocab else "original")

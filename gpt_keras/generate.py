@@ -53,9 +53,11 @@ def lm_head(backbone: GPTBackbone) -> tf.Tensor:
     Transposed once per generate call, outside the decode loop: a matmul
     against the stored `[vocab, n_embd]` table with `transpose_b` (or
     `embed.attend`, which transposes it in every step) runs 2-3x slower on
-    CPU for a batch of 8 rows.
+    CPU for a batch of 8 rows. Only the BPE rows: a special token
+    (`_start_`, `_delimiter_`, `_classify_`) is an input marker, never text,
+    so generation can never emit one.
     """
-    return tf.transpose(backbone.embed.token_embeddings)
+    return tf.transpose(backbone.embed.token_embeddings[:backbone.config.vocab_size])
 
 
 def lm_logits(head: tf.Tensor, hidden: tf.Tensor) -> tf.Tensor:

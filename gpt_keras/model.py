@@ -144,15 +144,17 @@ def with_special_tokens(backbone: GPTBackbone, seed: int | None = None) -> GPTBa
 
     Returned as is when it has them; otherwise a copy with every weight
     transferred and three new rows drawn from N(0, initializer_range), as the
-    paper's fine-tuning adds them.
+    paper's fine-tuning adds them. `seed` None draws from NumPy's global
+    generator, which `keras.utils.set_random_seed` seeds.
     """
     if backbone.config.n_special:
         return backbone
     config = backbone.config.replace(n_special=3)
     new = GPTBackbone(**config.to_dict(), name=backbone.name)
+    rng = np.random if seed is None else np.random.default_rng(seed)
     for target, source in zip(new.weights, backbone.weights):
         if target.path.endswith("token_embeddings"):
-            extra = np.random.default_rng(seed).normal(
+            extra = rng.normal(
                 0.0, config.initializer_range, (config.n_special, config.n_embd)).astype(target.dtype)
             target.assign(np.concatenate([ops.convert_to_numpy(source), extra], axis=0))
         else:

@@ -100,7 +100,8 @@ class TaskPreprocessor:
       in_graph: tokenize with the TF graph tokenizer (SavedModels, tf.data);
         otherwise with the Python one (Beam, `predict`). Both give the same ids.
       max_text_bytes: graph mode cuts each text to its first this many bytes
-        before tokenizing (default BYTES_PER_POSITION * n_ctx).
+        before tokenizing (default BYTES_PER_POSITION * n_ctx); a
+        multiple-choice context to its last ones, like the transform.
     """
 
     def __init__(self, tokenizer: Any, family: "str | TaskFamily", n_ctx: int, num_choices: int | None = None,
@@ -132,7 +133,9 @@ class TaskPreprocessor:
                     for name in self.family.fields}
         out = {}
         for name in self.family.fields:
-            ids = self.graph_tokenizer(cut_text(fields[name], self.max_text_bytes))
+            # A multiple-choice context keeps its end (the question), as the transform does.
+            cut = last_bytes if (name == "context" and self.family is TaskFamily.MULTIPLE_CHOICE) else cut_text
+            ids = self.graph_tokenizer(cut(fields[name], self.max_text_bytes))
             out[name] = tf.RaggedTensor.from_uniform_row_length(ids, self.num_choices) if name == "choices" else ids
         return out
 

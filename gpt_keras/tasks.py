@@ -154,6 +154,13 @@ def _take_prefix(rt: tf.RaggedTensor, n) -> tf.RaggedTensor:
     return tf.ragged.boolean_mask(rt, keep)
 
 
+def _take_suffix(rt: tf.RaggedTensor, n) -> tf.RaggedTensor:
+    """The last n[i] tokens of each row i."""
+    lengths = rt.row_lengths()
+    keep = tf.ragged.range(lengths) >= tf.expand_dims(lengths - tf.cast(n, rt.row_splits.dtype), 1)
+    return tf.ragged.boolean_mask(rt, keep)
+
+
 def _pair_lengths(la, lb, budget):
     """Longest-first truncation of a pair to at most `budget` tokens.
 
@@ -224,16 +231,38 @@ def build_inputs(family: "str | TaskFamily", fields: Mapping[str, tf.RaggedTenso
 
 
 def _multiple_choice(context: tf.RaggedTensor, choices: tf.RaggedTensor, n_ctx: int, special_ids):
+    """`[s] context [$] choice_k [e]` for each k, truncated so that every
+    choice sees the same context, and the context keeps its end.
+
+    RACE puts the question at the end of the context, so a long context loses
+    its beginning. Lengths follow the longest-first rule between the context
+    and the longest choice (`_pair_lengths`): the context keeps the same last
+    tokens for every k, and each choice keeps its first tokens, at most as
+    many as the longest choice got. The original code (finetune-transformer-lm,
+    ROCStories) instead cuts story and ending each to a fixed n_ctx // 2 - 2
+    first tokens; for segments shorter than that the two rules agree, and when
+    both are long each still gets about half the context.
+    """
     if choices.ragged_rank != 2:
         raise ValueError("multiple_choice `choices` must be [batch, K, tokens] (a list of candidates per row)")
     counts = choices.row_lengths(axis=1)
     tf.debugging.assert_equal(counts, counts[:1],
                               message="every multiple_choice row must have the same number of choices")
+    start, delim, clf = special_ids
     flat_choices = choices.merge_dims(0, 1)
-    repeated_context = tf.gather(context, tf.repeat(tf.range(context.nrows()), counts))
-    seq, truncated = _sequences(repeated_context, flat_choices, n_ctx, special_ids)
+    choice_lengths = flat_choices.row_lengths()
+    longest = tf.reduce_max(tf.RaggedTensor.from_row_lengths(choice_lengths, counts), axis=1)
+    context_lengths = context.row_lengths()
+    keep_context, keep_choice = _pair_lengths(context_lengths, tf.maximum(longest, 0),
+                                              tf.cast(n_ctx - 3, context_lengths.dtype))
+    rows = tf.repeat(tf.range(context.nrows()), counts)
+    kept_choice = tf.minimum(choice_lengths, tf.gather(keep_choice, rows))
+    col = lambda token: tf.fill([tf.size(rows), 1], tf.constant(token, context.dtype))  # noqa: E731
+    seq = tf.concat([col(start), tf.gather(_take_suffix(context, keep_context), rows), col(delim),
+                     _take_prefix(flat_choices, kept_choice), col(clf)], axis=1)
     token_ids = tf.RaggedTensor.from_row_lengths(seq, counts)
-    truncated = tf.reduce_any(tf.RaggedTensor.from_row_lengths(truncated, counts), axis=1)
+    truncated = tf.logical_or(keep_context < context_lengths, tf.reduce_any(
+        tf.RaggedTensor.from_row_lengths(kept_choice < choice_lengths, counts), axis=1))
     return {"token_ids": token_ids, "truncated": truncated}
 
 

@@ -113,11 +113,15 @@ def pretrain(config: GPTConfig | GPTBackbone, train_data: tf.data.Dataset, setti
 
     Args:
       config: a `GPTConfig` (fresh weights) or a backbone to continue from.
+        A fresh model has no special-token rows (`n_special=0`, whatever the
+        config says): in pre-training they would only be wrong answers in the
+        softmax, shrinking under weight decay; `finetune` adds them fresh,
+        as the paper and the original code do.
       train_data: batches of {"token_ids", "padding_mask"} int32 [batch, len]
         (global batch size; the strategy splits it across replicas).
       settings: `TrainSettings`; the paper uses `warmup_cosine`, lr 2.5e-4, 2000 warmup steps.
     """
-    cfg = config.config if isinstance(config, GPTBackbone) else config
+    cfg = config.config if isinstance(config, GPTBackbone) else config.replace(n_special=0)
 
     def build() -> GPTLMModel:
         return GPTLMModel(_fresh_backbone(cfg, config if isinstance(config, GPTBackbone) else None))
@@ -130,6 +134,7 @@ def finetune(backbone: GPTBackbone, family: str, train_data: tf.data.Dataset, se
              val_data: tf.data.Dataset | None = None, strategy: tf.distribute.Strategy | None = None,
              callbacks: Sequence[keras.callbacks.Callback] = (), transfer: str = "full",
              lora_rank: int = DEFAULT_LORA_RANK, label_names: Sequence[str] | None = None,
+             n_transfer: int | None = None, seed: int | None = None,
              ) -> tuple[GPTTaskModel, keras.callbacks.History]:
     """Discriminative fine-tuning with L3 = L2 + lm_weight * L1 (eq. 5).
 
@@ -138,8 +143,12 @@ def finetune(backbone: GPTBackbone, family: str, train_data: tf.data.Dataset, se
     is left untouched. Batches are {"token_ids", "padding_mask"} of shape
     [batch, n_sequences, len] plus "label" (or `(x, y)` pairs). `transfer`
     chooses what learns (`gpt_keras.transfer`: full, frozen, lora, layer_mix).
+    Missing special-token rows are drawn N(0, 0.02) from `seed` (None: NumPy's
+    global generator). `n_transfer` (the paper's Figure 2, the original's
+    `--n_transfer`): the embeddings and the first n blocks keep the
+    pre-trained weights, the other blocks start fresh; None transfers all.
     """
-    source = with_special_tokens(backbone)
+    source = transfer_blocks(with_special_tokens(backbone, seed=seed), n_transfer)
     cfg = source.config
     if check_mode(transfer, lora_rank) != "full":
         # The masked token embedding keeps its BPE rows only without weight decay.
@@ -151,6 +160,21 @@ def finetune(backbone: GPTBackbone, family: str, train_data: tf.data.Dataset, se
                             transfer=transfer, lora_rank=lora_rank)
 
     return _fit(build, cfg, train_data, settings, val_data, strategy, callbacks)
+
+
+def transfer_blocks(backbone: GPTBackbone, n_transfer: int | None) -> GPTBackbone:
+    """`backbone` with blocks `n_transfer`.. re-initialised (the embeddings
+    always transfer, as in the original code); None or n_layer: as is."""
+    n_layer = backbone.config.n_layer
+    if n_transfer is None or n_transfer == n_layer:
+        return backbone
+    if isinstance(n_transfer, bool) or not isinstance(n_transfer, int) or not 0 <= n_transfer <= n_layer:
+        raise ValueError(f"n_transfer must be an integer in 0..{n_layer} (blocks of this model), got {n_transfer!r}")
+    fresh = GPTBackbone(**backbone.config.to_dict())  # initialised as the paper says: N(0, 0.02), zero biases
+    fresh.embed.set_weights(backbone.embed.get_weights())
+    for source, target in zip(backbone.blocks[:n_transfer], fresh.blocks):
+        target.set_weights(source.get_weights())
+    return fresh
 
 
 def _fresh_backbone(cfg: GPTConfig, source: GPTBackbone | None) -> GPTBackbone:

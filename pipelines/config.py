@@ -59,8 +59,18 @@ class InputSpec(_InputSpec):
 
 
 class CorpusSpec(Section):
+    """The pre-training corpus. `text_unit` says what one document of a plain-text
+    input is: a "line", a "paragraph" (lines up to a blank line) or a whole
+    "file" (a book: GPT-1 chose BooksCorpus for its long contiguous text). A
+    document is tokenized as one stream, so its windows hold its sentences in
+    order, and the train/validation split is drawn per document. Lines longer
+    than `max_line_bytes` and documents longer than `max_document_bytes` are
+    rejected into the dead letter."""
     input: InputSpec = Field(default_factory=InputSpec)
     text_field: str = "text"
+    text_unit: Literal["line", "paragraph", "file"] = "line"
+    max_line_bytes: int = Field(8 << 20, ge=1)
+    max_document_bytes: int = Field(64 << 20, ge=1)
 
     @model_validator(mode="after")
     def _values(self) -> "CorpusSpec":
@@ -98,10 +108,19 @@ class TaskSpec(Section):
         return self
 
 
+DEFAULT_NUM_MERGES = 8000
+DEFAULT_TOKENIZER_MODE = "hf"
+DEFAULT_PRESET = "demo"
+
+
 class PreprocessSpec(Section):
-    vocab_dir: str = ""          # reuse a vocabulary; empty: learn one from the corpus
-    num_merges: int = Field(8000, gt=0)
-    tokenizer_mode: Literal["hf", "original"] = "hf"
+    """`num_merges` and `tokenizer_mode` are optional so that "asks for" differs
+    from "left alone": unset, they come from `model.init_from`'s checkpoint when
+    there is one (its vocabulary and text handling win), else from the defaults
+    above; set, they must agree with the checkpoint."""
+    vocab_dir: str = ""          # reuse a vocabulary; empty: learn one from the corpus (or take init_from's)
+    num_merges: int | None = Field(None, gt=0)               # unset: DEFAULT_NUM_MERGES
+    tokenizer_mode: Literal["hf", "original"] | None = None  # unset: the checkpoint's, else DEFAULT_TOKENIZER_MODE
     n_ctx: int = Field(128, ge=8)
     val_fraction: float = Field(0.05, gt=0, lt=1)
     max_bad_fraction: float = Field(0.01, ge=0, le=1)
@@ -116,10 +135,19 @@ class PreprocessSpec(Section):
 
 
 class ModelSpec(Section):
-    """A gpt_keras preset plus field overrides. The vocabulary size comes from
-    the tokenizer: the preset's is a default; an override must agree."""
-    preset: str = "demo"
+    """A gpt_keras preset plus field overrides, or a checkpoint to start from.
+
+    The vocabulary size comes from the tokenizer: the preset's is a default;
+    an override must agree. `init_from`: a directory in the original OpenAI
+    release layout, the HF `openai-gpt` layout or the gpt_keras model format
+    (detected); its sizes, vocabulary and tokenizer mode win, and a `preset`,
+    `overrides` or preprocess key that disagrees is an error. `n_head` is for
+    the original layout, which carries no config (default: GPT-1's 64-wide
+    heads, n_embd // 64)."""
+    preset: str | None = None   # unset: DEFAULT_PRESET, or the checkpoint's sizes with init_from
     overrides: dict[str, Any] = {}
+    init_from: str = ""
+    n_head: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _values(self) -> "ModelSpec":
@@ -130,7 +158,7 @@ class ModelSpec(Section):
         """The preset with the overrides (and `fields`) applied."""
         from gpt_keras.config import GPTConfig
         try:
-            return GPTConfig.from_preset(self.preset, **{**self.overrides, **fields})
+            return GPTConfig.from_preset(self.preset or DEFAULT_PRESET, **{**self.overrides, **fields})
         except (ValueError, TypeError) as e:
             _check(False, "", str(e))
 
@@ -149,12 +177,21 @@ class OptimSpec(Section):
     jit_compile: StrictBool = True
 
 
+class PretrainSpec(OptimSpec):
+    # false: no pre-training stage; fine-tuning starts from model.init_from as it is
+    # (true with init_from: continued pre-training on preprocess.corpus).
+    enabled: StrictBool = True
+
+
 class FinetuneSpec(OptimSpec):
     learning_rate: float = Field(6.25e-5, gt=0)
     schedule: Literal["warmup_cosine", "warmup_linear", "constant"] = "warmup_linear"
     warmup: float = Field(0.002, ge=0)
     epochs: float = Field(3.0, gt=0)
     lm_weight: float = Field(0.5, ge=0)
+    # The paper's Figure 2 (left), the original's --n_transfer: the embeddings and the
+    # first n blocks come from the pre-trained model, the rest start fresh (unset: all).
+    n_transfer: int | None = Field(None, ge=0)
     ablation_without_pretraining: StrictBool = True  # also train from scratch (the paper's ablation)
     early_stopping_patience: int = 0                 # evaluations without improvement (0: off)
     # Task batches vary in length; without XLA each batch is padded only to its
@@ -208,24 +245,60 @@ class ExperimentConfig(Section):
     seed: int = 0
     model: ModelSpec = Field(default_factory=ModelSpec)
     preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
-    pretrain: OptimSpec = Field(default_factory=OptimSpec)
+    pretrain: PretrainSpec = Field(default_factory=PretrainSpec)
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
 
     @model_validator(mode="after")
     def _sizes(self) -> "ExperimentConfig":
-        n_ctx, want = self.model.gpt_config().n_ctx, self.preprocess.n_ctx
-        key = ("model.overrides.n_ctx={}" if "n_ctx" in self.model.overrides
-               else f"model.preset={self.model.preset!r} has n_ctx={{}}").format(n_ctx)
-        _check(n_ctx >= want, "", f"{key}, less than preprocess.n_ctx={want}: the model must fit the records; "
-                                  f"set model.overrides.n_ctx >= {want} or lower preprocess.n_ctx")
+        if self.model.init_from:
+            self._init_from_keys()  # sizes are the checkpoint's: pipelines.init_from checks them
+        else:
+            self._preset_sizes()
         tasks = [t.name for t in self.preprocess.tasks]
         _check(not self.export.model_name or self.export.model_name in tasks, "export.model_name",
                f"{self.export.model_name!r} is not a task in preprocess.tasks {tasks}")
         unknown = sorted(set(self.analysis.prompts) - set(tasks))
         _check(not unknown, "analysis.prompts", f"{unknown} are not tasks in preprocess.tasks {tasks}")
         return self
+
+    def _preset_sizes(self) -> None:
+        _check(self.pretrain.enabled, "pretrain.enabled",
+               "false needs model.init_from (a checkpoint to fine-tune instead of pre-training); "
+               "set model.init_from=<dir> or pretrain.enabled=true")
+        config, want = self.model.gpt_config(), self.preprocess.n_ctx
+        preset = f"model.preset={self.model.preset or DEFAULT_PRESET!r}"
+        key = ("model.overrides.n_ctx={}" if "n_ctx" in self.model.overrides
+               else f"{preset} has n_ctx={{}}").format(config.n_ctx)
+        _check(config.n_ctx >= want, "", f"{key}, less than preprocess.n_ctx={want}: the model must fit the records; "
+                                         f"set model.overrides.n_ctx >= {want} or lower preprocess.n_ctx")
+        _check(self.model.n_head is None, "model.n_head",
+               "is for model.init_from in the original release layout; set the heads with model.overrides.n_head")
+        n = self.finetune.n_transfer
+        _check(n is None or n <= config.n_layer, "finetune.n_transfer",
+               f"{n} is more than the model's {config.n_layer} blocks ({preset}); use 0..{config.n_layer} "
+               "or leave it unset (all)")
+
+    def _init_from_keys(self) -> None:
+        pp = self.preprocess
+        _check(pp.num_merges is None, "preprocess.num_merges",
+               "asks for a learned vocabulary, but the vocabulary comes from model.init_from; remove "
+               "preprocess.num_merges (or model.init_from to pre-train from scratch)")
+    @property
+    def num_merges(self) -> int:
+        """BPE merges of a learned vocabulary (`preprocess.num_merges` or the default)."""
+        return self.preprocess.num_merges or DEFAULT_NUM_MERGES
+
+    @property
+    def tokenizer_mode(self) -> str:
+        """`preprocess.tokenizer_mode`, else the checkpoint's (init_from), else the default."""
+        if self.preprocess.tokenizer_mode:  # with init_from, pipelines.init_from.check made sure it agrees
+            return self.preprocess.tokenizer_mode
+        if self.model.init_from:
+            from pipelines.init_from import tokenizer_mode  # reads the checkpoint (cached)
+            return tokenizer_mode(self)
+        return DEFAULT_TOKENIZER_MODE
 
     @property
     def export_task(self) -> str:
@@ -235,10 +308,13 @@ class ExperimentConfig(Section):
     def gpt_config(self, n_vocab: int):
         """The model's `GPTConfig` for a tokenizer of `n_vocab` BPE tokens; an
         explicit `model.overrides.vocab_size` that disagrees is an error."""
+        if self.model.init_from:  # the checkpoint's sizes (pipelines.init_from.check compared the rest)
+            from pipelines.init_from import describe
+            return describe(self).config
         override = self.model.overrides.get("vocab_size")
         if override is not None and override != n_vocab:
             source = (f"preprocess.vocab_dir={self.preprocess.vocab_dir!r}" if self.preprocess.vocab_dir
-                      else f"preprocess.num_merges={self.preprocess.num_merges}")
+                      else f"preprocess.num_merges={self.num_merges}")
             raise ConfigError(f"model.overrides.vocab_size={override} disagrees with the tokenizer's {n_vocab} BPE "
                               f"tokens ({source}); remove the override")
         return self.model.gpt_config(vocab_size=n_vocab)

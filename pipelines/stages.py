@@ -26,10 +26,12 @@ from pipelines.config import ConfigError, ExperimentConfig, InputSpec, TaskSpec
 STAGE_NAMES = ["preprocess", "pretrain", "finetune", "analysis", "evaluate", "export"]
 STAGE_TABLE = """
     --stages    stage            reads (stages + config)
-    preprocess  vocab            preprocess.corpus, num_merges, tokenizer_mode (or vocab_dir)
+    preprocess  import           model.init_from (its files), model.n_head: the checkpoint as a model directory
+                vocab            preprocess.corpus, num_merges, tokenizer_mode (or vocab_dir, or import)
                 corpus           vocab + preprocess.corpus, n_ctx, val_fraction, seed
                 records/<task>   vocab + that task, preprocess.n_ctx, seed
-    pretrain    pretrain         vocab, corpus + model, pretrain, seed
+    pretrain    pretrain         vocab, corpus (+ import) + model, pretrain, seed; with
+                                 pretrain.enabled=false only import (the checkpoint as is)
     finetune    finetune/<task>  pretrain, records/<task> + finetune, seed
     analysis    transfer/<task>/<mode>   pretrain, records/<task> + finetune, analysis.transfer (if set)
                 zeroshot/<task>  pretrain, records/<task> + analysis zero_shot, few_shot, prompts (if set)
@@ -41,7 +43,7 @@ STAGE_TABLE = """
 def group_of(stage: str) -> str:
     """`records/x` -> preprocess, `finetune/x` -> finetune, `transfer/x/m` -> analysis."""
     prefix = stage.split("/")[0]
-    if prefix in ("vocab", "corpus", "records"):
+    if prefix in ("import", "vocab", "corpus", "records"):
         return "preprocess"
     return "analysis" if prefix in ("transfer", "zeroshot") else prefix
 
@@ -98,12 +100,15 @@ def _inputs(spec: InputSpec) -> list[str]:
 
 def _options(ctx: Context):
     """The one preprocessing options object of this run (each input's format,
-    where and clean_html travel in its own InputSpec)."""
+    where and clean_html travel in its own InputSpec); the corpus's document
+    unit and size limits apply to plain-text inputs only."""
     from pipelines.preprocess import PreprocessOptions
 
-    pp = ctx.config.preprocess
-    return PreprocessOptions(mode=pp.tokenizer_mode, max_bad_fraction=pp.max_bad_fraction,
-                             split_salt=str(ctx.config.seed), text_field=pp.corpus.text_field)
+    pp, corpus = ctx.config.preprocess, ctx.config.preprocess.corpus
+    return PreprocessOptions(mode=ctx.config.tokenizer_mode, max_bad_fraction=pp.max_bad_fraction,
+                             split_salt=str(ctx.config.seed), text_field=corpus.text_field,
+                             text_unit=corpus.text_unit, max_line_bytes=corpus.max_line_bytes,
+                             max_document_bytes=corpus.max_document_bytes)
 
 
 def _resolved(spec: InputSpec) -> InputSpec:
@@ -120,18 +125,38 @@ def _written(out: str, outputs: dict, summary: dict) -> dict:
     return {"outputs": outputs, "metrics": _counts(summary)}
 
 
+def run_import(ctx: Context, out: str) -> dict:
+    """`model.init_from` as a model directory, weights as they are (special-token
+    rows, when the checkpoint lacks them, are added fresh at fine-tuning)."""
+    from gpt_keras import saving
+    from gpt_keras.tokenizer import GPTTokenizer
+    from pipelines import init_from
+
+    cfg = ctx.config
+    backbone, tokenizer, fmt = init_from.load(cfg.model.init_from, cfg.model.n_head)
+    if tokenizer is None:  # checked by init_from.check: preprocess.vocab_dir matches the weights
+        tokenizer = GPTTokenizer.load(cfg.preprocess.vocab_dir, mode=cfg.tokenizer_mode)
+    model_dir = os.path.join(out, "model")
+    saving.save_model(backbone, model_dir, tokenizer)
+    summary = {"init_from": os.path.abspath(cfg.model.init_from), "format": fmt, "config": backbone.config.to_dict(),
+               "tokenizer_mode": tokenizer.mode}
+    return _written(out, {"model_dir": model_dir}, summary)
+
+
 def run_vocabulary(ctx: Context, out: str) -> dict:
-    """The BPE vocabulary: learned from the corpus, or copied from `preprocess.vocab_dir`."""
+    """The BPE vocabulary: learned from the corpus, copied from `preprocess.vocab_dir`,
+    or the checkpoint's (`model.init_from`, through the import stage)."""
     from pipelines.preprocess import run_vocab
 
     pp = ctx.config.preprocess
     vocab_dir = os.path.join(out, "vocab")
-    if pp.vocab_dir:
+    reuse = ctx.artifact("import", "model_dir") if ctx.config.model.init_from else pp.vocab_dir
+    if reuse:
         from gpt_keras.tokenizer import GPTTokenizer
-        GPTTokenizer.load(pp.vocab_dir, mode=pp.tokenizer_mode).save(vocab_dir, format="original")
-        summary = {"reused": pp.vocab_dir}
+        GPTTokenizer.load(reuse, mode=ctx.config.tokenizer_mode).save(vocab_dir, format="original")
+        summary = {"reused": reuse}
     else:
-        summary = run_vocab(_resolved(pp.corpus.input), vocab_dir, pp.num_merges, ctx.beam_args,
+        summary = run_vocab(_resolved(pp.corpus.input), vocab_dir, ctx.config.num_merges, ctx.beam_args,
                             options=_options(ctx))
     return _written(out, {"vocab_dir": vocab_dir}, summary)
 
@@ -176,13 +201,18 @@ def _checkpoint_dir(ctx: Context, stage: str) -> str:
 def load_vocabulary(ctx: Context):
     """The vocabulary stage's tokenizer."""
     from gpt_keras.tokenizer import GPTTokenizer
-    return GPTTokenizer.load(ctx.artifact("vocab", "vocab_dir"), mode=ctx.config.preprocess.tokenizer_mode)
+    return GPTTokenizer.load(ctx.artifact("vocab", "vocab_dir"), mode=ctx.config.tokenizer_mode)
 
 
 def run_pretrain(ctx: Context, out: str) -> dict:
+    """Pre-training from scratch, or continued from `model.init_from`; with
+    `pretrain.enabled: false` the imported checkpoint as it is."""
     from pipelines.trainer import FnArgs, run_fn
 
     cfg = ctx.config
+    init_dir = ctx.artifact("import", "model_dir") if cfg.model.init_from else ""
+    if not cfg.pretrain.enabled:
+        return {"outputs": {"model_dir": init_dir}, "metrics": {"steps": 0}}
     corpus_dir = ctx.artifact("corpus", "corpus_dir")
     model_dir = os.path.join(out, "model")
     result = run_fn(FnArgs(
@@ -190,7 +220,7 @@ def run_pretrain(ctx: Context, out: str) -> dict:
         model_run_dir=os.path.join(out, "logs"), custom_config={
             "mode": "pretrain", "seed": cfg.seed, "vocab_dir": ctx.artifact("vocab", "vocab_dir"),
             "model": cfg.gpt_config(load_vocabulary(ctx).n_vocab), "optim": cfg.pretrain,
-            "checkpoint_dir": _checkpoint_dir(ctx, "pretrain")}))
+            "init_model_dir": init_dir, "checkpoint_dir": _checkpoint_dir(ctx, "pretrain")}))
     history = result["history"]
     report.plot_curves({"pretrain": history}, ["lm_loss", "perplexity"], os.path.join(out, "curves.png"),
                        "Pre-training (L1)")
@@ -315,16 +345,26 @@ def plan(config: ExperimentConfig) -> list[Stage]:
     """Every stage of this config in run order, each with the config it reads."""
     pp, seed = config.preprocess, config.seed
     corpus = pp.corpus.model_dump()
-    tokens = {"tokenizer_mode": pp.tokenizer_mode, "max_bad_fraction": pp.max_bad_fraction}
-    source = {"vocab_dir": pp.vocab_dir} if pp.vocab_dir else {"corpus": corpus, "num_merges": pp.num_merges}
+    imported = []
+    if config.model.init_from:  # read and checked now: a bad checkpoint or key stops before any stage
+        from pipelines import init_from
+        checkpoint = init_from.check(config)
+        imported = [Stage("import", [], run_import, {"init_from": checkpoint.path, "signature": checkpoint.signature,
+                                                      "n_head": config.model.n_head, "vocab_dir": pp.vocab_dir})]
+    tokens = {"tokenizer_mode": config.tokenizer_mode, "max_bad_fraction": pp.max_bad_fraction}
+    source = ({"init_from": True} if imported else {"vocab_dir": pp.vocab_dir} if pp.vocab_dir
+              else {"corpus": corpus, "num_merges": config.num_merges})
     tasks = [t.name for t in pp.tasks]
+    pretrain_reads = ["import"] if imported and not config.pretrain.enabled else ["vocab", "corpus"] + [
+        s.name for s in imported]
     stages = [
-        Stage("vocab", [], run_vocabulary, {**source, **tokens}),
+        *imported,
+        Stage("vocab", [s.name for s in imported], run_vocabulary, {**source, **tokens}),
         Stage("corpus", ["vocab"], run_packed_corpus,
               {"corpus": corpus, "n_ctx": pp.n_ctx, "val_fraction": pp.val_fraction, "seed": seed, **tokens}),
         *[Stage(f"records/{t.name}", ["vocab"], functools.partial(run_task_records, task=t),
                 {"task": t.model_dump(), "n_ctx": pp.n_ctx, "seed": seed, **tokens}) for t in pp.tasks],
-        Stage("pretrain", ["vocab", "corpus"], run_pretrain,
+        Stage("pretrain", pretrain_reads, run_pretrain,
               {"model": config.model.model_dump(), "pretrain": config.pretrain.model_dump(), "seed": seed}),
         *[Stage(f"finetune/{t}", ["pretrain", f"records/{t}"], functools.partial(run_finetune, task=t),
                 {"finetune": config.finetune.model_dump(), "seed": seed}) for t in tasks],

@@ -12,7 +12,8 @@ custom_config keys:
   optim: the `OptimSpec` (pretrain) or `FinetuneSpec` (finetune) section
   model: the `GPTConfig` to train (pretrain), or to build the ablation from
          when `init_model_dir` is "" (finetune)
-  init_model_dir: the pre-trained model directory (finetune; "" = no pre-training)
+  init_model_dir: the model directory to start from: the pre-trained model
+         (finetune; "" = no pre-training), or a released one to continue (pretrain)
   vocab_dir: tokenizer directory
   checkpoint_dir, seed
 
@@ -35,7 +36,7 @@ from gpt_keras.transfer import trainable_parameters
 from gpt_keras.model import GPTBackbone
 from gpt_keras.tokenizer import GPTTokenizer
 from gpt_keras.train import TrainSettings, finetune, is_chief, default_strategy, pretrain
-from pipelines.config import FinetuneSpec, OptimSpec, build_section
+from pipelines.config import FinetuneSpec, OptimSpec, PretrainSpec, build_section
 
 
 @dataclasses.dataclass
@@ -93,7 +94,7 @@ def run_fn(fn_args: FnArgs) -> dict[str, Any]:
         raise ValueError(f"custom_config['mode'] must be 'pretrain' or 'finetune', got {mode!r}")
     optim = cc["optim"]
     if isinstance(optim, dict):
-        optim = build_section(FinetuneSpec if mode == "finetune" else OptimSpec, optim, "optim")
+        optim = build_section(FinetuneSpec if mode == "finetune" else PretrainSpec, optim, "optim")
     model = cc.get("model")
     if isinstance(model, dict):
         model = GPTConfig.from_dict(model)
@@ -105,12 +106,15 @@ def run_fn(fn_args: FnArgs) -> dict[str, Any]:
     tokenizer = GPTTokenizer.load(cc["vocab_dir"])
     strategy = default_strategy()
     if mode == "pretrain":
+        if cc.get("init_model_dir"):  # continued pre-training of a released (or earlier) model
+            model = saving.load_backbone(cc["init_model_dir"])
         return _pretrain(fn_args, model, optim, seed, cc.get("checkpoint_dir"), tokenizer, metadata, strategy)
     return _finetune(fn_args, model, optim, seed, cc.get("init_model_dir", ""), tokenizer, metadata, strategy)
 
 
-def _pretrain(fn_args: FnArgs, config: GPTConfig, optim: OptimSpec, seed: int, checkpoint_dir: str | None,
-              tokenizer: GPTTokenizer, metadata, strategy) -> dict:
+def _pretrain(fn_args: FnArgs, start: GPTConfig | GPTBackbone, optim: OptimSpec, seed: int,
+              checkpoint_dir: str | None, tokenizer: GPTTokenizer, metadata, strategy) -> dict:
+    config = start.config if isinstance(start, GPTBackbone) else start
     if config.vocab_size != tokenizer.n_vocab:
         raise ValueError(f"custom_config['model'].vocab_size={config.vocab_size} disagrees with the tokenizer's "
                          f"{tokenizer.n_vocab} BPE tokens in {fn_args.custom_config['vocab_dir']}")
@@ -121,7 +125,7 @@ def _pretrain(fn_args: FnArgs, config: GPTConfig, optim: OptimSpec, seed: int, c
     val = _capped(gk_data.pretrain_dataset(eval_dir, "validation", batch, **common), optim)
     steps_per_pass = max(1, metadata.splits["train"].records // batch)
     settings = train_settings(optim, steps_per_pass, fn_args.train_steps, checkpoint_dir, fn_args.model_run_dir)
-    model, history = pretrain(config, train, settings, val_data=val, strategy=strategy)
+    model, history = pretrain(start, train, settings, val_data=val, strategy=strategy)
     if is_chief(strategy):
         saving.save_model(model.backbone, fn_args.serving_model_dir, tokenizer)
     return {"steps": settings.epochs * settings.steps_per_epoch, "history": history.history}
@@ -154,7 +158,7 @@ def _finetune(fn_args: FnArgs, config: GPTConfig | None, optim: FinetuneSpec, se
         backbone, metadata.family, train, settings, num_labels=None if classes else len(metadata.label_names),
         num_choices=metadata.num_choices, lm_weight=optim.lm_weight, val_data=val, strategy=strategy,
         callbacks=callbacks, label_names=None if classes else metadata.label_names, transfer=optim.transfer,
-        lora_rank=optim.lora_rank)
+        lora_rank=optim.lora_rank, n_transfer=optim.n_transfer if init_model_dir else None, seed=seed)
     if os.path.exists(best_path):  # keep the best epoch by the validation metric
         model.load_weights(best_path)
     if is_chief(strategy):

@@ -219,3 +219,19 @@ def test_cli(tmp_path, capsys):
     assert "pass --tokenizer DIR" in capsys.readouterr().err
     assert gen.main(["--model", str(model_dir), *args, "--top_p", "2"]) == 2
     assert "top_p must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_generation_never_emits_a_special_token():
+    """Special rows are input markers: even when they would win the softmax, no strategy samples them."""
+    keras.utils.set_random_seed(3)
+    model = gk.GPTBackbone(**tiny_config().to_dict())  # n_special=3: ids 97, 98, 99
+    table = model.embed.token_embeddings
+    # Special rows aligned with every hidden state's direction and huge: they'd be the argmax everywhere.
+    rows = table.numpy()
+    rows[model.config.vocab_size:] = 50.0 * np.sign(rows.sum(0, keepdims=True))
+    table.assign(rows)
+    for kwargs in ({"strategy": "greedy"}, {"strategy": "sample", "seed": 1, "temperature": 2.0}):
+        for use_cache in (True, False):
+            out = generate(model, PROMPTS, 8, use_cache=use_cache, jit_compile=False, **kwargs)
+            assert all(len(row) == 8 for row in out)
+            assert max(max(row) for row in out) < model.config.vocab_size, (kwargs, out)

@@ -42,6 +42,9 @@ def test_config_json_round_trip_and_errors():
     with pytest.raises(ValueError, match="divisible by n_head"):
         gk.GPTConfig(n_embd=10, n_head=3)
     assert (config.start_id, config.delimiter_id, config.classify_id) == (1234, 1235, 1236)
+    # A pre-trained LM has no special rows: the answer names the ids they will get and how to add them.
+    with pytest.raises(ValueError, match=r"fine-tuning adds them, with ids 1234..1236\); use config.replace"):
+        config.replace(n_special=0).start_id
 
 
 def test_weights_start_from_the_paper_initialisation():

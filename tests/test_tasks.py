@@ -42,6 +42,36 @@ def test_multiple_choice_pairs_context_with_each_answer():
         gk.build_inputs("multiple_choice", {"context": [[1], [2]], "choices": [[[4], [5]], [[6]]]}, 32, SPECIALS)
 
 
+def test_multiple_choice_truncation_keeps_the_question_for_every_choice():
+    context = list(range(1, 21))  # RACE-like: the question is at the end
+    out = gk.build_inputs("multiple_choice", {"context": [context], "choices": [[[30], [31, 32, 33]]]}, 12, SPECIALS)
+    kept = [15, 16, 17, 18, 19, 20]  # the same last tokens for both choices, whatever their lengths
+    assert _rows(out) == [[[S, *kept, D, 30, E], [S, *kept, D, 31, 32, 33, E]]]
+    assert out["truncated"].numpy().tolist() == [True]
+    # Long choices: longest-first between the context and the longest choice; each choice keeps its start.
+    out = gk.build_inputs("multiple_choice", {"context": [context], "choices": [[[30] * 10, [31]]]}, 12, SPECIALS)
+    assert _rows(out) == [[[S, 16, 17, 18, 19, 20, D, 30, 30, 30, 30, E], [S, 16, 17, 18, 19, 20, D, 31, E]]]
+
+
+def test_served_multiple_choice_cut_keeps_the_question_like_python():
+    from gpt_keras.preprocessor import TaskPreprocessor
+    from gpt_keras.tokenizer import count_words, train_bpe
+
+    story = "the old man walked to the river and sat down by the water . " * 30
+    question = "where did the man sit ?"
+    tok = train_bpe(count_words([story, question, "by the river", "at home"]), num_merges=80)
+    fields = {"context": [story + question], "choices": [["by the river", "at home"]]}
+    python = TaskPreprocessor(tok, "multiple_choice", 24, num_choices=2)(fields)
+    # The served graph also cuts the context's bytes first: it must keep the end there too.
+    served = TaskPreprocessor(tok, "multiple_choice", 24, num_choices=2, in_graph=True, max_text_bytes=200)(fields)
+    np.testing.assert_array_equal(served["token_ids"].numpy(), python["token_ids"].numpy())
+    q = tok.encode(question)
+    for row in python["token_ids"].numpy()[0]:
+        ids = row[row != 0].tolist()
+        delim = ids.index(tok.delimiter_id)
+        assert ids[delim - len(q):delim] == q
+
+
 def test_truncation_keeps_both_segments_longest_first():
     n_ctx = 11  # budget of 8 content tokens for a pair
     a, b = list(range(1, 11)), [50, 51]
