@@ -42,7 +42,7 @@ def test_bad_configs_fail_with_the_key_named(override, message):
 
 
 def test_unknown_config_name_lists_the_shipped_ones(tmp_path):
-    with pytest.raises(ConfigError, match=r"neither a file nor a shipped config \['demo', 'gpt1', 'gpt1_finetune'\]"):
+    with pytest.raises(ConfigError, match=r"neither a file nor a shipped config \['analysis', 'demo', 'gpt1', 'gpt1_finetune'\]"):
         load_config("nope")
     # The released-weights config says what it needs.
     with pytest.raises(ConfigError, match=r"pretrain.enabled: false needs model.init_from .*set model.init_from=<dir>"):
@@ -82,3 +82,22 @@ def test_an_override_can_append_a_task_and_names_a_bad_index():
     assert [t.name for t in config.preprocess.tasks] == ["rt_polarity", "rt2"]
     with pytest.raises(ConfigError, match=r"override 'preprocess.tasks.5': index 5 is out of range .* use 1 to append"):
         load_config("demo", [f"preprocess.tasks.5={task}"])
+
+
+def test_analysis_config_extends_the_demo_and_checks_its_keys(tmp_path):
+    analysis, demo = load_config("analysis"), load_config("demo")
+    # Everything the demo's stages read is the demo's, so a finished demo run is reused as it is.
+    for section in ("model", "preprocess", "pretrain", "finetune", "export"):
+        assert getattr(analysis, section) == getattr(demo, section), section
+    assert analysis.work_dir == demo.work_dir and analysis.analysis.transfer == ["frozen", "lora", "layer_mix"]
+    assert analysis.analysis.few_shot == [1, "max"] and demo.analysis.transfer == []
+    with pytest.raises(ConfigError, match=r"analysis.transfer: unknown transfer mode\(s\) \['adapter'\]"):
+        load_config("analysis", ["analysis.transfer=[adapter]"])
+    with pytest.raises(ConfigError, match=r"finetune.transfer: must be one of full, frozen, lora, layer_mix"):
+        load_config("demo", ["finetune.transfer=probe"])
+    with pytest.raises(ConfigError, match=r"analysis.prompts: \['nope'\] are not tasks"):
+        load_config("analysis", ["analysis.prompts={nope: {label_words: [a, b]}}"])
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"extends: {loop}\n")
+    with pytest.raises(ConfigError, match="'extends' makes a cycle"):
+        load_config(str(loop))
