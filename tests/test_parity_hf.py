@@ -180,3 +180,17 @@ def test_gpt1_parameter_count_equals_hf():
     plain = gk.GPTBackbone.from_preset("gpt1", n_special=0)
     assert plain.count_params() == HF_OPENAI_GPT_PARAMS
     assert gk.GPTBackbone.from_preset("gpt1").count_params() == HF_OPENAI_GPT_PARAMS + 3 * 768
+
+
+def test_scores_match_hf_log_probabilities(hf_lm, hf_dir):
+    """LMScorer's per-token log-probabilities equal HF's log-softmax on the same weights."""
+    from gpt_keras.scoring import LMScorer
+
+    rows = [list(IDS[0]), list(IDS[1][:20]), list(IDS[2][:7])]
+    ours = LMScorer(convert.load_hf(hf_dir), batch_size=2).score_ids(rows)
+    for row, lp in zip(rows, ours):
+        with torch.no_grad():
+            logp = torch.log_softmax(hf_lm(torch.tensor([row], dtype=torch.long)).logits[0], -1).numpy()
+        reference = [logp[t, row[t + 1]] for t in range(len(row) - 1)]
+        assert np.abs(reference).max() > 1.0
+        np.testing.assert_allclose(lp, reference, rtol=0, atol=ATOL)
