@@ -23,6 +23,15 @@ def test_correlations_and_task_metrics():
     assert metrics.pearson(x, 2 * x + 1) == pytest.approx(1.0)
     assert metrics.spearman(x, x ** 3) == pytest.approx(1.0)
     out = metrics.task_metrics("classification", [0, 1, 2], np.eye(3))
+    ci = out.pop("accuracy_ci95")
     assert out == {"accuracy": 1.0, "f1": 1.0, "matthews_corr": 1.0}
+    assert ci == pytest.approx([0.4385, 1.0], abs=1e-4)  # Wilson: 3 of 3 is far from certain
     assert set(metrics.task_metrics("regression", x, x)) == {"pearson", "spearman", "mse"}
-    assert set(metrics.task_metrics("multiple_choice", [0, 1], np.eye(2))) == {"accuracy"}
+    assert set(metrics.task_metrics("multiple_choice", [0, 1], np.eye(2))) == {"accuracy", "accuracy_ci95"}
+
+
+def test_wilson_interval_of_an_accuracy():
+    low, high = metrics.wilson_interval(594, 888)  # the demo's pre-trained row
+    assert low == pytest.approx(0.6373, abs=1e-4) and high == pytest.approx(0.6991, abs=1e-4)
+    assert metrics.wilson_interval(0, 10)[0] == pytest.approx(0.0, abs=1e-12)
+    assert all(np.isnan(metrics.wilson_interval(0, 0)))
