@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from gpt_keras.model import GPTBackbone
-from gpt_keras.preprocessor import pad, ragged_ids
+from gpt_keras.preprocessor import check_tokenizer, pad, ragged_ids
 
 _LENGTH_BUCKET = 16  # rows are padded to a multiple of this: few traced shapes
 
@@ -75,9 +75,8 @@ class LMScorer:
         self.backbone = model if isinstance(model, GPTBackbone) else getattr(model, "backbone", None)
         if not isinstance(self.backbone, GPTBackbone):
             raise TypeError(f"LMScorer needs a GPTBackbone or a model with a .backbone, got {type(model).__name__}")
-        if tokenizer is not None and tokenizer.n_vocab != self.backbone.config.vocab_size:
-            raise ValueError(f"the tokenizer has {tokenizer.n_vocab} BPE tokens but the model's vocab_size is "
-                             f"{self.backbone.config.vocab_size}; use the tokenizer the model was trained with")
+        if tokenizer is not None:
+            check_tokenizer(tokenizer, self.backbone.config)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.tokenizer = tokenizer

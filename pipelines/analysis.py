@@ -77,7 +77,7 @@ def run_zeroshot(ctx: Any, out: str, task: str) -> dict:
     spec = ctx.config.analysis
     task_dir = ctx.artifact(f"records/{task}", "task_dir")
     metadata = gk_data.load_metadata(task_dir)
-    family = metadata.family.value if hasattr(metadata.family, "value") else str(metadata.family)
+    family = metadata.family
     if family not in ZERO_SHOT_FAMILIES:
         note = {"note": f"no zero-shot solver for the {family} family"}
         report.write_json(os.path.join(out, "metrics.json"), note)
