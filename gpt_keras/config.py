@@ -37,6 +37,12 @@ class GPTConfig:
     clf_pdrop: float = 0.1
     layer_norm_epsilon: float = 1e-5
     initializer_range: float = 0.02
+    # GPT-1 is post-LN (`LN(x + sublayer(x))`), which the released weights need.
+    # True: GPT-2's pre-LN order (`x + sublayer(LN(x))`, then a final LayerNorm
+    # `ln_f`), for small models trained here from scratch: it learns on a short
+    # budget where post-LN stalls (pipelines/configs/demo.yaml has the numbers).
+    # A pre-LN model is not GPT-1: the HF and original-layout writers refuse it.
+    normalize_first: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -52,6 +58,8 @@ class GPTConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 problems.append(f"{name} must be in [0, 1), got {value!r}")
+        if not isinstance(self.normalize_first, bool):
+            problems.append(f"normalize_first must be true or false, got {self.normalize_first!r}")
         if not self.layer_norm_epsilon > 0 or not self.initializer_range > 0:
             problems.append("layer_norm_epsilon and initializer_range must be > 0")
         if problems:

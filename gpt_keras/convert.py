@@ -79,8 +79,18 @@ def weight_names(n_layer: int) -> list[str]:
     return names
 
 
+def require_gpt1_order(config: GPTConfig) -> None:
+    """Foreign formats hold GPT-1's post-LN order only: refuse a pre-LN model."""
+    if config.normalize_first:
+        # Same weight names, different computation: written out, it would load as a broken GPT-1.
+        raise ConversionError("This model is pre-LN (normalize_first=True, with a final LayerNorm ln_f): it is not "
+                              "GPT-1, and neither HF openai-gpt nor the original release layout can represent it. "
+                              "Keep it in the gpt_keras model format (save_to_preset).")
+
+
 def _variables(backbone: GPTBackbone) -> dict[str, keras.Variable]:
     """HF name -> backbone variable. Conv1D weights are [in, out] like Dense kernels."""
+    require_gpt1_order(backbone.config)
     out = {"positions_embed.weight": backbone.embed.position_embeddings,
            "tokens_embed.weight": backbone.embed.token_embeddings}
     for i, block in enumerate(backbone.blocks):
@@ -240,10 +250,10 @@ def read_original(path: PathLike) -> dict[str, np.ndarray]:
 
 def write_original(backbone: GPTBackbone, dst: PathLike, n_shards: int = 10) -> Path:
     """Write the backbone in the original release layout (`[1, in, out]` conv weights)."""
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
     arrays = [a[None] if name.endswith("weight") and a.ndim == 2 and name.startswith("h.") else a
               for name, a in backbone_state(backbone).items()]
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
     with open(dst / "params_shapes.json", "w", encoding="utf-8") as f:
         json.dump([list(a.shape) for a in arrays], f)
     for i, shard in enumerate(np.array_split(np.concatenate([a.reshape(-1) for a in arrays]), n_shards)):
@@ -420,6 +430,7 @@ def export_hf(backbone: GPTBackbone, dst: PathLike, tokenizer=None, prefix: str 
     from safetensors.numpy import save_file
 
     c = backbone.config
+    require_gpt1_order(c)
     if c.n_inner != 4 * c.n_embd:
         raise ConversionError(f"HF openai-gpt fixes the MLP width to 4 * n_embd = {4 * c.n_embd}; "
                               f"this model has n_inner={c.n_inner}")

@@ -185,13 +185,18 @@ class DecoderBlock(keras.layers.Layer):
 
         n = LN_1(x + attn(x));  h = LN_2(n + mlp(n))
 
-    with `mlp(n) = dropout(c_proj(gelu_tanh(c_fc(n))))`.
+    with `mlp(n) = dropout(c_proj(gelu_tanh(c_fc(n))))`. With
+    `normalize_first=True`, GPT-2's pre-LN order instead (same weights, same
+    names; the backbone then adds a final LayerNorm):
+
+        n = x + attn(LN_1(x));  h = n + mlp(LN_2(n))
     """
 
     def __init__(self, n_embd: int, n_head: int, n_inner: int, attn_pdrop: float = 0.1,
                  resid_pdrop: float = 0.1, layer_norm_epsilon: float = 1e-5,
-                 initializer_range: float = 0.02, **kwargs):
+                 initializer_range: float = 0.02, normalize_first: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.normalize_first = bool(normalize_first)
         self.n_embd, self.n_head, self.n_inner = n_embd, n_head, n_inner
         self.attn_pdrop, self.resid_pdrop = attn_pdrop, resid_pdrop
         self.layer_norm_epsilon = layer_norm_epsilon
@@ -213,13 +218,16 @@ class DecoderBlock(keras.layers.Layer):
         self.built = True
 
     def call(self, x, attention_mask=None, cache=None, cache_update_index=None, training=None):
-        attn_out = self.attn(x, attention_mask=attention_mask, cache=cache,
+        pre, post = (self.ln_1, self.ln_2), (None, None)
+        if not self.normalize_first:
+            pre, post = post, pre
+        attn_out = self.attn(_norm(pre[0], x), attention_mask=attention_mask, cache=cache,
                              cache_update_index=cache_update_index, training=training)
         if cache is not None:
             attn_out, cache = attn_out
-        n = self.ln_1(x + attn_out)
-        m = self.c_proj(keras.activations.gelu(self.c_fc(n), approximate=True))
-        h = self.ln_2(n + self.mlp_dropout(m, training=training))
+        n = _norm(post[0], x + attn_out)
+        m = self.c_proj(keras.activations.gelu(self.c_fc(_norm(pre[1], n)), approximate=True))
+        h = _norm(post[1], n + self.mlp_dropout(m, training=training))
         return h if cache is None else (h, cache)
 
     def compute_output_shape(self, input_shape, *args, **kwargs):
@@ -229,5 +237,11 @@ class DecoderBlock(keras.layers.Layer):
         config = super().get_config()
         config.update(n_embd=self.n_embd, n_head=self.n_head, n_inner=self.n_inner,
                       attn_pdrop=self.attn_pdrop, resid_pdrop=self.resid_pdrop,
-                      layer_norm_epsilon=self.layer_norm_epsilon, initializer_range=self.initializer_range)
+                      layer_norm_epsilon=self.layer_norm_epsilon, initializer_range=self.initializer_range,
+                      normalize_first=self.normalize_first)
         return config
+
+
+def _norm(layer, x):
+    """`layer(x)`, or `x` where the block order puts no LayerNorm."""
+    return x if layer is None else layer(x)

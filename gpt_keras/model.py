@@ -39,7 +39,8 @@ def attention_mask(padding_mask):
 
 @keras.saving.register_keras_serializable(package="gpt_keras")
 class GPTBackbone(keras.Model):
-    """Token ids + padding mask in, final hidden states out (no final LayerNorm).
+    """Token ids + padding mask in, final hidden states out (GPT-1: no final
+    LayerNorm; with `normalize_first`, GPT-2's pre-LN blocks and `ln_f`).
 
     Constructor arguments are the `GPTConfig` fields; use
     `GPTBackbone.from_preset("gpt1")` or `GPTBackbone(**config.to_dict())`.
@@ -48,26 +49,33 @@ class GPTBackbone(keras.Model):
     def __init__(self, vocab_size: int, n_special: int, n_ctx: int, n_layer: int, n_embd: int,
                  n_head: int, n_inner: int, embd_pdrop: float = 0.1, attn_pdrop: float = 0.1,
                  resid_pdrop: float = 0.1, clf_pdrop: float = 0.1, layer_norm_epsilon: float = 1e-5,
-                 initializer_range: float = 0.02, **kwargs):
+                 initializer_range: float = 0.02, normalize_first: bool = False, **kwargs):
         config = GPTConfig(vocab_size=vocab_size, n_special=n_special, n_ctx=n_ctx, n_layer=n_layer,
                            n_embd=n_embd, n_head=n_head, n_inner=n_inner, embd_pdrop=embd_pdrop,
                            attn_pdrop=attn_pdrop, resid_pdrop=resid_pdrop, clf_pdrop=clf_pdrop,
-                           layer_norm_epsilon=layer_norm_epsilon, initializer_range=initializer_range)
+                           layer_norm_epsilon=layer_norm_epsilon, initializer_range=initializer_range,
+                           normalize_first=normalize_first)
         super().__init__(**kwargs)
         self.config = config
         self.embed = TokenAndPositionEmbedding(config.total_vocab_size, n_ctx, n_embd, embd_pdrop,
                                                initializer_range, name="embed")
         self.blocks = [DecoderBlock(n_embd, n_head, n_inner, attn_pdrop, resid_pdrop, layer_norm_epsilon,
-                                    initializer_range, name=f"h{i}") for i in range(n_layer)]
+                                    initializer_range, normalize_first, name=f"h{i}") for i in range(n_layer)]
+        # Pre-LN leaves the residual stream unnormalised: a final LayerNorm (GPT-2's ln_f).
+        self.ln_f = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="ln_f") if normalize_first \
+            else None
         # Build eagerly so that weights exist before loading/transfer.
         self.embed.build()
         for block in self.blocks:
             block.build((None, None, n_embd))
+        if self.ln_f is not None:
+            self.ln_f.build((None, None, n_embd))
         self.built = True
 
     def call(self, inputs, training=None, return_all_layers=False):
         """Final hidden states [batch, len, n_embd]; with `return_all_layers`,
-        the list of every block's output (the last is the final state)."""
+        the list of every block's output (the last is the final state; pre-LN:
+        each through `ln_f`, so that all are on one scale)."""
         token_ids = ops.convert_to_tensor(inputs["token_ids"], "int32")
         padding_mask = ops.convert_to_tensor(inputs["padding_mask"], "int32")
         x = self.embed(token_ids, position_ids(padding_mask), training=training)
@@ -76,7 +84,13 @@ class GPTBackbone(keras.Model):
         for block in self.blocks:
             x = block(x, attention_mask=mask, training=training)
             outputs.append(x)
-        return outputs if return_all_layers else x
+        if not return_all_layers:
+            return self.final_norm(x)
+        return [self.final_norm(h) for h in outputs]
+
+    def final_norm(self, hidden):
+        """`ln_f(hidden)` for a pre-LN backbone; GPT-1 (post-LN) has none."""
+        return hidden if self.ln_f is None else self.ln_f(hidden)
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "GPTBackbone":
@@ -116,7 +130,7 @@ class GPTBackbone(keras.Model):
         for block, cache in zip(self.blocks, caches):
             x, cache = block(x, attention_mask=mask, cache=cache, cache_update_index=cache_update_index)
             new_caches.append(cache)
-        return x, tuple(new_caches)
+        return self.final_norm(x), tuple(new_caches)
 
     def empty_cache(self, batch_size, max_length) -> tuple:
         """Zero per-layer caches for `call_with_cache`."""

@@ -56,9 +56,13 @@ def test_weights_start_from_the_paper_initialisation():
     assert np.all(block.ln_1.gamma.numpy() == 1)
 
 
-def test_future_tokens_never_change_earlier_logits():
+BLOCK_ORDERS = pytest.mark.parametrize("normalize_first", [False, True], ids=["post_ln", "pre_ln"])
+
+
+@BLOCK_ORDERS
+def test_future_tokens_never_change_earlier_logits(normalize_first):
     rng = np.random.default_rng(0)
-    lm = _lm()
+    lm = _lm(tiny_config().replace(normalize_first=normalize_first))
     ids = random_ids(rng, (2, 12), 97)
     changed = ids.copy()
     changed[:, 7:] = random_ids(rng, (2, 5), 97)
@@ -67,9 +71,10 @@ def test_future_tokens_never_change_earlier_logits():
     assert np.abs(a[:, 7:] - b[:, 7:]).max() > 1e-3
 
 
-def test_padding_never_changes_loss_or_predictions():
+@BLOCK_ORDERS
+def test_padding_never_changes_loss_or_predictions(normalize_first):
     rng = np.random.default_rng(1)
-    lm = _lm()
+    lm = _lm(tiny_config().replace(normalize_first=normalize_first))
     ids = random_ids(rng, (1, 9), 97)
     loss, count = gk.model.lm_loss_sum(lm(_inputs(ids)), ids, np.ones_like(ids))
     # Right padding with junk ids under the mask.
@@ -88,9 +93,10 @@ def test_padding_never_changes_loss_or_predictions():
     np.testing.assert_allclose(float(loss_l), float(loss), rtol=1e-5)
 
 
-def test_kv_cache_incremental_forward_equals_full_forward():
+@BLOCK_ORDERS
+def test_kv_cache_incremental_forward_equals_full_forward(normalize_first):
     rng = np.random.default_rng(2)
-    backbone = gk.GPTBackbone(**tiny_config().to_dict())
+    backbone = gk.GPTBackbone(**tiny_config().replace(normalize_first=normalize_first).to_dict())
     ids = random_ids(rng, (2, 10), 97)
     full = backbone(_inputs(ids)).numpy()
     cache = backbone.empty_cache(2, 10)
@@ -104,6 +110,31 @@ def test_kv_cache_incremental_forward_equals_full_forward():
                                             np.tile(causal[None, t:t + 1], (2, 1, 1)), cache, t)
         steps.append(h.numpy())
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
+
+
+def test_pre_ln_is_gpt2s_block_order_and_is_kept_out_of_gpt1_formats(tmp_path):
+    """normalize_first: x + attn(LN(x)), x + mlp(LN(x)), then ln_f; the model
+    format keeps it, and the HF and original-layout writers refuse it."""
+    from gpt_keras import convert
+    config = tiny_config().replace(normalize_first=True, n_inner=4 * tiny_config().n_embd)
+    backbone = gk.GPTBackbone(**config.to_dict())
+    ids = random_ids(np.random.default_rng(4), (2, 6), 97)
+    x = backbone.embed(ids, np.tile(np.arange(6), (2, 1)))
+    mask = gk.model.attention_mask(np.ones_like(ids))
+    for block in backbone.blocks:
+        n = x + block.attn(block.ln_1(x), attention_mask=mask)
+        x = n + block.c_proj(keras.activations.gelu(block.c_fc(block.ln_2(n)), approximate=True))
+    expected = backbone.ln_f(x).numpy()
+    np.testing.assert_allclose(backbone(_inputs(ids)).numpy(), expected, atol=1e-5)
+    backbone.save_to_preset(str(tmp_path / "pre"))
+    loaded = gk.GPTBackbone.from_preset(str(tmp_path / "pre"))
+    assert loaded.config.normalize_first
+    np.testing.assert_allclose(loaded(_inputs(ids)).numpy(), expected, atol=1e-5)
+    for write in (lambda: convert.export_hf(backbone, tmp_path / "hf"),
+                  lambda: convert.write_original(backbone, tmp_path / "orig")):
+        with pytest.raises(convert.ConversionError, match="pre-LN .* not GPT-1"):
+            write()
+    assert not (tmp_path / "hf" / "model.safetensors").exists() and not (tmp_path / "orig").exists()
 
 
 @pytest.mark.parametrize("family,kwargs", [("classification", {"num_labels": 3}),
