@@ -186,6 +186,17 @@ class _StepModel(keras.Model):
     def train_step(self, data):
         return step.train_step(self, data)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (TF backend, under a strategy) takes the first batch of every
+        # fit/evaluate and averages it across replicas, only to build layers and
+        # compiled metrics. That fails when a batch splits unevenly (e.g. 13 rows
+        # on 2 replicas: "Inputs to operation AddN ... must have the same size").
+        # These models are built when constructed and `train._fit` builds the
+        # optimizer, so there is nothing to build.
+        if self.built and (self.optimizer is None or self.optimizer.built):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def test_step(self, data):
         return step.test_step(self, data)
 
