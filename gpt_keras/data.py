@@ -90,7 +90,7 @@ def task_dataset(data_dir: str, split: str, batch_size: int, *, expected_family=
                  expected_fingerprint: str | None = None, config=None, shuffle: bool = False,
                  seed: int | None = None, shuffle_buffer: int = 10_000, repeat: bool = False,
                  drop_remainder: bool = False, pad_to_max_length: bool = False, include_example_id: bool = False,
-                 known_cardinality: bool = True) -> tf.data.Dataset:
+                 known_cardinality: bool = True, group_by_length: bool = False) -> tf.data.Dataset:
     """Batches `(x, y)` of fine-tuning examples.
 
     x: {"token_ids", "padding_mask"} int32 [batch, n_seq, len] (n_seq static:
@@ -98,7 +98,11 @@ def task_dataset(data_dir: str, split: str, batch_size: int, *, expected_family=
     "example_id" (string [batch]) with `include_example_id=True`.
     y: int32 label [batch], or float32 target [batch] for regression.
     `expected_family` (a TaskFamily or its name) is checked against the data;
-    other arguments as `pretrain_dataset`.
+    `group_by_length` batches examples of similar length together (as HF's
+    `group_by_length`): task texts vary a lot in length, and a batch padded
+    to its longest row wastes the rest (Rotten Tomatoes: about half the
+    tokens of a random batch are padding). The cardinality becomes unknown.
+    Other arguments as `pretrain_dataset`.
     """
     metadata = schema.read_metadata(data_dir)
     metadata.check_compatible(kind=schema.KIND_TASK, family=expected_family, fingerprint=expected_fingerprint,
@@ -117,9 +121,31 @@ def task_dataset(data_dir: str, split: str, batch_size: int, *, expected_family=
         return x, y
 
     ds = _records(data_dir, metadata, split, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer,
-                  repeat=repeat, known_cardinality=known_cardinality)
+                  repeat=repeat, known_cardinality=known_cardinality and not group_by_length)
+    if group_by_length:
+        ds = _grouped_by_length(ds, spec, batch_size, seed)
+        if drop_remainder:
+            ds = ds.filter(lambda b: tf.shape(b)[0] == batch_size)
+        return ds.map(parse, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=drop_remainder).map(parse, num_parallel_calls=AUTOTUNE).prefetch(
         AUTOTUNE)
+
+
+def _grouped_by_length(records: tf.data.Dataset, spec: dict, batch_size: int, seed: int | None,
+                       window: int = 16) -> tf.data.Dataset:
+    """Batches of serialized records of similar length: each run of `window`
+    batches' worth of (shuffled) records is sorted by length and cut into
+    batches, whose order is then shuffled. Unlike tf.data's
+    `bucket_by_sequence_length`, every batch but a pass's last is full, so a
+    multi-replica step always splits the batch evenly."""
+    def by_length(chunk):
+        ids = tf.io.parse_example(chunk, spec)["token_ids"]  # ragged [rows, n_seq, len]
+        lengths = tf.reduce_max(ids.row_lengths(axis=2), axis=1)
+        return tf.gather(chunk, tf.argsort(lengths, stable=True))
+
+    batches = records.batch(batch_size * window).map(by_length, num_parallel_calls=AUTOTUNE).unbatch().batch(
+        batch_size)
+    return batches.shuffle(window, seed=seed, reshuffle_each_iteration=True)
 
 
 def load_metadata(data_dir: str) -> schema.DatasetMetadata:
