@@ -3,6 +3,7 @@ on records written here directly (no Beam)."""
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import tiny_config
@@ -99,6 +100,25 @@ def test_task_dataset_shapes_labels_and_targets(tmp_path):
     assert x["token_ids"].shape.as_list() == [1, 3, 8] and y.numpy().tolist() == [2] and y.dtype == tf.int32
     with pytest.raises(ValueError, match="exactly one of label"):
         schema.encode_task_example(choices[0], label=1, target=1.0)
+
+
+def test_group_by_length_keeps_every_example_in_full_batches_with_less_padding(tmp_path):
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 60, 100)
+    rows = [[[int(i % 90) + 1] * int(n)] for i, n in enumerate(lengths)]
+    records = [schema.encode_task_example(r, label=i % 2, example_id=f"r{i}") for i, r in enumerate(rows)]
+    d = _write(tmp_path / "cls", "train", records, _task_metadata(records=100, max_length=64))
+
+    def read(**kwargs):
+        batches = list(data.task_dataset(d, "train", 8, shuffle=True, seed=0, include_example_id=True, **kwargs))
+        ids = sorted(b.decode() for x, _ in batches for b in x["example_id"].numpy())
+        return [x["token_ids"].shape[0] for x, _ in batches], sum(x["token_ids"].numpy().size for x, _ in batches), ids
+
+    sizes, padded, ids = read(group_by_length=True)
+    plain_sizes, plain_padded, plain_ids = read()
+    assert ids == plain_ids == sorted(f"r{i}" for i in range(100))  # each example once per pass
+    assert sorted(sizes)[1:] == [8] * (len(sizes) - 1)  # full batches, but one
+    assert padded < 0.75 * plain_padded
 
 
 def test_readers_refuse_mismatched_data(tmp_path):
