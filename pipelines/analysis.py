@@ -67,12 +67,11 @@ def _max_k(tokenizer: Any, family: str, demos: list, queries: list, n_ctx: int) 
 
 
 def run_zeroshot(ctx: Any, out: str, task: str) -> dict:
-    """Zero-shot and few-shot scores of one task on its test split."""
+    """Zero-shot and few-shot scores of one task on its test split; with
+    `analysis.figure2`, also the zero-shot score of every pre-training
+    snapshot (the paper's Figure 2, right)."""
     from gpt_keras import data as gk_data  # pylint: disable=g-import-not-at-top
     from gpt_keras import saving  # pylint: disable=g-import-not-at-top
-    from gpt_keras.metrics import task_metrics  # pylint: disable=g-import-not-at-top
-    from gpt_keras.scoring import LMScorer  # pylint: disable=g-import-not-at-top
-    from pipelines.config import PromptSpec  # pylint: disable=g-import-not-at-top
 
     spec = ctx.config.analysis
     task_dir = ctx.artifact(f"records/{task}", "task_dir")
@@ -83,27 +82,47 @@ def run_zeroshot(ctx: Any, out: str, task: str) -> dict:
         report.write_json(os.path.join(out, "metrics.json"), note)
         return {"outputs": {"metrics": {}}, "metrics": note}
     backbone, tokenizer = saving.load_model(ctx.artifact("pretrain", "model_dir"))
-    scorer = LMScorer(backbone, tokenizer, batch_size=32)
-    prompt = spec.prompts.get(task, PromptSpec())
-    split = "test" if "test" in metadata.splits else "validation"
-    test, test_labels = read_task_rows(task_dir, split, tokenizer, family)
-    val, val_labels = read_task_rows(task_dir, "validation", tokenizer, family)
-    train, train_labels = read_task_rows(task_dir, "train", tokenizer, family)
-    demos = list(zip(train, train_labels.tolist()))
-    settings = ([0] if spec.zero_shot else []) + [
-        _max_k(tokenizer, family, demos, test, backbone.config.n_ctx) if k == "max" else int(k)
-        for k in spec.few_shot]
+    splits = {split: read_task_rows(task_dir, split, tokenizer, family)
+              for split in ("train", "validation", "test" if "test" in metadata.splits else "validation")}
+    demos = list(zip(splits["train"][0], splits["train"][1].tolist()))
+    ks = ([0] if spec.zero_shot else []) + [
+        _max_k(tokenizer, family, demos, splits["test" if "test" in splits else "validation"][0],
+               backbone.config.n_ctx) if k == "max" else int(k) for k in spec.few_shot]
     results = {}
-    for k in dict.fromkeys(settings):  # unique, in order
-        solver = _solver(family, scorer, prompt, metadata.label_names or [], demos, k)
-        if spec.calibrate and hasattr(solver, "calibrate"):
-            solver.calibrate(val, val_labels)
-        result = _predict(solver, family, test)
+    for k in dict.fromkeys(ks):  # unique, in order
         name = f"{task}/zero_shot" if k == 0 else f"{task}/few_shot_k{k}"
-        results[name] = {"split": split, "examples": int(len(test_labels)), "k": k, "trainable_parameters": 0,
-                         "mean_demonstrations": float(result.demonstrations.mean()),
-                         **task_metrics(family, test_labels, result.scores, len(metadata.label_names or []) or None)}
+        results[name] = _score(ctx, backbone, tokenizer, metadata, splits, demos, task, k)
         print(f"[zeroshot/{task}] k={k}: accuracy {results[name]['accuracy']:.4f} "
               f"(demonstrations used: {results[name]['mean_demonstrations']:.2f} on average)")
+    if spec.figure2:
+        results[f"{task}/zero_shot_by_step"] = curve = {}
+        snapshots = ctx.artifact("pretrain", "snapshots") or ""
+        for name in sorted(os.listdir(snapshots)) if os.path.isdir(snapshots) else []:
+            snapshot, _ = saving.load_model(os.path.join(snapshots, name))
+            step = int(name.split("_")[-1])
+            curve[step] = _score(ctx, snapshot, tokenizer, metadata, splits, demos, task, 0)
+            print(f"[zeroshot/{task}] pre-training step {step}: zero-shot accuracy {curve[step]['accuracy']:.4f}")
+        if not curve:
+            print(f"[zeroshot/{task}] no pre-training snapshots (set pretrain.snapshots and re-run pretrain)")
     report.write_json(os.path.join(out, "metrics.json"), results)
     return {"outputs": {"metrics": results}, "metrics": results}
+
+
+def _score(ctx: Any, backbone: Any, tokenizer: Any, metadata: Any, splits: dict, demos: list, task: str,
+           k: int) -> dict:
+    """Test metrics of the LM `backbone` solving the task with k demonstrations."""
+    from gpt_keras.metrics import task_metrics  # pylint: disable=g-import-not-at-top
+    from gpt_keras.scoring import LMScorer  # pylint: disable=g-import-not-at-top
+    from pipelines.config import PromptSpec  # pylint: disable=g-import-not-at-top
+
+    spec, family = ctx.config.analysis, metadata.family
+    split = "test" if "test" in splits else "validation"
+    (test, test_labels), (val, val_labels) = splits[split], splits["validation"]
+    scorer = LMScorer(backbone, tokenizer, batch_size=32)
+    solver = _solver(family, scorer, spec.prompts.get(task, PromptSpec()), metadata.label_names or [], demos, k)
+    if spec.calibrate and hasattr(solver, "calibrate"):
+        solver.calibrate(val, val_labels)
+    result = _predict(solver, family, test)
+    return {"split": split, "examples": int(len(test_labels)), "k": k, "trainable_parameters": 0,
+            "mean_demonstrations": float(result.demonstrations.mean()),
+            **task_metrics(family, test_labels, result.scores, len(metadata.label_names or []) or None)}

@@ -181,13 +181,24 @@ class PretrainSpec(OptimSpec):
     # false: no pre-training stage; fine-tuning starts from model.init_from as it is
     # (true with init_from: continued pre-training on preprocess.corpus).
     enabled: StrictBool = True
+    # Model directories kept at log-spaced steps (and step 0), for the paper's
+    # Figure 2 (right): zero-shot performance against pre-training updates.
+    snapshots: int = Field(0, ge=0)
+    # Dropout (embd, attn, resid) while pre-training only; unset: the model's. Fine-tuning
+    # uses the model's. Less than one pass over the corpus has nothing to overfit.
+    dropout: float | None = Field(None, ge=0, lt=1)
 
 
 class FinetuneSpec(OptimSpec):
-    learning_rate: float = Field(6.25e-5, gt=0)
+    # A list is a grid: one model per value, and the one that does best on the
+    # validation split is kept (each variant - pre-trained, scratch - picks its own).
+    learning_rate: float | list[float] = 6.25e-5
     schedule: Literal["warmup_cosine", "warmup_linear", "constant"] = "warmup_linear"
     warmup: float = Field(0.002, ge=0)
     epochs: float = Field(3.0, gt=0)
+    # Small tasks get more passes: epochs are raised until training takes at least this
+    # many steps (whole passes; the best pass on the validation split is kept anyway).
+    min_steps: int = Field(0, ge=0)
     lm_weight: float = Field(0.5, ge=0)
     # The paper's Figure 2 (left), the original's --n_transfer: the embeddings and the
     # first n blocks come from the pre-trained model, the rest start fresh (unset: all).
@@ -204,7 +215,15 @@ class FinetuneSpec(OptimSpec):
     def _transfer(self) -> "FinetuneSpec":
         from gpt_keras.transfer import MODES  # pylint: disable=g-import-not-at-top  (their one home)
         _check(self.transfer in MODES, "transfer", f"must be one of {', '.join(MODES)}; got {self.transfer!r}")
+        rates = self.learning_rates
+        _check(bool(rates) and all(r > 0 for r in rates), "learning_rate",
+               f"must be > 0, or a non-empty list of values > 0 (a grid); got {self.learning_rate!r}")
         return self
+
+    @property
+    def learning_rates(self) -> list[float]:
+        """The learning rate(s) to try: one, or the grid."""
+        return list(self.learning_rate) if isinstance(self.learning_rate, list) else [self.learning_rate]
 
 
 class PromptSpec(Section):
@@ -223,6 +242,12 @@ class AnalysisSpec(Section):
     few_shot: list[int | Literal["max"]] = []  # demonstrations per query; "max": as many as fit
     calibrate: StrictBool = True              # label offsets / thresholds fitted on the validation split
     prompts: dict[str, PromptSpec] = {}       # per task name
+    # The paper's Table 5: also fine-tune without the auxiliary LM loss (lambda = 0);
+    # the full model and the one without pre-training are the finetune stage's.
+    table5: StrictBool = False
+    # The paper's Figure 2: fine-tune with 0..n_layer-1 pre-trained blocks (left), and
+    # score every pre-training snapshot zero-shot (right; needs pretrain.snapshots).
+    figure2: StrictBool = False
 
     @model_validator(mode="after")
     def _values(self) -> "AnalysisSpec":
@@ -299,6 +324,26 @@ class ExperimentConfig(Section):
             from pipelines.init_from import tokenizer_mode  # reads the checkpoint (cached)
             return tokenizer_mode(self)
         return DEFAULT_TOKENIZER_MODE
+
+    @property
+    def n_layer(self) -> int:
+        """Blocks of the model (the preset's, or the checkpoint's with init_from)."""
+        if self.model.init_from:
+            from pipelines.init_from import describe
+            return describe(self).config.n_layer
+        return self.model.gpt_config().n_layer
+
+    def analysis_variants(self) -> dict[str, dict[str, Any]]:
+        """Name -> `finetune` changes of each extra model the analysis section
+        fine-tunes from the pre-trained model (stage `transfer/<task>/<name>`)."""
+        a = self.analysis
+        variants = {mode: {"transfer": mode, **({"learning_rate": a.learning_rates[mode]}
+                                                if mode in a.learning_rates else {})} for mode in a.transfer}
+        if a.table5:
+            variants["no_aux_lm"] = {"lm_weight": 0.0}
+        if a.figure2:
+            variants.update({f"layers_{n}": {"n_transfer": n} for n in range(self.n_layer)})
+        return variants
 
     @property
     def export_task(self) -> str:

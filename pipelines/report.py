@@ -57,12 +57,68 @@ def scores_table(results: Mapping[str, Mapping]) -> str:
                                     for k, v in rows.items()])
 
 
+def selection_table(results: Mapping[str, Mapping]) -> str:
+    """One row per fine-tuned model: the learning rate kept and the best
+    validation score of each one tried (empty without a grid)."""
+    rows = {k: v for k, v in results.items() if isinstance(v, Mapping) and v.get("validation_by_learning_rate")}
+    if not rows:
+        return ""
+    rates = list(dict.fromkeys(r for v in rows.values() for r in v["validation_by_learning_rate"]))
+    header = ["model", "chosen"] + [f"lr {r}" for r in rates]
+    return format_table([header] + [[k, f"{v['learning_rate']:g}"] + [_cell(v["validation_by_learning_rate"].get(r))
+                                                                     for r in rates] for k, v in rows.items()])
+
+
 def _cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(f"{x:.3f}" for x in value) + "]"
     return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
+
+
+def figure2(results: Mapping[str, Mapping], tasks: list[str], n_layer: int, stem: str) -> dict[str, str]:
+    """The paper's Figure 2 from the evaluate results: test accuracy against
+    the number of pre-trained blocks transferred (left; n_layer is the full
+    fine-tuned model, and the scratch model is drawn as a line) and zero-shot
+    accuracy against pre-training steps (right). Writes `stem`.png and the
+    numbers as `stem`.json; returns both paths."""
+    numbers: dict = {"layers_transferred": {}, "zero_shot_by_step": {}}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    for task in tasks:
+        rows = {n: results.get(f"{task}/layers_{n}") for n in range(n_layer)}
+        rows[n_layer] = results.get(f"{task}/pretrained")
+        points = [(n, r["accuracy"], r.get("accuracy_ci95")) for n, r in rows.items() if r and "accuracy" in r]
+        numbers["layers_transferred"][task] = [{"layers": n, "accuracy": a, "accuracy_ci95": ci}
+                                               for n, a, ci in points]
+        if points:
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            line = left.plot(xs, ys, "o-", label=task)[0]
+            lows = [p[2][0] if p[2] else p[1] for p in points]
+            highs = [p[2][1] if p[2] else p[1] for p in points]
+            left.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15)
+            scratch = results.get(f"{task}/scratch", {}).get("accuracy")
+            if scratch is not None:
+                left.axhline(scratch, color=line.get_color(), ls=":", label=f"{task}: no pre-training")
+        curve = results.get(f"{task}/zero_shot_by_step") or {}
+        steps = sorted(curve, key=int)
+        numbers["zero_shot_by_step"][task] = [{"step": int(k), "accuracy": curve[k]["accuracy"]} for k in steps]
+        if steps:
+            # Step 0 cannot sit on a log axis: it is drawn at 1 (the untrained model).
+            right.plot([max(int(k), 1) for k in steps], [curve[k]["accuracy"] for k in steps], "o-", label=task)
+    left.set(xlabel="pre-trained blocks transferred (0: embeddings only)", ylabel="test accuracy",
+             title="Fine-tuned, by layers transferred")
+    right.set(xlabel="pre-training steps (log; 0 drawn at 1)", ylabel="test accuracy",
+              title="Zero-shot, during pre-training")
+    right.set_xscale("log")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(stem + ".png", dpi=110)
+    plt.close(fig)
+    write_json(stem + ".json", numbers)
+    return {"png": stem + ".png", "json": stem + ".json"}
 
 
 def write_json(path: str, payload) -> str:

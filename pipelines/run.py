@@ -91,6 +91,12 @@ def print_summary(manifest: Manifest, stages: list[Stage]) -> None:
     rows += [[s.group, s.name, entries[s.name]["status"], entries[s.name].get("seconds", "")]
              for s in stages if s.name in entries]
     print("\n" + report.format_table(rows))
+    ran = [entries[s.name].get("seconds") or 0 for s in stages if s.name in entries]
+    print(f"Stage time in all: {sum(ran):.0f} s ({sum(ran) / 60:.1f} min)")
+    selection = report.selection_table({k: v for s in stages if s.name in entries and s.group in ("finetune", "analysis")
+                                        for k, v in entries[s.name].get("metrics", {}).items()})
+    if selection:
+        print("\nLearning rate chosen on the validation split:\n" + selection)
     metrics = entries.get("evaluate", {}).get("metrics", {})
     if metrics.get("lm"):
         print(f"\nHeld-out LM perplexity: {metrics['lm']['validation_perplexity']:.2f}")

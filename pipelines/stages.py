@@ -15,6 +15,7 @@ import functools
 import importlib.util
 import math
 import os
+import shutil
 import time
 from typing import Any, Callable
 
@@ -33,9 +34,12 @@ STAGE_TABLE = """
     pretrain    pretrain         vocab, corpus (+ import) + model, pretrain, seed; with
                                  pretrain.enabled=false only import (the checkpoint as is)
     finetune    finetune/<task>  pretrain, records/<task> + finetune, seed
-    analysis    transfer/<task>/<mode>   pretrain, records/<task> + finetune, analysis.transfer (if set)
-                zeroshot/<task>  pretrain, records/<task> + analysis zero_shot, few_shot, prompts (if set)
-    evaluate    evaluate         corpus, pretrain, every finetune, transfer, zeroshot stage + finetune.batch_size
+    analysis    transfer/<task>/<name>   pretrain, records/<task> + finetune, analysis.transfer, table5,
+                                 figure2 (if set): other modes, lambda = 0, 0..n_layer-1 blocks transferred
+                zeroshot/<task>  pretrain (+ snapshots), records/<task> + analysis zero_shot, few_shot,
+                                 prompts, figure2 (if set)
+    evaluate    evaluate         corpus, pretrain, every finetune, transfer, zeroshot stage + finetune.batch_size,
+                                 analysis.figure2 (draws evaluate/figure2.png)
     export      export           finetune/<export task> + export
 """
 
@@ -220,12 +224,14 @@ def run_pretrain(ctx: Context, out: str) -> dict:
         model_run_dir=os.path.join(out, "logs"), custom_config={
             "mode": "pretrain", "seed": cfg.seed, "vocab_dir": ctx.artifact("vocab", "vocab_dir"),
             "model": cfg.gpt_config(load_vocabulary(ctx).n_vocab), "optim": cfg.pretrain,
-            "init_model_dir": init_dir, "checkpoint_dir": _checkpoint_dir(ctx, "pretrain")}))
+            "init_model_dir": init_dir, "checkpoint_dir": _checkpoint_dir(ctx, "pretrain"),
+            "snapshot_dir": os.path.join(out, "snapshots")}))
     history = result["history"]
     report.plot_curves({"pretrain": history}, ["lm_loss", "perplexity"], os.path.join(out, "curves.png"),
                        "Pre-training (L1)")
     last = {k: v[-1] for k, v in history.items() if v}
-    return {"outputs": {"model_dir": model_dir, "curves": os.path.join(out, "curves.png")},
+    return {"outputs": {"model_dir": model_dir, "curves": os.path.join(out, "curves.png"),
+                        "snapshots": os.path.join(out, "snapshots")},
             "metrics": {"steps": result["steps"], **last}}
 
 
@@ -247,8 +253,44 @@ def finetune_variant(ctx: Context, run_dir: str, task: str, init_dir: str, optim
     return result
 
 
+def finetune_selected(ctx: Context, run_dir: str, task: str, init_dir: str, optim) -> dict:
+    """`finetune_variant` once per learning rate of `optim` (a list is a grid);
+    the model that does best on the validation split is kept in `run_dir`.
+    The result records the chosen rate and every rate's validation score."""
+    rates = optim.learning_rates
+    trials = {}
+    for lr in rates:
+        trial_dir = run_dir if len(rates) == 1 else f"{run_dir}_lr{lr:g}"
+        trials[lr] = (trial_dir, finetune_variant(ctx, trial_dir, task, init_dir,
+                                                  optim.model_copy(update={"learning_rate": lr})))
+    scores = {lr: _validation_score(result) for lr, (_, result) in trials.items()}
+    # Regression keeps its lowest validation loss: scores are negated there.
+    best = max(rates, key=lambda lr: scores[lr])
+    for lr, (trial_dir, _) in trials.items():
+        if trial_dir != run_dir:
+            if lr == best:
+                os.replace(trial_dir, run_dir)
+            else:
+                shutil.rmtree(trial_dir)
+    result = dict(trials[best][1])
+    result["learning_rate"] = best
+    result["seconds"] = round(sum(r["seconds"] for _, r in trials.values()), 1)
+    if len(rates) > 1:
+        result["validation_by_learning_rate"] = {f"{lr:g}": abs(scores[lr]) for lr in rates}
+    return result
+
+
+def _validation_score(result: dict) -> float:
+    """Higher is better: validation accuracy, or minus the validation loss (regression)."""
+    if result.get("best_val_accuracy") is not None:
+        return result["best_val_accuracy"]
+    loss = result.get("best_val_loss")
+    return -loss if loss is not None else -math.inf
+
+
 def _summary(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k.startswith("best_") or k in ("seconds", "trainable_parameters")}
+    return {k: v for k, v in result.items() if k.startswith("best_") or k in (
+        "seconds", "trainable_parameters", "learning_rate", "validation_by_learning_rate")}
 
 
 def run_finetune(ctx: Context, out: str, task: str) -> dict:
@@ -260,7 +302,7 @@ def run_finetune(ctx: Context, out: str, task: str) -> dict:
     outputs, metrics, histories = {}, {}, {}
     for variant, init_dir in variants.items():
         run_dir = os.path.join(out, variant)
-        result = finetune_variant(ctx, run_dir, task, init_dir, cfg.finetune)
+        result = finetune_selected(ctx, run_dir, task, init_dir, cfg.finetune)
         histories[variant] = result["history"]
         outputs[f"{task}/{variant}"] = run_dir
         metrics[f"{task}/{variant}"] = _summary(result)
@@ -270,13 +312,14 @@ def run_finetune(ctx: Context, out: str, task: str) -> dict:
             "metrics": metrics}
 
 
-def run_transfer(ctx: Context, out: str, task: str, mode: str) -> dict:
-    """One more transfer mode (`analysis.transfer`) fine-tuned from the pre-trained model."""
-    cfg = ctx.config
-    optim = cfg.finetune.model_copy(update={
-        "transfer": mode, "learning_rate": cfg.analysis.learning_rates.get(mode, cfg.finetune.learning_rate)})
-    result = finetune_variant(ctx, out, task, ctx.artifact("pretrain", "model_dir"), optim)
-    return {"outputs": {"models": {f"{task}/{mode}": out}}, "metrics": {f"{task}/{mode}": _summary(result)}}
+def run_transfer(ctx: Context, out: str, task: str, variant: str) -> dict:
+    """One more model fine-tuned from the pre-trained one, as the analysis
+    section asks (`ExperimentConfig.analysis_variants`): another transfer
+    mode, no auxiliary LM loss, or fewer transferred blocks."""
+    optim = ctx.config.finetune.model_copy(update=ctx.config.analysis_variants()[variant])
+    model_dir = os.path.join(out, "model")
+    result = finetune_selected(ctx, model_dir, task, ctx.artifact("pretrain", "model_dir"), optim)
+    return {"outputs": {"models": {f"{task}/{variant}": model_dir}}, "metrics": {f"{task}/{variant}": _summary(result)}}
 
 
 # ---- evaluate --------------------------------------------------------------
@@ -304,9 +347,9 @@ def run_evaluate(ctx: Context, out: str) -> dict:
         metadata = gk_data.load_metadata(task_dir)
         split = "test" if "test" in metadata.splits else "validation"
         models = dict(ctx.artifact(f"finetune/{task.name}", "models"))
-        for mode in ctx.config.analysis.transfer:
-            models.update(ctx.artifact(f"transfer/{task.name}/{mode}", "models"))
-        if ctx.config.analysis.zero_shot or ctx.config.analysis.few_shot:
+        for variant in ctx.config.analysis_variants():
+            models.update(ctx.artifact(f"transfer/{task.name}/{variant}", "models"))
+        if _zero_shot_stage(ctx.config):
             results.update(ctx.artifact(f"zeroshot/{task.name}", "metrics"))
         for key, model_dir in models.items():
             model = saving.load_task_model(model_dir)
@@ -321,7 +364,11 @@ def run_evaluate(ctx: Context, out: str) -> dict:
                             **task_metrics(metadata.family, np.concatenate(labels), np.concatenate(outputs),
                                            len(metadata.label_names or []) or None)}
     report.write_json(os.path.join(out, "metrics.json"), results)
-    return {"outputs": {"metrics": os.path.join(out, "metrics.json")}, "metrics": results}
+    outputs = {"metrics": os.path.join(out, "metrics.json")}
+    if ctx.config.analysis.figure2:
+        outputs["figure2"] = report.figure2(results, [t.name for t in ctx.config.preprocess.tasks],
+                                            ctx.config.n_layer, os.path.join(out, "figure2"))
+    return {"outputs": outputs, "metrics": results}
 
 
 # ---- export ----------------------------------------------------------------
@@ -370,24 +417,31 @@ def plan(config: ExperimentConfig) -> list[Stage]:
                 {"finetune": config.finetune.model_dump(), "seed": seed}) for t in tasks],
     ]
     analysis = config.analysis
-    for t in tasks:  # the analysis section's extra transfer modes and zero/few-shot scoring
-        stages += [Stage(f"transfer/{t}/{mode}", ["pretrain", f"records/{t}"],
-                         functools.partial(run_transfer, task=t, mode=mode),
-                         {"finetune": config.finetune.model_dump(), "mode": mode, "seed": seed,
-                          "learning_rate": analysis.learning_rates.get(mode)}) for mode in analysis.transfer]
-        if analysis.zero_shot or analysis.few_shot:
+    variants = config.analysis_variants()
+    for t in tasks:  # the analysis section's extra fine-tuned models and zero/few-shot scoring
+        stages += [Stage(f"transfer/{t}/{name}", ["pretrain", f"records/{t}"],
+                         functools.partial(run_transfer, task=t, variant=name),
+                         {"finetune": config.finetune.model_dump(), "variant": changes, "seed": seed})
+                   for name, changes in variants.items()]
+        if _zero_shot_stage(config):
             prompt = analysis.prompts.get(t)
             stages.append(Stage(f"zeroshot/{t}", ["pretrain", f"records/{t}"],
                                 functools.partial(run_zeroshot, task=t),
                                 {"zero_shot": analysis.zero_shot, "few_shot": analysis.few_shot,
-                                 "calibrate": analysis.calibrate, "prompt": prompt and prompt.model_dump()}))
+                                 "calibrate": analysis.calibrate, "prompt": prompt and prompt.model_dump(),
+                                 "figure2": analysis.figure2}))
     stages.append(Stage("evaluate", ["corpus", "pretrain", *[s.name for s in stages
                                                               if s.group in ("finetune", "analysis")]],
-                        run_evaluate, {"batch_size": config.finetune.batch_size}))
+                        run_evaluate, {"batch_size": config.finetune.batch_size, "figure2": analysis.figure2}))
     if config.export_task:
         stages.append(Stage("export", [f"finetune/{config.export_task}"], run_export,
                             {"export": config.export.model_dump(), "model_name": config.export_task}))
     return stages
+
+
+def _zero_shot_stage(config: ExperimentConfig) -> bool:
+    a = config.analysis
+    return bool(a.zero_shot or a.few_shot or a.figure2)
 
 
 def select(stages: list[Stage], requested: str) -> list[str]:

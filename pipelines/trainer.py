@@ -59,9 +59,12 @@ def _data_dir(files) -> str:
 def train_settings(optim: OptimSpec, steps_per_pass: int, train_steps: int | None = None,
                    checkpoint_dir: str | None = None, log_dir: str | None = None) -> TrainSettings:
     """An optimisation section -> `TrainSettings`: passes and step caps become
-    (steps_per_epoch, epochs). Fine-tuning evaluates once per pass;
+    (steps_per_epoch, epochs). Fine-tuning evaluates once per pass and runs
+    at least `min_steps` (in whole passes);
     pre-training checkpoints every `steps_per_checkpoint` steps."""
     total = max(1, math.ceil(optim.epochs * steps_per_pass))
+    if getattr(optim, "min_steps", 0) > total:  # fine-tuning: whole passes, so each ends with an evaluation
+        total = math.ceil(optim.min_steps / steps_per_pass) * steps_per_pass
     if optim.max_steps:
         total = min(total, optim.max_steps)
     if train_steps:
@@ -125,10 +128,62 @@ def _pretrain(fn_args: FnArgs, start: GPTConfig | GPTBackbone, optim: OptimSpec,
     val = _capped(gk_data.pretrain_dataset(eval_dir, "validation", batch, **common), optim)
     steps_per_pass = max(1, metadata.splits["train"].records // batch)
     settings = train_settings(optim, steps_per_pass, fn_args.train_steps, checkpoint_dir, fn_args.model_run_dir)
-    model, history = pretrain(start, train, settings, val_data=val, strategy=strategy)
+    total = settings.epochs * settings.steps_per_epoch
+    callbacks = []
+    snapshot_dir = fn_args.custom_config.get("snapshot_dir")
+    if snapshot_dir and optim.snapshots and is_chief(strategy):
+        callbacks.append(Snapshots(snapshot_dir, snapshot_steps(total, optim.snapshots), tokenizer, config))
+    if optim.dropout is not None:
+        start = _with_dropout(start, optim.dropout)
+    model, history = pretrain(start, train, settings, val_data=val, strategy=strategy, callbacks=callbacks)
     if is_chief(strategy):
-        saving.save_model(model.backbone, fn_args.serving_model_dir, tokenizer)
-    return {"steps": settings.epochs * settings.steps_per_epoch, "history": history.history}
+        # Saved with the model's own dropout, which fine-tuning then uses.
+        saving.save_model(_with_dropout(model.backbone, config), fn_args.serving_model_dir, tokenizer)
+    return {"steps": total, "history": history.history}
+
+
+def _with_dropout(start: GPTConfig | GPTBackbone, dropout: float | GPTConfig) -> GPTConfig | GPTBackbone:
+    """`start` with the dropout rates of `dropout` (a rate, or a config's rates); a backbone keeps its weights."""
+    rates = (dict(embd_pdrop=dropout, attn_pdrop=dropout, resid_pdrop=dropout) if isinstance(dropout, float)
+             else {k: getattr(dropout, k) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")})
+    if isinstance(start, GPTConfig):
+        return start.replace(**rates)
+    backbone = GPTBackbone(**start.config.replace(**rates).to_dict())
+    backbone.set_weights(start.get_weights())
+    return backbone
+
+
+def snapshot_steps(total: int, count: int) -> list[int]:
+    """Step 0 and `count` log-spaced steps ending at `total` (e.g. 1000, 6 ->
+    0, 10, 25, 63, 158, 398, 1000): pre-training changes fastest early on."""
+    if count <= 0:
+        return []
+    start = min(10, total)
+    fractions = [i / (count - 1) for i in range(count)] if count > 1 else [1.0]
+    return [0] + sorted({round(start * (total / start) ** f) for f in fractions})
+
+
+class Snapshots(keras.callbacks.Callback):
+    """Saves the backbone as a model directory `step_<n>` at the given steps.
+
+    On a resumed run, the snapshots of steps before the resume point are the
+    ones the interrupted run wrote (if it got that far)."""
+
+    def __init__(self, directory: str, steps: list[int], tokenizer: GPTTokenizer, config: GPTConfig):
+        super().__init__()
+        self.directory, self.steps, self.tokenizer, self.config = directory, set(steps), tokenizer, config
+
+    def _save(self) -> None:
+        step = int(self.model.optimizer.iterations.numpy())
+        if step in self.steps:
+            saving.save_model(_with_dropout(self.model.backbone, self.config),
+                              os.path.join(self.directory, f"step_{step:07d}"), self.tokenizer)
+
+    def on_train_begin(self, logs=None):
+        self._save()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._save()
 
 
 def _finetune(fn_args: FnArgs, config: GPTConfig | None, optim: FinetuneSpec, seed: int, init_model_dir: str,
@@ -142,7 +197,9 @@ def _finetune(fn_args: FnArgs, config: GPTConfig | None, optim: FinetuneSpec, se
     # Under XLA every new shape compiles anew: pad batches to one length.
     common = dict(expected_family=metadata.family, expected_fingerprint=tokenizer.fingerprint,
                   config=backbone.config, pad_to_max_length=optim.jit_compile)
-    train = gk_data.task_dataset(train_dir, "train", batch, shuffle=True, seed=seed, **common)
+    # Without XLA, batches of similar lengths: about 1.6x fewer padded tokens on Rotten Tomatoes.
+    train = gk_data.task_dataset(train_dir, "train", batch, shuffle=True, seed=seed,
+                                 group_by_length=not optim.jit_compile, **common)
     val = _capped(gk_data.task_dataset(train_dir, "validation", batch, **common), optim)
     steps_per_pass = math.ceil(metadata.splits["train"].records / batch)
     settings = train_settings(optim, steps_per_pass, fn_args.train_steps, None, fn_args.model_run_dir)

@@ -34,6 +34,9 @@ def test_overrides_use_dotted_paths_and_are_typed():
     ("model.preset=gpt9", r"model: Unknown preset 'gpt9'"),
     ("model.overrides={n_embd: 10, n_head: 3}", r"model: Invalid GPTConfig.*divisible"),
     ("finetune.ablation_without_pretraining=1", r"expected bool, got 1"),
+    ("finetune.learning_rate=[]", r"finetune.learning_rate: must be > 0, or a non-empty list"),
+    ("finetune.learning_rate=[1e-4, -1]", r"finetune.learning_rate: must be > 0, or a non-empty list"),
+    ("pretrain.dropout=1", r"pretrain.dropout: must be < 1"),
     ("nonsense", r"must look like key.path=value"),
 ])
 def test_bad_configs_fail_with_the_key_named(override, message):

@@ -209,18 +209,30 @@ def test_analysis_stages_reuse_a_finished_run(tmp_path, capsys):
     """An `extends:` config over a finished run adds transfer modes and zero/few-shot
     rows to the same table; nothing the first run made is redone."""
     corpus = _write_data(tmp_path)
-    base = _config(tmp_path, corpus, finetune={"ablation_without_pretraining": False})
+    base = _config(tmp_path, corpus, snapshots=3)
     run(["--config", base])
     capsys.readouterr()
     analysis = tmp_path / "analysis.yaml"
     analysis.write_text(yaml.safe_dump({"extends": base, "analysis": {
         "transfer": ["frozen"], "learning_rates": {"frozen": 3e-3}, "zero_shot": True, "few_shot": [1],
-        "prompts": {"toy": {"template": "{text} so", "label_words": ["bad", "great"]}}}}))
+        "prompts": {"toy": {"template": "{text} so", "label_words": ["bad", "great"]}},
+        "table5": True, "figure2": True}}))
     run(["--config", str(analysis)])
     out = capsys.readouterr().out
-    assert _ran(out) == ["transfer/toy/frozen", "zeroshot/toy", "evaluate"], out
+    assert _ran(out) == ["transfer/toy/frozen", "transfer/toy/no_aux_lm", "transfer/toy/layers_0",
+                         "transfer/toy/layers_1", "zeroshot/toy", "evaluate"], out
     metrics = json.loads((tmp_path / "work" / "evaluate" / "metrics.json").read_text())
-    assert set(metrics) == {"lm", "toy/pretrained", "toy/frozen", "toy/zero_shot", "toy/few_shot_k1"}
+    # Table 5: full, without the auxiliary LM loss, without pre-training; Figure 2 (left): 0..n_layer blocks.
+    assert set(metrics) == {"lm", "toy/pretrained", "toy/scratch", "toy/frozen", "toy/no_aux_lm", "toy/layers_0",
+                            "toy/layers_1", "toy/zero_shot", "toy/few_shot_k1", "toy/zero_shot_by_step"}
+    assert "toy/no_aux_lm" in out and "toy/layers_0" in out
+    # Figure 2 (right): the pre-training snapshots (step 0 and log-spaced steps), scored zero-shot.
+    assert sorted(map(int, metrics["toy/zero_shot_by_step"])) == [0, 6]
+    figure = json.loads((tmp_path / "work" / "evaluate" / "figure2.json").read_text())
+    assert [p["layers"] for p in figure["layers_transferred"]["toy"]] == [0, 1, 2]
+    assert figure["layers_transferred"]["toy"][2]["accuracy"] == metrics["toy/pretrained"]["accuracy"]
+    assert [p["step"] for p in figure["zero_shot_by_step"]["toy"]] == [0, 6]
+    assert (tmp_path / "work" / "evaluate" / "figure2.png").stat().st_size > 1000
     full, frozen = metrics["toy/pretrained"], metrics["toy/frozen"]
     assert 0 < frozen["trainable_parameters"] < full["trainable_parameters"]
     assert metrics["toy/zero_shot"]["trainable_parameters"] == 0

@@ -2,7 +2,7 @@
 import pytest
 
 from pipelines.config import ConfigError, FinetuneSpec, OptimSpec, build_section
-from pipelines.trainer import train_settings
+from pipelines.trainer import snapshot_steps, train_settings
 
 
 def test_pretraining_checkpoints_every_n_steps_up_to_max_steps():
@@ -20,6 +20,18 @@ def test_pretraining_checkpoints_every_n_steps_up_to_max_steps():
 def test_finetuning_evaluates_once_per_pass():
     settings = train_settings(FinetuneSpec(epochs=3), steps_per_pass=218)
     assert (settings.epochs, settings.steps_per_epoch, settings.warmup) == (3, 218, 0.002)
+
+
+def test_small_tasks_get_whole_passes_up_to_min_steps():
+    settings = train_settings(FinetuneSpec(epochs=3, min_steps=600), steps_per_pass=50)
+    assert (settings.epochs, settings.steps_per_epoch) == (12, 50)
+    settings = train_settings(FinetuneSpec(epochs=3, min_steps=600), steps_per_pass=213)
+    assert (settings.epochs, settings.steps_per_epoch) == (3, 213)
+
+
+def test_pretraining_snapshots_are_log_spaced_from_step_0():
+    assert snapshot_steps(1000, 6) == [0, 10, 25, 63, 158, 398, 1000]
+    assert snapshot_steps(1000, 1) == [0, 1000] and snapshot_steps(5, 3) == [0, 5] and snapshot_steps(1000, 0) == []
 
 
 def test_a_tfx_custom_config_dict_is_read_into_the_same_section():
