@@ -136,3 +136,14 @@ def test_bfloat16_pretraining_tracks_float32_within_the_seed_spread():
     assert fp32_a[-1] < 0.5 * fp32_a[0]  # it learned
     spread = np.abs(fp32_a - fp32_b).mean()
     assert np.abs(bf16 - fp32_a).mean() <= spread, (bf16, fp32_a, fp32_b)
+
+
+def test_pipeline_key_reaches_the_train_settings():
+    from pipelines.config import ConfigError, FinetuneSpec, PretrainSpec, build_section
+    from pipelines.trainer import train_settings
+
+    spec = build_section(FinetuneSpec, {"dtype_policy": "mixed_float16"}, "finetune")
+    assert train_settings(spec, steps_per_pass=4).dtype_policy == "mixed_float16"
+    assert train_settings(build_section(PretrainSpec, {}), steps_per_pass=4).dtype_policy == "float32"
+    with pytest.raises(ConfigError, match=r"pretrain\.dtype_policy.*mixed_bfloat16"):
+        build_section(PretrainSpec, {"dtype_policy": "bf16"}, "pretrain")
