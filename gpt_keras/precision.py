@@ -50,10 +50,11 @@ def needs_loss_scaling(name: str) -> bool:
 def default_jit_compile(name: str) -> bool:
     """Whether a training step under policy `name` should use XLA by default.
 
-    Measured on a CPU with AVX512_BF16/AMX (docs/mixed_precision.md,
-    `bench/bench_train.py`): XLA's CPU bfloat16 matmuls are no faster than
-    its float32 ones, while TF's oneDNN kernels run bfloat16 about twice as
-    fast, so on CPUs a mixed step runs without XLA. float32 steps, and
+    From issue 16's measurements on an AVX512_BF16 CPU (re-measure with
+    `bench/bench_train.py`): XLA's CPU bfloat16 matmuls were no faster than
+    its float32 ones, TF's oneDNN bfloat16 kernels about twice as fast, and
+    at gpt1 width (4 layers) bf16 without XLA beat both fp32 + XLA and
+    bf16 + XLA; so on CPUs a mixed step runs without XLA. float32 steps, and
     every policy on GPUs/TPUs, keep XLA.
     """
     check_policy(name)
