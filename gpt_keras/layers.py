@@ -160,10 +160,12 @@ class CausalSelfAttention(keras.layers.Layer):
             k = _write_cache(cache[0], k, cache_update_index)
             v = _write_cache(cache[1], v, cache_update_index)
             cache = (k, v)
-        scores = ops.einsum("bhqd,bhkd->bhqk", q, k) * (1.0 / math.sqrt(self.head_dim))
+        # Scores, mask and softmax in float32 whatever the compute dtype (mixed
+        # precision): -1e9 overflows float16, and bf16 softmax sums lose mass.
+        scores = ops.cast(ops.einsum("bhqd,bhkd->bhqk", q, k), "float32") * (1.0 / math.sqrt(self.head_dim))
         if attention_mask is not None:
-            scores = ops.where(attention_mask[:, None, :, :], scores, ops.cast(_MASK_VALUE, scores.dtype))
-        probs = self.attn_dropout(ops.softmax(scores, axis=-1), training=training)
+            scores = ops.where(attention_mask[:, None, :, :], scores, _MASK_VALUE)
+        probs = self.attn_dropout(ops.cast(ops.softmax(scores, axis=-1), v.dtype), training=training)
         out = ops.transpose(ops.einsum("bhqk,bhkd->bhqd", probs, v), (0, 2, 1, 3))
         out = self.resid_dropout(self.c_proj(ops.reshape(out, (batch, length, self.n_embd))),
                                  training=training)

@@ -9,6 +9,12 @@ fidelity and for multi-replica equivalence:
   * Keras clips gradients (`global_clipnorm`) *before* the cross-replica sum,
     i.e. per replica; here the global norm is taken after the sum, as a single
     device would.
+
+Dynamic loss scaling (for `mixed_float16`) lives here too, for the same
+reason: Keras's `LossScaleOptimizer` checks the gradients for inf/NaN per
+replica *before* the cross-replica sum and must run the inner update in a
+cross-replica `cond`; here the check is on the summed gradients, identical on
+every replica, and the unscaling comes before the clipping.
 """
 from __future__ import annotations
 
@@ -30,16 +36,31 @@ class OpenAIAdam(keras.optimizers.Optimizer):
       decay_embeddings: whether the token/position embeddings (rank 2) are
         decayed, as in the original code (default True).
       max_grad_norm: clip the summed gradient to this global norm (<= 0: off).
+      dynamic_loss_scale: scale the loss (`scale_loss`, which the training
+        step calls) by a factor that halves whenever the summed gradients hold
+        an inf/NaN, a step then skipped (weights and moments unchanged; the
+        step still counts in `iterations`, so resume and schedules stay on the
+        data stream), and doubles after `loss_scale_growth_steps` finite
+        steps, as Keras's `LossScaleOptimizer` does. The scale is an
+        optimizer variable, so checkpoints carry it. Needed for float16.
+      initial_loss_scale, loss_scale_growth_steps: Keras's defaults.
     """
 
     def __init__(self, learning_rate=6.25e-5, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-8, l2: float = 0.01, decay_embeddings: bool = True,
-                 max_grad_norm: float = 1.0, name: str = "openai_adam", **kwargs):
+                 max_grad_norm: float = 1.0, dynamic_loss_scale: bool = False,
+                 initial_loss_scale: float = 2.0 ** 15, loss_scale_growth_steps: int = 2000,
+                 name: str = "openai_adam", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if dynamic_loss_scale and self.loss_scale_factor is not None:
+            raise ValueError("dynamic_loss_scale and a fixed loss_scale_factor exclude each other; choose one")
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         self.l2 = l2
         self.decay_embeddings = decay_embeddings
         self.max_grad_norm = max_grad_norm
+        self.dynamic_loss_scale = dynamic_loss_scale
+        self.initial_loss_scale = initial_loss_scale
+        self.loss_scale_growth_steps = loss_scale_growth_steps
 
     def build(self, var_list):
         if self.built:
@@ -47,6 +68,21 @@ class OpenAIAdam(keras.optimizers.Optimizer):
         super().build(var_list)
         self._m, self._v = self.add_optimizer_variables(var_list, ["m", "v"])
         self._decay = [self._decays(v) for v in var_list]  # by variable index
+        if self.dynamic_loss_scale:
+            # Same value on every replica (updated from the summed gradients),
+            # so the first replica's write stands for all, as for `iterations`.
+            self.loss_scale = self.add_variable(
+                (), initializer=keras.initializers.Constant(self.initial_loss_scale), dtype="float32",
+                aggregation="only_first_replica", name="loss_scale")
+            self._finite_steps = self.add_variable(
+                (), initializer="zeros", dtype="int", aggregation="only_first_replica", name="finite_steps")
+
+    def scale_loss(self, loss):
+        """The loss times the current loss scale (Keras's own `train_step` calls this too)."""
+        if not self.dynamic_loss_scale:
+            return super().scale_loss(loss)
+        scale = self.loss_scale if self.built else self.initial_loss_scale
+        return loss * ops.cast(scale, loss.dtype)
 
     def _decays(self, variable) -> bool:
         if len(variable.shape) < 2:
@@ -57,13 +93,38 @@ class OpenAIAdam(keras.optimizers.Optimizer):
         # TF backend hook that runs right after the cross-replica sum: the
         # only place where the *global* gradient norm is available.
         grads_and_vars = super()._all_reduce_sum_gradients(grads_and_vars)
+        grads, variables = (list(x) for x in zip(*grads_and_vars))
+        if self.dynamic_loss_scale:
+            grads = self._unscale(grads)
         if self.max_grad_norm and self.max_grad_norm > 0:
-            grads, variables = zip(*grads_and_vars)
-            grads, _ = tf.clip_by_global_norm(list(grads), self.max_grad_norm)
-            grads_and_vars = list(zip(grads, variables))
-        return grads_and_vars
+            grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm)
+        return list(zip(grads, variables))
+
+    def _unscale(self, grads: list) -> list:
+        """Summed gradients divided by the loss scale, and the scale updated.
+
+        A step with any inf/NaN comes back with *every* gradient NaN, the
+        signal `update_step` skips on: each variable's update then sees it
+        without state shared between replicas or update calls.
+        """
+        grads = [tf.convert_to_tensor(g) for g in grads]  # IndexedSlices: the check needs dense values
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+        scale = tf.convert_to_tensor(self.loss_scale)
+        grow = tf.logical_and(finite, tf.convert_to_tensor(self._finite_steps) + 1 >= self.loss_scale_growth_steps)
+        self.loss_scale.assign(tf.where(grow, scale * 2.0, tf.where(finite, scale, scale * 0.5)))
+        steps = tf.convert_to_tensor(self._finite_steps)
+        self._finite_steps.assign(tf.where(tf.logical_and(finite, tf.logical_not(grow)), steps + 1, tf.zeros_like(steps)))
+        signal = tf.where(finite, 1.0 / scale, float("nan"))
+        return [g * tf.cast(signal, g.dtype) for g in grads]
 
     def update_step(self, gradient, variable, learning_rate):
+        if not self.dynamic_loss_scale:
+            return self._adam_update(gradient, variable, learning_rate)
+        # All gradients are NaN after an overflow (`_unscale`): skip the update.
+        finite = tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(gradient)))
+        tf.cond(finite, lambda: self._adam_update(gradient, variable, learning_rate), lambda: None)
+
+    def _adam_update(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
         # Densify (tied-embedding gradients arrive as IndexedSlices), as the original code does.
         gradient = ops.cast(tf.convert_to_tensor(gradient), variable.dtype)
@@ -81,7 +142,9 @@ class OpenAIAdam(keras.optimizers.Optimizer):
     def get_config(self):
         config = super().get_config()
         config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, l2=self.l2,
-                      decay_embeddings=self.decay_embeddings, max_grad_norm=self.max_grad_norm)
+                      decay_embeddings=self.decay_embeddings, max_grad_norm=self.max_grad_norm,
+                      dynamic_loss_scale=self.dynamic_loss_scale, initial_loss_scale=self.initial_loss_scale,
+                      loss_scale_growth_steps=self.loss_scale_growth_steps)
         return config
 
 

@@ -59,7 +59,10 @@ def train_step(model, data) -> dict:
     with tf.GradientTape() as tape:
         terms, extra = model.loss_terms(data, training=True)
         loss, logs, counts = replica_loss(model, terms, extra)
-    grads = tape.gradient(loss, model.trainable_variables)
+        # Loss scaling (float16): the optimizer unscales the summed gradients
+        # before clipping and skips steps that overflowed; as Keras's train_step.
+        scaled_loss = model.optimizer.scale_loss(loss)
+    grads = tape.gradient(scaled_loss, model.trainable_variables)
     if hasattr(model, "mask_gradients"):  # transfer modes that freeze part of a variable
         grads = model.mask_gradients(grads)
     # Dense all-reduce: sparse (IndexedSlices) gathers need equal shapes on all

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from gpt_keras import precision
 from gpt_keras.config import GPTConfig
 from gpt_keras.loop import custom_fit
 from gpt_keras.model import GPTBackbone, GPTLMModel, GPTTaskModel, with_special_tokens
@@ -35,7 +36,9 @@ class TrainSettings:
     """Optimisation settings. Defaults are the paper's fine-tuning values.
 
     `warmup` is a number of steps for `warmup_cosine` and a fraction of all
-    steps for `warmup_linear`.
+    steps for `warmup_linear`. `dtype_policy` is float32, mixed_bfloat16 or
+    mixed_float16 (`gpt_keras.precision`); `jit_compile` None picks XLA or not
+    by policy and device (`precision.default_jit_compile`).
     """
 
     learning_rate: float = 6.25e-5
@@ -48,7 +51,8 @@ class TrainSettings:
     max_grad_norm: float = 1.0
     checkpoint_dir: str | None = None
     log_dir: str | None = None
-    jit_compile: bool = False
+    jit_compile: bool | None = False
+    dtype_policy: str = "float32"
     verbose: str | int = "auto"
     loop: str = "auto"  # "fit", "custom" (strategy.run loop), or "auto": custom under multi-worker
 
@@ -61,6 +65,12 @@ class TrainSettings:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.loop not in ("auto", "fit", "custom"):
             raise ValueError(f"loop must be auto, fit or custom; got {self.loop!r}")
+        precision.check_policy(self.dtype_policy)
+
+    @property
+    def use_xla(self) -> bool:
+        """`jit_compile`, or the policy's default when it is None."""
+        return precision.default_jit_compile(self.dtype_policy) if self.jit_compile is None else self.jit_compile
 
     def make_optimizer(self, total_steps: int) -> OpenAIAdam:
         if self.schedule == "warmup_cosine":
@@ -70,7 +80,8 @@ class TrainSettings:
         else:
             lr = self.learning_rate
         return OpenAIAdam(lr, l2=self.l2, decay_embeddings=self.decay_embeddings,
-                          max_grad_norm=self.max_grad_norm)
+                          max_grad_norm=self.max_grad_norm,
+                          dynamic_loss_scale=precision.needs_loss_scaling(self.dtype_policy))
 
 
 @functools.lru_cache(maxsize=None)
@@ -120,6 +131,8 @@ def pretrain(config: GPTConfig | GPTBackbone, train_data: tf.data.Dataset, setti
       train_data: batches of {"token_ids", "padding_mask"} int32 [batch, len]
         (global batch size; the strategy splits it across replicas).
       settings: `TrainSettings`; the paper uses `warmup_cosine`, lr 2.5e-4, 2000 warmup steps.
+        `settings.dtype_policy` chooses mixed precision for this model only:
+        the returned model computes in it, saved weights stay float32.
     """
     cfg = config.config if isinstance(config, GPTBackbone) else config.replace(n_special=0)
 
@@ -213,9 +226,13 @@ def _fit(build: Callable[[], keras.Model], cfg: GPTConfig, train_data: tf.data.D
     steps_per_epoch = settings.steps_per_epoch or _cardinality(train_data)
     total_steps = steps_per_epoch * settings.epochs
     with strategy.scope():
-        model = build()
+        # The policy applies to this model only: later stages build float32.
+        with precision.dtype_policy(settings.dtype_policy):
+            model = build()
         optimizer = settings.make_optimizer(total_steps)
-        model.compile(optimizer=optimizer, jit_compile=settings.jit_compile)
+        # OpenAIAdam scales the loss itself (after the cross-replica sum), so
+        # Keras must not wrap it in a LossScaleOptimizer under mixed_float16.
+        model.compile(optimizer=optimizer, jit_compile=settings.use_xla, auto_scale_loss=False)
         optimizer.build(model.trainable_variables)
 
     manager = None

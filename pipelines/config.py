@@ -175,6 +175,15 @@ class OptimSpec(Section):
     l2: float = 0.01
     max_grad_norm: float = 1.0
     jit_compile: StrictBool = True
+    # Variables stay float32; mixed policies compute in bf16/fp16 (gpt_keras.precision).
+    dtype_policy: str = "float32"
+
+    @model_validator(mode="after")
+    def _dtype_policy(self) -> "OptimSpec":
+        from gpt_keras.precision import POLICIES  # pylint: disable=g-import-not-at-top  (their one home)
+        _check(self.dtype_policy in POLICIES, "dtype_policy",
+               f"must be one of {', '.join(POLICIES)}; got {self.dtype_policy!r}")
+        return self
 
 
 class PretrainSpec(OptimSpec):

@@ -78,7 +78,7 @@ def train_settings(optim: OptimSpec, steps_per_pass: int, train_steps: int | Non
         learning_rate=optim.learning_rate, schedule=optim.schedule, warmup=warmup,
         epochs=math.ceil(total / interval), steps_per_epoch=interval, l2=optim.l2,
         max_grad_norm=optim.max_grad_norm, checkpoint_dir=checkpoint_dir, log_dir=log_dir,
-        jit_compile=optim.jit_compile)
+        jit_compile=optim.jit_compile, dtype_policy=optim.dtype_policy)
 
 
 def _capped(val, optim: OptimSpec):

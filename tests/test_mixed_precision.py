@@ -1,0 +1,149 @@
+"""Mixed precision: the policy stays inside training, float16 stays finite,
+loss scaling skips overflows and resumes, bf16 pre-training tracks float32."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import random_ids, tiny_config
+
+import gpt_keras as gk
+from gpt_keras import precision, saving
+from gpt_keras.optim import OpenAIAdam
+from gpt_keras.train import TrainSettings, pretrain
+
+SINGLE = tf.distribute.OneDeviceStrategy("/cpu:0")
+
+
+def _lm_data(n=16, length=16, seed=0):
+    ids = random_ids(np.random.default_rng(seed), (n, length), 97)
+    mask = np.ones_like(ids)
+    return tf.data.Dataset.from_tensor_slices({"token_ids": ids, "padding_mask": mask}).batch(8)
+
+
+def _settings(**kwargs):
+    return TrainSettings(**{"learning_rate": 1e-3, "schedule": "constant", "epochs": 1, "steps_per_epoch": 2,
+                            "verbose": 0, **kwargs})
+
+
+def test_policy_stays_inside_training_and_saved_models_load_float32(tmp_path):
+    model, _ = pretrain(tiny_config(), _lm_data(), _settings(dtype_policy="mixed_bfloat16"), strategy=SINGLE)
+    assert keras.config.dtype_policy().name == "float32"
+    block = model.backbone.blocks[0]
+    assert block.c_fc.compute_dtype == "bfloat16" and block.c_fc.kernel.dtype == "float32"
+    assert gk.GPTBackbone(**tiny_config().to_dict()).blocks[0].c_fc.compute_dtype == "float32"
+    saving.save_model(model.backbone, tmp_path / "m")
+    loaded = saving.load_backbone(tmp_path / "m")
+    assert loaded.blocks[0].c_fc.compute_dtype == "float32"
+    ids = np.array([[5, 6, 7, 8]], "int32")
+    out = loaded({"token_ids": ids, "padding_mask": np.ones_like(ids)})
+    assert out.dtype == "float32"
+
+
+def test_policy_is_restored_after_an_error_and_unknown_names_fail():
+    with pytest.raises(RuntimeError):
+        with precision.dtype_policy("mixed_float16"):
+            assert keras.config.dtype_policy().name == "mixed_float16"
+            raise RuntimeError("boom")
+    assert keras.config.dtype_policy().name == "float32"
+    with pytest.raises(ValueError, match="mixed_bfloat16"):
+        TrainSettings(dtype_policy="bfloat16")
+
+
+def test_float16_left_padded_rows_stay_finite_and_real_rows_match_float32():
+    config = tiny_config()
+    reference = gk.GPTBackbone(**config.to_dict())
+    with precision.dtype_policy("mixed_float16"):
+        half = gk.GPTBackbone(**config.to_dict())
+    half.set_weights(reference.get_weights())
+    # Left padding: query 0 sees only key 0, a pad, so its row is fully masked.
+    ids = np.array([[0, 0, 0, 11, 12, 13], [21, 22, 23, 24, 25, 26]], "int32")
+    mask = (ids > 0).astype("int32")
+    out = np.asarray(half({"token_ids": ids, "padding_mask": mask}), "float32")
+    assert np.isfinite(out).all()
+    expected = np.asarray(reference({"token_ids": ids, "padding_mask": mask}))
+    real = mask.astype(bool)
+    np.testing.assert_allclose(out[real], expected[real], atol=2e-2)
+
+
+def _half_lm(optimizer):
+    with precision.dtype_policy("mixed_float16"):
+        model = gk.GPTLMModel(gk.GPTBackbone(**tiny_config().to_dict()))
+    model.compile(optimizer=optimizer, auto_scale_loss=False)
+    return model
+
+
+def test_loss_scaling_skips_overflowing_steps_then_trains():
+    # 2**40 makes float16 gradients overflow: the step is skipped and the scale halves.
+    model = _half_lm(OpenAIAdam(1e-3, dynamic_loss_scale=True, initial_loss_scale=2.0 ** 40))
+    batch = next(iter(_lm_data()))
+    before = [w.numpy() for w in model.trainable_weights]
+    model.train_on_batch(batch)
+    opt = model.optimizer
+    assert float(opt.loss_scale.numpy()) == 2.0 ** 39
+    assert int(opt.iterations.numpy()) == 1  # the skipped step still counts: resume stays on the stream
+    for a, b in zip(before, model.trainable_weights):
+        np.testing.assert_array_equal(a, b.numpy())
+    opt.loss_scale.assign(2.0 ** 8)  # as if halved 31 times more
+    for _ in range(3):
+        model.train_on_batch(batch)
+    assert float(opt.loss_scale.numpy()) == 2.0 ** 8
+    moved = max(np.abs(a - b.numpy()).max() for a, b in zip(before, model.trainable_weights))
+    assert moved > 1e-4 and all(np.isfinite(w.numpy()).all() for w in model.trainable_weights)
+
+
+def test_loss_scaling_unscales_the_summed_gradients_before_clipping():
+    opt = OpenAIAdam(1e-3, dynamic_loss_scale=True, initial_loss_scale=1024.0, max_grad_norm=1.0)
+    variable = keras.Variable(np.zeros((2, 2), "float32"))
+    opt.build([variable])
+    small = np.full((2, 2), 0.25, "float32")  # norm 0.5: kept as is once unscaled
+    (grad, _), = opt._all_reduce_sum_gradients([(tf.constant(1024.0 * small), variable)])
+    np.testing.assert_allclose(grad, small, rtol=1e-6)
+    (grad, _), = opt._all_reduce_sum_gradients([(tf.constant(1024.0 * 4 * small), variable)])
+    np.testing.assert_allclose(np.linalg.norm(grad), 1.0, rtol=1e-6)  # norm 2 clipped to 1
+
+
+def test_loss_scale_state_is_checkpointed_and_resumed(tmp_path):
+    settings = _settings(dtype_policy="mixed_float16", checkpoint_dir=str(tmp_path), epochs=2)
+
+    class LowerScale(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.model.optimizer.loss_scale.assign(1024.0)
+
+    keras.utils.set_random_seed(4)
+    first, _ = pretrain(tiny_config(), _lm_data(), settings, strategy=SINGLE, callbacks=[LowerScale()])
+    assert int(first.optimizer._finite_steps.numpy()) == 4
+    resumed, history = pretrain(tiny_config(), _lm_data(), TrainSettings(**{**vars(settings), "epochs": 3}),
+                                strategy=SINGLE)
+    assert len(history.history["loss"]) == 1  # only the third epoch ran
+    assert float(resumed.optimizer.loss_scale.numpy()) == 1024.0
+    assert int(resumed.optimizer._finite_steps.numpy()) == 6
+
+
+def test_bfloat16_pretraining_tracks_float32_within_the_seed_spread():
+    # A learnable stream (a repeated phrase) so the loss falls well below log(vocab).
+    phrase = np.array([5, 17, 42, 8, 63, 29, 71, 12], "int32")
+    ids = np.tile(phrase, (32, 2))
+    for row in range(32):
+        ids[row] = np.roll(ids[row], row)
+    data = tf.data.Dataset.from_tensor_slices({"token_ids": ids, "padding_mask": np.ones_like(ids)}).batch(8)
+
+    def curve(policy, seed):
+        keras.utils.set_random_seed(seed)
+        settings = _settings(dtype_policy=policy, learning_rate=3e-3, epochs=24, steps_per_epoch=1)
+        return np.array(pretrain(tiny_config(), data, settings, strategy=SINGLE)[1].history["loss"])
+
+    fp32_a, fp32_b, bf16 = curve("float32", 0), curve("float32", 1), curve("mixed_bfloat16", 0)
+    assert fp32_a[-1] < 0.5 * fp32_a[0]  # it learned
+    spread = np.abs(fp32_a - fp32_b).mean()
+    assert np.abs(bf16 - fp32_a).mean() <= spread, (bf16, fp32_a, fp32_b)
+
+
+def test_pipeline_key_reaches_the_train_settings():
+    from pipelines.config import ConfigError, FinetuneSpec, PretrainSpec, build_section
+    from pipelines.trainer import train_settings
+
+    spec = build_section(FinetuneSpec, {"dtype_policy": "mixed_float16"}, "finetune")
+    assert train_settings(spec, steps_per_pass=4).dtype_policy == "mixed_float16"
+    assert train_settings(build_section(PretrainSpec, {}), steps_per_pass=4).dtype_policy == "float32"
+    with pytest.raises(ConfigError, match=r"pretrain\.dtype_policy.*mixed_bfloat16"):
+        build_section(PretrainSpec, {"dtype_policy": "bf16"}, "pretrain")
