@@ -136,7 +136,7 @@ class GPTBackbone(keras.Model):
         """Zero per-layer caches for `call_with_cache`."""
         c = self.config
         shape = (batch_size, c.n_head, max_length, c.n_embd // c.n_head)
-        dtype = self.embed.token_embeddings.dtype
+        dtype = self.embed.compute_dtype  # a mixed-precision model caches in its compute dtype
         return tuple((ops.zeros(shape, dtype=dtype), ops.zeros(shape, dtype=dtype)) for _ in range(c.n_layer))
 
     def get_config(self):
