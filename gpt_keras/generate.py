@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
-from gpt_keras.compress import WEIGHT_FORMATS, compressed_backbone
+from gpt_keras.compress import WEIGHT_FORMATS, compressed_backbone, compressed_logits
 from gpt_keras.layers import _in_xla_context
 from gpt_keras.model import GPTBackbone, position_ids
 from gpt_keras.preprocessor import pad, ragged_ids
@@ -70,9 +70,8 @@ def head_logits(backbone: GPTBackbone):
     """`hidden [batch, n_embd] -> float32 logits [batch, vocab]` for this
     backbone: its compressed head if it is a `gpt_keras.compress` view, else
     `lm_logits` with `lm_head` (taken once, outside the decode loop)."""
-    compressed = getattr(backbone, "lm_head_layer", None)
-    if compressed is not None:
-        return lambda hidden: tf.cast(compressed(hidden), tf.float32)
+    if getattr(backbone, "lm_head_layer", None) is not None:
+        return lambda hidden: compressed_logits(backbone, hidden)
     head = lm_head(backbone)
     return lambda hidden: lm_logits(head, hidden)
 
