@@ -14,7 +14,8 @@ plain core ops, which an exported SavedModel can carry.
 generation: the same embedding and LayerNorm variables (shared, not copied),
 with every Dense layer and the tied LM head replaced by a `BF16Dense`. The
 source backbone is never changed, and its weights stay fp32 (checkpoints and
-`convert` never see the bf16 copies).
+`convert` never see the bf16 copies). `compressed_logits` is the view's head:
+bf16 logits, with the best few recomputed from the fp32 table.
 """
 from __future__ import annotations
 

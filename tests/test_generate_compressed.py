@@ -103,3 +103,17 @@ def test_backbone_state_dequantizes_int8_and_refuses_other_quantized_kernels():
     other.blocks[0].c_fc.quantize("int4")
     with pytest.raises(convert.ConversionError, match="quantized \\(int4\\)"):
         convert.backbone_state(other)
+
+
+def test_cli_weights_flag(tmp_path, capsys):
+    from gpt_keras import generate as gen
+    from gpt_keras import saving
+    from gpt_keras.tokenizer import count_words, train_bpe
+
+    tok = train_bpe(count_words(["the cat sat on the mat", "a dog ran in the park"] * 5), num_merges=40)
+    keras.utils.set_random_seed(0)
+    model = gk.GPTBackbone(**tiny_config(vocab_size=tok.n_vocab, initializer_range=0.5).to_dict())
+    model_dir = saving.save_model(model, tmp_path / "model", tokenizer=tok)
+    assert gen.main(["--model", str(model_dir), "--prompt", "the cat", "--max_new_tokens", "4", "--weights", "bf16"]) == 0
+    new = generate(model, [tok.encode("the cat")], 4, weights="bf16")[0]
+    assert capsys.readouterr().out.strip() == tok.decode(tok.encode("the cat") + new)
