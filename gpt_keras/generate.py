@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
+from gpt_keras.compress import WEIGHT_FORMATS, compressed_backbone, compressed_logits
 from gpt_keras.layers import _in_xla_context
 from gpt_keras.model import GPTBackbone, position_ids
 from gpt_keras.preprocessor import pad, ragged_ids
@@ -63,6 +64,16 @@ def lm_head(backbone: GPTBackbone) -> tf.Tensor:
 def lm_logits(head: tf.Tensor, hidden: tf.Tensor) -> tf.Tensor:
     """Float32 logits `[batch, vocab]` from hidden states `[batch, n_embd]`."""
     return tf.cast(tf.matmul(hidden, tf.cast(head, hidden.dtype)), tf.float32)
+
+
+def head_logits(backbone: GPTBackbone):
+    """`hidden [batch, n_embd] -> float32 logits [batch, vocab]` for this
+    backbone: its compressed head if it is a `gpt_keras.compress` view, else
+    `lm_logits` with `lm_head` (taken once, outside the decode loop)."""
+    if getattr(backbone, "lm_head_layer", None) is not None:
+        return lambda hidden: compressed_logits(backbone, hidden)
+    head = lm_head(backbone)
+    return lambda hidden: lm_logits(head, hidden)
 
 
 def _gumbel_noise(seeds: tf.Tensor, step: tf.Tensor, vocab_size: tf.Tensor) -> tf.Tensor:
@@ -202,7 +213,7 @@ def generate_tokens(backbone: GPTBackbone, token_ids, padding_mask, max_new_toke
 def _cached_loop(backbone, token_ids, padding_mask, settings, budget, tokens, lengths, done):
     batch, prompt_len = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
     max_len = prompt_len + budget
-    head = lm_head(backbone)
+    logits_of = head_logits(backbone)
     # Keys a row may attend to: its real prompt tokens and everything generated.
     valid_keys = tf.concat([tf.cast(padding_mask, tf.bool), tf.ones([batch, budget], tf.bool)], axis=1)
     slots = tf.range(max_len)
@@ -210,7 +221,7 @@ def _cached_loop(backbone, token_ids, padding_mask, settings, budget, tokens, le
     hidden, caches = backbone.call_with_cache(token_ids, position_ids(padding_mask),
                                         causal[None] & valid_keys[:, None, :],
                                         backbone.empty_cache(batch, max_len), 0)
-    token = settings.select(lm_logits(head, hidden[:, -1]), 0)
+    token = settings.select(logits_of(hidden[:, -1]), 0)
     tokens, lengths, done = settings.record(token, 0, budget, tokens, lengths, done)
     first_position = tf.reduce_sum(padding_mask, axis=1)  # where the first new token goes
 
@@ -220,7 +231,7 @@ def _cached_loop(backbone, token_ids, padding_mask, settings, budget, tokens, le
         mask = valid_keys & (slots[None, :] <= index)
         hidden, caches = backbone.call_with_cache(fed, (first_position + step - 1)[:, None],
                                             mask[:, None, :], caches, index)
-        token = settings.select(lm_logits(head, hidden[:, 0]), step)
+        token = settings.select(logits_of(hidden[:, 0]), step)
         tokens, lengths, done = settings.record(token, step, budget, tokens, lengths, done)
         return step + 1, token, caches, tokens, lengths, done
 
@@ -236,12 +247,12 @@ def _uncached_loop(backbone, token_ids, padding_mask, settings, budget, tokens, 
     """Reference path: a Python loop that runs the full backbone on the whole
     (growing) sequence at every step."""
     ids, mask = token_ids, padding_mask
-    head = lm_head(backbone)
+    logits_of = head_logits(backbone)
     for step in range(budget):
         if bool(tf.reduce_all(done)):
             break
         hidden = backbone({"token_ids": ids, "padding_mask": mask})
-        token = settings.select(lm_logits(head, hidden[:, -1]), step)
+        token = settings.select(logits_of(hidden[:, -1]), step)
         tokens, lengths, done = settings.record(token, step, budget, tokens, lengths, done)
         ids = tf.concat([ids, tf.where(done, 0, token)[:, None]], axis=1)
         mask = tf.concat([mask, tf.ones_like(mask[:, :1])], axis=1)
@@ -290,6 +301,28 @@ def _generator(backbone: GPTBackbone, jit_compile: bool) -> Generator:
         # A proxy: a strong reference from the value would keep the key alive.
         per_backbone[jit_compile] = Generator(weakref.proxy(backbone), jit_compile=jit_compile)
     return per_backbone[jit_compile]
+
+
+# Compressed views, rebuilt when the source weights change (checked by a
+# checksum: one read of the weights, about the cost of one decode step).
+_COMPRESSED: "weakref.WeakKeyDictionary[GPTBackbone, dict[str, tuple[float, Any]]]" = weakref.WeakKeyDictionary()
+
+
+def _checksum(backbone: GPTBackbone) -> float:
+    return float(tf.add_n([tf.reduce_sum(tf.cast(w, tf.float32)) * (i + 1.0) for i, w in enumerate(backbone.weights)]))
+
+
+def _with_weights(backbone: GPTBackbone, weights: str) -> GPTBackbone:
+    """`backbone` itself for fp32, else its (cached) compressed view."""
+    if weights not in WEIGHT_FORMATS:
+        raise ValueError(f"Unknown weights {weights!r}; use one of {WEIGHT_FORMATS}")
+    if weights == "fp32" or getattr(backbone, "weight_format", "fp32") != "fp32":
+        return backbone
+    per_backbone = _COMPRESSED.setdefault(backbone, {})
+    checksum = _checksum(backbone)
+    if weights not in per_backbone or per_backbone[weights][0] != checksum:
+        per_backbone[weights] = (checksum, compressed_backbone(backbone, weights))
+    return per_backbone[weights][1]
 
 
 # ---------------------------------------------------------------- Python API
@@ -373,8 +406,8 @@ def _validate(backbone: GPTBackbone, prompts: list[list[int]], max_new_tokens: i
 
 def generate(model_or_backbone: Any, prompts: Any, max_new_tokens: int, *, strategy: str = "greedy",
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-             stop_token_ids: Sequence[int] = (), use_cache: bool = True, jit_compile: bool = True
-             ) -> list[list[int]]:
+             stop_token_ids: Sequence[int] = (), use_cache: bool = True, jit_compile: bool | None = None,
+             weights: str = "fp32") -> list[list[int]]:
     """Generates up to `max_new_tokens` ids after each prompt.
 
     Args:
@@ -386,13 +419,21 @@ def generate(model_or_backbone: Any, prompts: Any, max_new_tokens: int, *, strat
       seed: sampling seed (row i uses seed + i); None draws one at random.
       stop_token_ids: ids that end a row; they are not part of its output.
       use_cache: False runs the slow uncached reference (eager, no XLA).
-      jit_compile: compile the decode loop with XLA.
+      jit_compile: compile the decode loop with XLA; None (default) = XLA
+        for fp32 weights, a plain TF graph for compressed ones (XLA's CPU
+        bf16 dots are slower than its fp32 ones; oneDNN's are faster).
+      weights: "fp32", or "bf16": generate with a bf16 copy of every matrix
+        and of the tied LM head (`gpt_keras.compress`), half the bytes per
+        step; the model itself stays fp32.
     Returns:
       The new ids of each prompt (without padding or stop tokens).
     """
     backbone = _as_backbone(model_or_backbone)
     prompts = _prompt_lists(prompts)
     _validate(backbone, prompts, max_new_tokens, strategy, temperature, top_k, top_p)
+    backbone = _with_weights(backbone, weights)
+    if jit_compile is None:
+        jit_compile = getattr(backbone, "weight_format", "fp32") == "fp32"
     stop = [int(t) for t in stop_token_ids]
     batch, budget = len(prompts), int(max_new_tokens)
     # Bucketed prompt length (fewer XLA compiles); still fits the context.
@@ -452,13 +493,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--stop", type=int, action="append", default=[], help="stop token id (repeatable)")
     parser.add_argument("--no_xla", action="store_true", help="run the decode loop without XLA")
+    parser.add_argument("--weights", choices=WEIGHT_FORMATS, default="fp32",
+                        help="weights to generate with: bf16 reads half the bytes per token (gpt_keras.compress)")
     args = parser.parse_args(argv)
     try:
         backbone, tokenizer = _load(args)
         prompts = [tokenizer.encode(text) for text in args.prompt]
         outputs = generate(backbone, prompts, args.max_new_tokens, strategy=args.strategy,
                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                           stop_token_ids=args.stop, jit_compile=not args.no_xla)
+                           stop_token_ids=args.stop, jit_compile=False if args.no_xla else None,
+                           weights=args.weights)
     except (ValueError, TypeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -83,7 +83,7 @@ def export_task_model(model: GPTTaskModel, tokenizer: GPTTokenizer, base_dir: st
 
 def export_lm(model: Any, tokenizer: GPTTokenizer, base_dir: str, model_name: str, version: int | None = None,
               max_new_tokens: int = 64, stop_token_ids: Sequence[int] = (),
-              max_text_bytes: int | None = None) -> str:
+              max_text_bytes: int | None = None, weights: str = "fp32") -> str:
     """Exports a language model (`GPTLMModel` or `GPTBackbone`) for generation
     (`serving_default`, `generate`) and scoring (`score`, `score_continuation`).
 
@@ -95,6 +95,8 @@ def export_lm(model: Any, tokenizer: GPTTokenizer, base_dir: str, model_name: st
         values are clipped); prompts keep their last n_ctx - max_new_tokens tokens.
       stop_token_ids: ids that end a row (not part of the output).
       max_text_bytes: per-prompt byte cut before tokenizing (default 64 * n_ctx).
+      weights: "fp32", or "bf16" to serve bf16 copies of the matrices and
+        the LM head (`gpt_keras.compress`; half the bytes per decode step).
     Returns:
       The version directory.
     """
@@ -102,7 +104,7 @@ def export_lm(model: Any, tokenizer: GPTTokenizer, base_dir: str, model_name: st
     if not isinstance(backbone, GPTBackbone):
         raise TypeError(f"export_lm needs a GPTLMModel or GPTBackbone, got {type(model).__name__}")
     target, _ = layout.resolve_version_dir(base_dir, model_name, version)
-    module = LMServingModule(backbone, tokenizer, max_new_tokens, stop_token_ids, max_text_bytes)
+    module = LMServingModule(backbone, tokenizer, max_new_tokens, stop_token_ids, max_text_bytes, weights)
     signatures = module.signatures()
     text = lambda value: tf.make_tensor_proto([value], tf.string)  # noqa: E731
     warmup = [("predict", "serving_default", {"prompt": text("a short prompt"),
@@ -111,6 +113,6 @@ def export_lm(model: Any, tokenizer: GPTTokenizer, base_dir: str, model_name: st
               ("predict", "score_continuation", {"context": text("a short"), "continuation": text(" text")})]
     metadata = {**_common_metadata("lm", tokenizer, backbone.config, module.max_text_bytes),
                 "max_new_tokens": module.budget, "max_prompt_tokens": module.max_prompt_tokens,
-                "stop_token_ids": module.stop_token_ids, "signatures": sorted(signatures)}
+                "stop_token_ids": module.stop_token_ids, "signatures": sorted(signatures), "weights": weights}
     methods = {key: layout.PREDICT_METHOD for key in signatures}
     return layout.save(module, target, signatures, methods, warmup, metadata)

@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated class names (default: the model's own, else 0..n-1)")
     parser.add_argument("--max_new_tokens", type=int, default=64, help="LM: upper bound on new tokens per request")
     parser.add_argument("--max_text_bytes", type=int, default=None, help="per-string byte cut (default 64*n_ctx)")
+    parser.add_argument("--weights", choices=("fp32", "bf16"), default="fp32",
+                        help="LM: serve bf16 copies of the matrices (half the bytes per generated token)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                                      args.max_text_bytes)
         else:
             path = export_lm(model, tokenizer, args.base_dir, args.model_name, args.version, args.max_new_tokens,
-                             max_text_bytes=args.max_text_bytes)
+                             max_text_bytes=args.max_text_bytes, weights=args.weights)
     except (ValueError, TypeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

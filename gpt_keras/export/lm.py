@@ -14,6 +14,10 @@ bound: larger per-row values are clipped to it. Settings are clipped into
 their valid ranges rather than rejected (a bad row must not fail the other
 rows of a server-side batch). A prompt keeps its last `n_ctx - budget`
 tokens (of its last `max_text_bytes` bytes); an empty prompt yields empty text.
+
+`weights="bf16"` exports the matrices and the tied LM head as bf16 copies
+(`gpt_keras.compress`): plain core ops (MatMul + BiasAdd, Cast), no XLA, and
+the fp32 matrices are left out of the export.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from gpt_keras.compress import compressed_backbone
 from gpt_keras.generate import generate_tokens
 from gpt_keras.model import GPTBackbone
 from gpt_keras.preprocessor import BYTES_PER_POSITION, check_tokenizer, cut_text, last_bytes, pad
@@ -40,14 +45,23 @@ class LMServingModule(tf.Module):
     """tf.Module holding tokenizer tables, backbone and decoder for export."""
 
     def __init__(self, backbone: GPTBackbone, tokenizer: GPTTokenizer, max_new_tokens: int = 64,
-                 stop_token_ids: Sequence[int] = (), max_text_bytes: int | None = None):
+                 stop_token_ids: Sequence[int] = (), max_text_bytes: int | None = None, weights: str = "fp32"):
         super().__init__(name="gpt_lm_serving")
         config = backbone.config
         check_tokenizer(tokenizer, config)
         if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens < config.n_ctx:
             raise ValueError(f"max_new_tokens (the export's upper bound) must be in [1, n_ctx={config.n_ctx}), "
                              f"got {max_new_tokens!r}")
-        self.backbone = backbone
+        view = compressed_backbone(backbone, weights)
+        if view is backbone:
+            self.backbone = backbone
+        else:
+            # The view shares the source's trackable children (its fp32
+            # matrices): keep it untracked and track only what it reads.
+            object.__setattr__(self, "backbone", view)
+            self.compressed_layers = view.compressed_layers
+            self.kept_variables = view.kept_variables
+        self.weight_format = weights
         self.tokenizer = tokenizer.graph_layer()
         self.decoder = tokenizer.graph_decoder()
         self.budget = max_new_tokens
