@@ -15,6 +15,8 @@ and from scratch. Test accuracy with its 95% interval is printed per variant.
 
     python pipelines/run.py                    # the demo, first (its records)
     python bench/peer_demo.py [--work_dir runs/demo] [--steps 1000] [--lr 1e-4]
+
+Needs keras-hub (the `[parity]` extra).
 """
 from __future__ import annotations
 

@@ -92,7 +92,8 @@ def print_summary(manifest: Manifest, stages: list[Stage]) -> None:
              for s in stages if s.name in entries]
     print("\n" + report.format_table(rows))
     ran = [entries[s.name].get("seconds") or 0 for s in stages if s.name in entries]
-    print(f"Stage time in all: {sum(ran):.0f} s ({sum(ran) / 60:.1f} min)")
+    # Each stage's time as recorded when it ran (a skipped stage keeps its earlier time).
+    print(f"Stage time in all: {sum(ran):.0f} s ({sum(ran) / 60:.1f} min), as each stage recorded it")
     selection = report.selection_table({k: v for s in stages if s.name in entries and s.group in ("finetune", "analysis")
                                         for k, v in entries[s.name].get("metrics", {}).items()})
     if selection:
