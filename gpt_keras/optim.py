@@ -131,13 +131,14 @@ class OpenAIAdam(keras.optimizers.Optimizer):
         t = ops.cast(self.iterations + 1, variable.dtype)
         key = self._get_variable_index(variable)
         m, v = self._m[key], self._v[key]
-        self.assign(m, self.beta_1 * m + (1 - self.beta_1) * gradient)
-        self.assign(v, self.beta_2 * v + (1 - self.beta_2) * ops.square(gradient))
         lr_t = lr * ops.sqrt(1 - ops.power(self.beta_2, t)) / (1 - ops.power(self.beta_1, t))
-        update = m / (ops.sqrt(v) + self.epsilon)
-        if self.l2 and self._decay[key]:
-            update = update + self.l2 * variable
-        self.assign_sub(variable, lr_t * update)
+        hyper = ops.convert_to_tensor([self.beta_1, self.beta_2, self.epsilon, self.l2 if self._decay[key] else 0.0],
+                                      variable.dtype)
+        new_variable, new_m, new_v = _fused_adam(tf.convert_to_tensor(variable), gradient, tf.convert_to_tensor(m),
+                                                 tf.convert_to_tensor(v), lr_t, hyper)
+        self.assign(m, new_m)
+        self.assign(v, new_v)
+        self.assign(variable, new_variable)
 
     def get_config(self):
         config = super().get_config()
@@ -146,6 +147,21 @@ class OpenAIAdam(keras.optimizers.Optimizer):
                       dynamic_loss_scale=self.dynamic_loss_scale, initial_loss_scale=self.initial_loss_scale,
                       loss_scale_growth_steps=self.loss_scale_growth_steps)
         return config
+
+
+@tf.function(jit_compile=True)
+def _fused_adam(variable, gradient, m, v, lr_t, hyper):
+    """One Adam + decoupled-L2 update as a single XLA loop over the weight.
+
+    Written as TF ops, the update is ~10 elementwise passes over every weight
+    (about 10% of a bf16 training step on CPU, where the step runs without
+    XLA so that matmuls use oneDNN); fused, it reads g, m, v, w once and
+    writes m, v, w once. Inside an XLA step it is simply inlined.
+    """
+    beta_1, beta_2, epsilon, l2 = hyper[0], hyper[1], hyper[2], hyper[3]
+    m = beta_1 * m + (1 - beta_1) * gradient
+    v = beta_2 * v + (1 - beta_2) * tf.square(gradient)
+    return variable - lr_t * (m / (tf.sqrt(v) + epsilon) + l2 * variable), m, v
 
 
 def warmup_cosine(peak_lr: float, warmup_steps: int, total_steps: int):
