@@ -160,7 +160,8 @@ class CausalSelfAttention(keras.layers.Layer):
 
     def call(self, x, attention_mask=None, cache=None, cache_update_index=None, training=None):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
-        qkv = ops.reshape(self.c_attn(x), (batch, length, 3, self.n_head, self.head_dim))
+        decoding = cache is not None
+        qkv = ops.reshape(_dense(self.c_attn, x, decoding), (batch, length, 3, self.n_head, self.head_dim))
         # One transpose and an unstack, not three slices: the gradient of a
         # slice is a zero-filled tensor of the whole input (3 per layer, ~10%
         # of a bf16 step on CPU without XLA); an unstack's is one stack.
@@ -176,7 +177,7 @@ class CausalSelfAttention(keras.layers.Layer):
             scores = ops.where(attention_mask[:, None, :, :], scores, _MASK_VALUE)
         probs = self.attn_dropout(ops.cast(ops.softmax(scores, axis=-1), v.dtype), training=training)
         out = ops.transpose(ops.einsum("bhqk,bhkd->bhqd", probs, v), (0, 2, 1, 3))
-        out = self.resid_dropout(self.c_proj(ops.reshape(out, (batch, length, self.n_embd))),
+        out = self.resid_dropout(_dense(self.c_proj, ops.reshape(out, (batch, length, self.n_embd)), decoding),
                                  training=training)
         return out if cache is None else (out, cache)
 
@@ -237,9 +238,10 @@ class DecoderBlock(keras.layers.Layer):
         if cache is not None:
             attn_out, cache = attn_out
         n = _norm(post[0], x + attn_out)
-        a = self.c_fc(_norm(pre[1], n))
+        decoding = cache is not None
+        a = _dense(self.c_fc, _norm(pre[1], n), decoding)
         a = kernels.gelu_tanh(a) if kernels.wanted(a.dtype) else keras.activations.gelu(a, approximate=True)
-        m = self.c_proj(a)
+        m = _dense(self.c_proj, a, decoding)
         h = _norm(post[1], n + self.mlp_dropout(m, training=training))
         return h if cache is None else (h, cache)
 
@@ -253,6 +255,21 @@ class DecoderBlock(keras.layers.Layer):
                       layer_norm_epsilon=self.layer_norm_epsilon, initializer_range=self.initializer_range,
                       normalize_first=self.normalize_first)
         return config
+
+
+def _dense(layer, x, decoding: bool):
+    """`layer(x)`; in an XLA decode step, with the bias added apart from the matmul.
+
+    XLA:CPU fuses `dot + bias` into one fusion that it emits as its own
+    single-threaded matrix-vector loop; an unfused dot runs on the runtime's
+    multi-threaded kernel. For a batch-1 decode step that is ~30% of the time
+    per token (`bench/bench_generate.py`). A second use of the product
+    (`0 * y[..., :1]`, exact for finite values) is what keeps XLA from fusing.
+    """
+    if not (decoding and isinstance(layer, keras.layers.Dense) and _in_xla_context()):
+        return layer(x)
+    y = ops.matmul(x, ops.cast(layer.kernel, x.dtype))
+    return y + ops.cast(layer.bias, y.dtype) + 0.0 * y[..., :1]
 
 
 def _norm(layer, x):

@@ -50,12 +50,12 @@ def needs_loss_scaling(name: str) -> bool:
 def default_jit_compile(name: str) -> bool:
     """Whether a training step under policy `name` should use XLA by default.
 
-    From issue 16's measurements on an AVX512_BF16 CPU (re-measure with
-    `bench/bench_train.py`): XLA's CPU bfloat16 matmuls were no faster than
-    its float32 ones, TF's oneDNN bfloat16 kernels about twice as fast, and
-    at gpt1 width (4 layers) bf16 without XLA beat both fp32 + XLA and
-    bf16 + XLA; so on CPUs a mixed step runs without XLA. float32 steps, and
-    every policy on GPUs/TPUs, keep XLA.
+    Measured by `bench/bench_train.py` on an AVX512_BF16/AMX CPU: XLA's CPU
+    bfloat16 matmuls are no faster than its float32 ones, TF's oneDNN bf16
+    kernels 3-5x faster; with the XLA islands of `gpt_keras.kernels` a
+    gpt1 bf16 step without XLA runs ~1.8x float32 + XLA. So on CPUs a mixed
+    step runs without XLA; float32 steps, and every policy on GPUs/TPUs,
+    keep XLA.
     """
     check_policy(name)
     if name == "float32":
