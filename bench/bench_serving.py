@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -142,7 +143,7 @@ def batch_totals(metrics_text: str) -> tuple[float, float]:
 class LocalServer:
     """`python -m serving.server` in a subprocess on free ports."""
 
-    def __init__(self, base: str, name: str, batching: bool, work: str):
+    def __init__(self, base: str, name: str, batching: bool, work: str, flags: Sequence[str] = ()):
         self.port_file = os.path.join(work, f"ports-{name}-{int(batching)}.json")
         self.log = open(os.path.join(work, f"server-{name}-{int(batching)}.log"), "w")
         cmd = [sys.executable, "-m", "serving.server", "--port=0", "--rest_api_port=0",
@@ -150,6 +151,7 @@ class LocalServer:
                "--log_level=WARNING", "--grpc_max_threads=32"]
         if batching:
             cmd += ["--enable_batching", f"--batching_parameters_file={ROOT}/serving/batching.config"]
+        cmd += list(flags)
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=dict(os.environ, PYTHONPATH=ROOT))
 
@@ -207,7 +209,8 @@ def bench_preset(preset: str, tok, texts: list[str], args, work: str) -> dict:
     heavy = [[{"text": texts[i % len(texts)]}] for i in range(burst)]
     # Both servers run at once, and the throughput bursts alternate between
     # them round by round: a load change on the shared machine hits both.
-    with LocalServer(base, preset, False, work) as off, LocalServer(base, preset, True, work) as on, \
+    flags = args.server_flags.split()
+    with LocalServer(base, preset, False, work, flags) as off, LocalServer(base, preset, True, work, flags) as on, \
             concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
         calls = {(mode, proto): (server, getattr(server, proto)) for mode, server in (("off", off), ("on", on))
                  for proto in ("grpc", "rest")}
@@ -277,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients for throughput")
     parser.add_argument("--rounds", type=int, default=4, help="throughput bursts per configuration, alternated")
     parser.add_argument("--merges", type=int, default=8000, help="BPE merges of the benchmark tokenizer")
+    parser.add_argument("--server_flags", default="", help="extra flags for both servers, e.g. "
+                        "'--tensorflow_intra_op_parallelism=1'")
     parser.add_argument("--quick", action="store_true",
                         help="demo only, 100 latency and 400 throughput requests (about a minute)")
     parser.add_argument("--out", help="also write the results as JSON here")
