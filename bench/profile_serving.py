@@ -14,7 +14,7 @@ graph), `model` is the model alone on padded ids, and `signature` the
 loaded SavedModel's `classify` signature (what a server calls). Every figure
 is also printed as a ratio to `signature`.
 
-    python bench/profile_serving.py [--preset demo] [--requests 300] [--batch 1]
+    python bench/profile_serving.py [--preset demo] [--requests 300] [--batch 1] [--intra_op_threads 1]
 """
 from __future__ import annotations
 
@@ -102,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300, help="timed calls of each stage")
     parser.add_argument("--batch", type=int, default=1, help="sentences per call")
     parser.add_argument("--merges", type=int, default=8000, help="BPE merges of the benchmark tokenizer")
+    parser.add_argument("--intra_op_threads", type=int, default=0, help="TensorFlow intra-op threads (0 = default)")
     args = parser.parse_args(argv)
+    if args.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
     tok = bench_tokenizer(args.merges)
     texts = movie_reviews("rotten_tomatoes")[:1000]
     print(machine_line(), flush=True)
