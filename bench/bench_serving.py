@@ -238,10 +238,13 @@ def bench_preset(preset: str, tok, texts: list[str], args, work: str) -> dict:
         classify = lambda proto, client: lambda ex: client.classify(preset, ex)  # noqa: E731
         if args.quiet_cores is not None:
             wait_for_quiet(args.quiet_cores, args.quiet_wait)
+        # *_status: a round trip that runs no model (GET status / GetModelStatus): the transport's share.
         times = time_interleaved(
             {"model": lambda x: forward(x).numpy(), "savedmodel": lambda e: loaded(inputs=e)["scores"].numpy(),
-             "rest": classify("rest", off.rest), "grpc": classify("grpc", off.grpc)},
-            {"model": padded, "savedmodel": examples, "rest": rows, "grpc": rows})
+             "rest": classify("rest", off.rest), "grpc": classify("grpc", off.grpc),
+             "rest_status": lambda _: off.rest.status(preset), "grpc_status": lambda _: off.grpc.status(preset)},
+            {"model": padded, "savedmodel": examples, "rest": rows, "grpc": rows, "rest_status": rows,
+             "grpc_status": rows})
         result.update({name: percentiles(t) for name, t in times.items()})
         for proto in ("rest", "grpc"):
             result[f"{proto}_overhead_ms"] = paired_overhead(times, proto, "savedmodel")
@@ -296,6 +299,9 @@ def print_table(results: list[dict]) -> None:
               f"{r['rest_overhead_ms']:+.2f} / {r['grpc_overhead_ms']:+.2f} ms | "
               f"{r['savedmodel_batch16_per_row_ms']:.1f} ms (x{r['batch16_per_row_ratio_to_savedmodel']}) | "
               f"{rps('grpc')} | {rps('rest')} |")
+    for r in results:
+        print(f"\n{r['preset']}: a round trip without the model (status), p50: REST {r['rest_status']['p50_ms']:.2f} ms, "
+              f"gRPC {r['grpc_status']['p50_ms']:.2f} ms")
     print("\nPer throughput burst (medians over rounds): CPU ms per request of the server / the client "
           "process, cores busy: ours / other processes'. Batching gain in CPU per request (off / on):")
     for r in results:
