@@ -88,11 +88,14 @@ def percentiles(seconds: list[float]) -> dict:
 def time_interleaved(calls: dict, inputs: dict, warmup: int = 5) -> dict[str, list[float]]:
     """Times each call on its inputs, round-robin (call A on item i, call B
     on item i, ...): every engine sees the same machine load, which matters on
-    a shared 2-core machine."""
+    a shared 2-core machine. The order rotates every round, so no call always
+    runs right after the same (costly, cache-evicting) neighbour."""
     n = len(next(iter(inputs.values())))
     times: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
     for i in range(n):
-        for name, call in calls.items():
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            call = calls[name]
             start = time.perf_counter()
             call(inputs[name][i])
             if i >= warmup:

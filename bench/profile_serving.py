@@ -7,12 +7,14 @@ The exported `classify` signature of a 2-label classifier (random weights,
 
 Each prefix of that chain is traced as its own tf.function from the export's
 `TaskServingModule` (the same objects the SavedModel is saved from), and all
-are timed round-robin (one call each in turn, so that they share the
-machine's load). A stage's time is the difference between two consecutive
-prefixes; `call` is an empty tf.function (the fixed cost of entering a
-graph), `model` is the model alone on padded ids, and `signature` the
-loaded SavedModel's `classify` signature (what a server calls). Every figure
-is also printed as a ratio to `signature`.
+are timed round-robin (one call each in turn, in a rotating order, so that
+they share the machine's load). A stage's time is the difference between two
+consecutive prefixes (the first, `parse`, includes entering a graph at
+all); `module` is the whole classify function in process (the
+model in length buckets, `gpt_keras.export.bucketing`, and the outputs), and
+`signature` the loaded SavedModel's `classify` signature (what a server
+calls). `model` alone, on the batch padded as one, shows what the buckets
+save. Every figure is also printed as a ratio to `signature`.
 
     python bench/profile_serving.py [--preset demo] [--requests 300] [--batch 1] [--intra_op_threads 1]
 """
@@ -42,7 +44,7 @@ from machine import cpu_flags, machine_line  # noqa: E402
 
 def stage_functions(module: TaskServingModule) -> dict:
     """{name: tf.function of serialized examples [b]} for each prefix of the
-    classify chain, plus `call` (an empty graph) and `model` (on padded ids)."""
+    classify chain, plus `model` (the model alone, on padded ids)."""
     pre = module.preprocessor
     string = [tf.TensorSpec([None], tf.string)]
 
@@ -57,7 +59,7 @@ def stage_functions(module: TaskServingModule) -> dict:
         return pad(built["token_ids"])
 
     functions = {name: tf.function(fn, input_signature=string, autograph=False)
-                 for name, fn in (("call", tf.size), ("parse", parse), ("tokenize", tokenize),
+                 for name, fn in (("parse", parse), ("tokenize", tokenize),
                                   ("transform", transform))}
     ids = tf.TensorSpec([None, 1, None], tf.int32)
     functions["model"] = tf.function(lambda x: module.model(x, training=False), autograph=False,
@@ -87,10 +89,12 @@ def profile(preset: str, tok, texts: list[str], requests: int, batch: int, work:
 
     times = time_interleaved({name: run(fn) for name, fn in functions.items()}, inputs, warmup=10)
     ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-    stages = {"call (empty graph)": ms["call"], "parse tf.Example": ms["parse"] - ms["call"],
+    stages = {"entering a graph + parse tf.Example": ms["parse"],
               "tokenizer": ms["tokenize"] - ms["parse"], "transform + pad": ms["transform"] - ms["tokenize"],
-              "model (own graph)": ms["model"] - ms["call"],
-              "rest of the signature": ms["signature"] - ms["transform"] - ms["model"] + ms["call"]}
+              "model in length buckets + outputs": ms["module"] - ms["transform"],
+              "saved vs in-process function": ms["signature"] - ms["module"]}
+    # The model alone on the batch padded as one (what the buckets save on a long batch).
+    stages["(model alone, one padded batch)"] = ms["model"]
     return {"preset": preset, "batch": batch, "median_ms": {k: round(v, 3) for k, v in ms.items()},
             "stages_ms": {k: round(v, 3) for k, v in stages.items()},
             "stages_ratio_to_signature": {k: round(v / ms["signature"], 3) for k, v in stages.items()}}
