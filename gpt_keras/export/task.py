@@ -23,8 +23,9 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from gpt_keras.export.bucketing import estimated_call_cost, forward_in_buckets
 from gpt_keras.model import GPTTaskModel
-from gpt_keras.preprocessor import TaskPreprocessor, head_outputs
+from gpt_keras.preprocessor import TaskPreprocessor, head_outputs, pad
 from gpt_keras.tasks import TaskFamily
 from gpt_keras.tokenizer import GPTTokenizer
 from gpt_keras.transfer import merged
@@ -45,10 +46,14 @@ def resolve_label_names(model: GPTTaskModel, label_names: Sequence[str] | None) 
 
 
 class TaskServingModule(tf.Module):
-    """tf.Module holding tokenizer tables, transform and model for export."""
+    """tf.Module holding tokenizer tables, transform and model for export.
+
+    `call_cost_tokens`: the fixed cost of one model call in padded tokens'
+    worth (`gpt_keras.export.bucketing`; None = estimated from the width).
+    A served batch runs as two length buckets when that saves more."""
 
     def __init__(self, model: GPTTaskModel, tokenizer: GPTTokenizer, label_names: Sequence[str] | None = None,
-                 max_text_bytes: int | None = None):
+                 max_text_bytes: int | None = None, call_cost_tokens: int | None = None):
         super().__init__(name="gpt_task_serving")
         model = merged(model)  # LoRA adapters written into the kernels: serving costs nothing extra
         self.model = model
@@ -59,6 +64,9 @@ class TaskServingModule(tf.Module):
         self.label_names = resolve_label_names(model, label_names)
         self.max_text_bytes = self.preprocessor.max_text_bytes
         self._label_table = None if self.label_names is None else tf.constant(self.label_names)
+        # A batch splits into two length buckets when that saves more padded tokens than this.
+        self.call_cost_tokens = int(estimated_call_cost(model.backbone.config.n_embd) if call_cost_tokens is None
+                                    else call_cost_tokens)
 
     # ----------------------------------------------------------- input specs
 
@@ -78,10 +86,13 @@ class TaskServingModule(tf.Module):
     # ----------------------------------------------------------------- graph
 
     def predictions(self, fields: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        # Padded to the longest row of the batch, not n_ctx: padding never changes a result.
-        x = self.preprocessor(fields)
-        out = head_outputs(self.family, self.model(x, training=False), self.label_names)
-        out["truncated"] = x["truncated"]
+        pre = self.preprocessor
+        built = pre.transform(pre.tokenize(fields))
+        # Padded per length bucket, not to n_ctx: padding never changes a result.
+        head_out = forward_in_buckets(lambda ids: self.model(pad(ids), training=False), built["token_ids"],
+                                      self.call_cost_tokens)
+        out = head_outputs(self.family, head_out, self.label_names)
+        out["truncated"] = built["truncated"]
         if "label" in out:
             out["label_names"] = tf.tile(self._label_table[None, :], [tf.shape(out["label"])[0], 1])
         return out
