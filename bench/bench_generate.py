@@ -59,6 +59,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import cpu_flags  # noqa: E402  (bench/, next to this file)
+
 VOCAB = 40478  # BPE ids drawn for prompts (the gpt1 vocabulary without specials)
 WORKERS = {"gpt_keras": ("ours_xla", "ours_graph", "ours_bf16"), "keras_hub": ("keras_hub", "keras_hub_xla"),
            "hf": ("hf",)}
@@ -319,19 +322,7 @@ def run(args: argparse.Namespace) -> dict:
             "rounds": args.rounds, "systems": systems, "cores": os.cpu_count(), "results": results,
             "bandwidth_gb_s": bandwidth, "weight_stream_ceiling_tok_s": [c for c in ceiling if c],
             "workers": {k: w.state for k, w in workers.items()},
-            "load_average_1min": [load_before, os.getloadavg()[0]], "versions": versions, "cpu_flags": cpu_flags()}
-
-
-def cpu_flags() -> list[str]:
-    """The CPU's vector and matrix extensions that matter here (from /proc/cpuinfo)."""
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
-              "amx_int8")
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return ["unknown"]
-    return [flag for flag in wanted if flag in flags]
+            "load_average_1min": [load_before, os.getloadavg()[0]], "versions": versions, "cpu": cpu_flags()}
 
 
 def print_report(report: dict) -> None:
@@ -340,7 +331,7 @@ def print_report(report: dict) -> None:
     weights = workers.get("gpt_keras", {}).get("weight_bytes", {"float32": 466_056_192})
     print(f"\nGreedy generation, gpt1 shape, random weights: {report['prompt_len']}-token prompt + "
           f"{report['new_tokens']} new tokens; median of {report['rounds']} rounds; {report['cores']} cores")
-    print(f"CPU flags: {' '.join(report.get('cpu_flags', []))}")
+    print(f"CPU: {report.get('cpu', 'unknown')}")
     for i, probe in enumerate(report["bandwidth_gb_s"]):
         print(f"memory bandwidth ({'before' if i == 0 else 'after'} the rounds): "
               + ", ".join(f"{k} {v:.1f}" for k, v in probe.items()) + " GB/s")

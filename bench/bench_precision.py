@@ -28,7 +28,8 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from bench.bench_train import cpu_flags  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import cpu_flags  # noqa: E402  (bench/, next to this file)
 from pipelines.config import load_config  # noqa: E402
 from pipelines.trainer import FnArgs, run_fn  # noqa: E402
 
@@ -84,11 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     fp32_a, fp32_b, mixed = (np.array(r["val_loss"]) for r in runs)
     spread, distance = float(np.abs(fp32_a - fp32_b).mean()), float(np.abs(mixed - fp32_a).mean())
     report = {"steps": args.steps, "runs": runs, "seed_spread": spread, "mixed_distance": distance,
-              "tracks": distance <= spread, "cpu_flags": cpu_flags(),
+              "tracks": distance <= spread, "cpu": cpu_flags(),
               "load_average_1min": [load_before, os.getloadavg()[0]]}
 
     print(f"\nHeld-out LM loss, {args.config} config, {args.steps} steps ({args.work_dir}); "
-          f"CPU flags: {' '.join(cpu_flags())}")
+          f"CPU: {cpu_flags()}")
     step = max(1, args.steps // args.points)
     print("step    " + "".join(f"{r['policy'][:14]:>16s}/s{r['seed']}" for r in runs))
     for i in range(len(fp32_a)):

@@ -43,6 +43,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import cpu_flags  # noqa: E402  (bench/, next to this file)
+
 
 def _keras_step(config, ids: np.ndarray, jit_compile: bool, dtype_policy: str = "float32") -> Callable[[], float]:
     import gpt_keras as gk
@@ -292,21 +295,10 @@ def run(args: argparse.Namespace) -> dict:
     return {"preset": args.preset, "n_layer": config.n_layer, "seq": args.seq, "batch": args.batch,
             "rounds": args.rounds, "cores": os.cpu_count(), "torch_threads": args.torch_threads,
             "in_process": args.in_process, "results": results, "matmul": matmul,
-            "model_flops_per_token": model_flops_per_token(config, args.seq), "cpu_flags": cpu_flags(),
+            "model_flops_per_token": model_flops_per_token(config, args.seq), "cpu": cpu_flags(),
             "load_average_1min": [load_before, os.getloadavg()[0]],
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "torch": torch.__version__,
                          "transformers": transformers.__version__, "keras_hub": keras_hub.__version__, "python": platform.python_version()}}
-
-
-def cpu_flags() -> list[str]:
-    """The CPU features that decide bf16 speed (Linux /proc/cpuinfo; empty elsewhere)."""
-    wanted = ("avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return [flag for flag in wanted if flag in flags]
 
 
 def print_table(report: dict) -> None:
@@ -314,7 +306,7 @@ def print_table(report: dict) -> None:
     print(f"\nTraining step, preset {report['preset']} ({report['n_layer']} layers), batch {report['batch']} x "
           f"seq {report['seq']}, {report['rounds']} rounds, {report['cores']} cores (torch threads "
           f"{report['torch_threads']}), {'one process' if report['in_process'] else 'one process per system'}")
-    print(f"CPU flags: {' '.join(report['cpu_flags']) or 'unknown'}")
+    print(f"CPU: {report['cpu']}")
     peers = [p for p in (BASELINE, PEER) if p in results]
     print(f"{'system':<15} {'tokens/s':>9} {'ms/step':>8} {'min..max tokens/s':>19}"
           + "".join(f" {'/ ' + p:>14}" for p in peers) + f" {'GFLOP/s':>8}")
