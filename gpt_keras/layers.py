@@ -173,25 +173,11 @@ class CausalSelfAttention(keras.layers.Layer):
             cache = (k, v)
         # Scores, mask and softmax in float32 whatever the compute dtype (mixed
         # precision): -1e9 overflows float16, and bf16 softmax sums lose mass.
-        # One new position (a decode step): both products as multiply + reduce
-        # over the cache. Under XLA that reads the cache in place (as dots, XLA
-        # copies and transposes each layer's cache in every step); without XLA
-        # it replaces two tiny batched matmuls (~7% of a bf16-weights token).
-        one_step = decoding and q.shape[2] == 1
-        if one_step:
-            scores = ops.sum(q * k, axis=-1, keepdims=True)  # [batch, head, len, 1]
-            scores = ops.transpose(scores, (0, 1, 3, 2))
-        else:
-            scores = ops.einsum("bhqd,bhkd->bhqk", q, k)
-        scores = ops.cast(scores, "float32") * (1.0 / math.sqrt(self.head_dim))
+        scores = ops.cast(ops.einsum("bhqd,bhkd->bhqk", q, k), "float32") * (1.0 / math.sqrt(self.head_dim))
         if attention_mask is not None:
             scores = ops.where(attention_mask[:, None, :, :], scores, _MASK_VALUE)
         probs = self.attn_dropout(ops.cast(ops.softmax(scores, axis=-1), v.dtype), training=training)
-        if one_step:
-            out = ops.sum(ops.transpose(probs, (0, 1, 3, 2)) * v, axis=2, keepdims=True)
-        else:
-            out = ops.einsum("bhqk,bhkd->bhqd", probs, v)
-        out = ops.transpose(out, (0, 2, 1, 3))
+        out = ops.transpose(ops.einsum("bhqk,bhkd->bhqd", probs, v), (0, 2, 1, 3))
         out = self.resid_dropout(_dense(self.c_proj, ops.reshape(out, (batch, length, self.n_embd)), decoding),
                                  training=training)
         return out if cache is None else (out, cache)
