@@ -119,9 +119,9 @@ def _write_cache(cache, new, index):
     """
     if _in_xla_context():
         return ops.slice_update(cache, [0, 0, index, 0], new)
-    # A scatter of the new rows: TF updates the cache's buffer in place when it
-    # holds the only reference (a decode loop's state), where a pad + select
-    # rewrote every layer's whole cache in every step (~13% of a bf16 token).
+    # A scatter of the new rows (TF may reuse the cache's buffer when nothing
+    # else holds it); a pad + select rewrote every layer's whole cache: in a
+    # gpt1 bf16-weights profile 3.9 ms of a 29 ms token, the scatter 1.3 ms.
     batch, heads, length = tf.unstack(tf.shape(new)[:3])
     rows, head_ids, slots = tf.meshgrid(tf.range(batch), tf.range(heads), index + tf.range(length), indexing="ij")
     return tf.tensor_scatter_nd_update(cache, tf.stack([rows, head_ids, slots], axis=-1), new)
@@ -263,8 +263,8 @@ def _dense(layer, x, decoding: bool):
 
     XLA:CPU fuses `dot + bias` into one fusion that it emits as its own
     single-threaded matrix-vector loop; an unfused dot runs on the runtime's
-    multi-threaded kernel. For a batch-1 decode step that is ~30% of the time
-    per token (`bench/bench_generate.py`). A second use of the product
+    multi-threaded kernel. For a batch-1 gpt1 decode step, 35.9 ms per token
+    fused against 27.6 ms unfused (a profile). A second use of the product
     (`0 * y[..., :1]`, exact for finite values) is what keeps XLA from fusing.
     """
     if not (decoding and isinstance(layer, keras.layers.Dense) and _in_xla_context()):
