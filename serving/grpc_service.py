@@ -141,7 +141,15 @@ def _check_dtypes(specs: dict[str, tf.TensorSpec], request) -> None:
     for name, proto in request.inputs.items():
         if name in specs and proto.dtype != specs[name].dtype.as_datatype_enum:
             raise invalid(f"Expects arg '{name}' to be {specs[name].dtype.name} but "
-                          f"{tf.dtypes.as_dtype(proto.dtype).name} is provided")
+                          f"{_dtype_name(proto.dtype)} is provided")
+
+
+def _dtype_name(enum: int) -> str:
+    """A DataType enum's name; a client may send any integer (e.g. 9999), which has none."""
+    try:
+        return tf.dtypes.as_dtype(enum).name
+    except TypeError:
+        return f"an unknown dtype (enum value {enum})"
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):

@@ -4,7 +4,8 @@
   thread); one more is answered 503 `{"error"}` and closed at once.
 * A connection silent for `rest_idle_timeout_seconds` is closed.
 * Every answer is JSON `{"error": ...}`, also for HTTP-level errors (an
-  unsupported method is 405, a malformed request line 400), never HTML.
+  unsupported method is 405, a malformed request line or HTTP version 400,
+  a request line over 64 KiB 414), never HTML, and never a traceback.
 * The access log escapes control characters; a client that disconnects early
   is logged at DEBUG, without a traceback.
 """
@@ -67,7 +68,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             log.debug("REST client disconnected before the answer")
         self.api.core.metrics.http_responses.labels(str(status)).inc()
-        log.info("REST %s %s %d %.1fms %dB", printable(str(self.command)), printable(str(self.path)), status,
+        # A request line that failed to parse leaves `command`/`path` unset (or None).
+        method, path = getattr(self, "command", None) or "-", getattr(self, "path", None) or "-"
+        log.info("REST %s %s %d %.1fms %dB", printable(str(method)), printable(str(path)), status,
                  (time.monotonic() - started) * 1e3, len(data))
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
@@ -77,11 +80,31 @@ class _Handler(BaseHTTPRequestHandler):
         if code == HTTPStatus.NOT_IMPLEMENTED:  # an unsupported method: the client's error, not the server's
             code, message = HTTPStatus.METHOD_NOT_ALLOWED, f"method {self.command} is not allowed; use GET or POST"
             headers["Allow"] = "GET, POST"
+        elif code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED:  # "HTTP/2.0" on a 1.1 socket: a bad request, not a 5xx
+            code, message = HTTPStatus.BAD_REQUEST, f"{message}; this server speaks HTTP/1.1"
+        elif code == HTTPStatus.REQUEST_URI_TOO_LONG:
+            message = "the request line is longer than 65536 bytes"
+            self._drain_head()
         if not hasattr(self, "_started"):
             self._started = time.monotonic()
-        if self.request_version == "HTTP/0.9" or not hasattr(self, "command"):
+        if getattr(self, "request_version", "") in ("HTTP/0.9", "") or not hasattr(self, "command"):
             self.request_version = "HTTP/1.1"
         self._reply(int(code), {"error": printable(message or HTTPStatus(code).phrase)}, self._started, headers)
+
+    def _drain_head(self) -> None:
+        """Reads and drops the rest of an over-long request line and its
+        headers (at most _DRAIN_LIMIT bytes), so that the client reads the
+        answer instead of a connection reset for the bytes left unread."""
+        seen, line = 0, self.raw_requestline
+        try:
+            while not line.endswith(b"\n") and line and seen < _DRAIN_LIMIT:  # the rest of the request line
+                line = self.rfile.readline(1 << 16)
+                seen += len(line)
+            while line not in (b"\r\n", b"\n", b"") and seen < _DRAIN_LIMIT:  # the header lines
+                line = self.rfile.readline(1 << 16)
+                seen += len(line)
+        except OSError:  # a timeout or a reset: answer what can be answered
+            pass
 
     def _body(self) -> bytes | None:
         """The request body, or None after replying with an error."""

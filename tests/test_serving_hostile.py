@@ -382,6 +382,39 @@ def test_item8_malformed_request_line_gets_json(server):
     assert status == 400 and reply["error"]
 
 
+@pytest.mark.parametrize("request_line,status", [
+    (b"GET /a b c d", 400),                                  # not a version: no path is parsed
+    (b"GET /v1/models/sentiment HTTP/2.0", 400),             # a version this socket does not speak
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),  # a TLS hello on the plain port
+    (b"GET /" + b"x" * 70_000 + b" HTTP/1.1", 414),          # over http.server's 64 KiB line limit
+], ids=["no_version", "http2", "tls_hello", "overlong"])
+def test_item8_bad_request_lines_get_json_one_log_line_and_no_traceback(server, capfd, caplog, request_line,
+                                                                       status):
+    caplog.set_level(logging.INFO, logger="serving.access")
+    got, reply = status_and_json(raw_http(server, request_line + b"\r\nHost: x\r\n\r\n"))
+    time.sleep(0.2)  # the access log line is written after the answer
+    assert got == status and reply["error"]
+    assert "Traceback" not in capfd.readouterr().err
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len([r for r in caplog.records if r.name == "serving.access" and f" {status} " in r.getMessage()]) == 1
+    assert_still_serves(server)
+
+
+def test_item8_grpc_unknown_dtype_is_invalid_argument_without_traceback(server, capfd, caplog):
+    caplog.set_level(logging.INFO, logger="serving.access")
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "sentiment"
+    request.inputs["text"].CopyFrom(tensor_pb2.TensorProto(
+        dtype=9999, tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(
+            size=1)])))
+    with pytest.raises(grpc.RpcError) as err:
+        server.grpc.prediction.Predict(request, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "9999" in err.value.details() and "string" in err.value.details()
+    assert "Traceback" not in capfd.readouterr().err
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 def test_item8_control_characters_in_urls_are_escaped_in_the_log(server, caplog):
     caplog.set_level(logging.INFO, logger="serving.access")
     raw_http(server, b"GET /v1/models/\x1b[31mred\x07 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
