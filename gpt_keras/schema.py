@@ -54,6 +54,20 @@ class SchemaMismatchError(ValueError):
     """The data on disk does not fit the model/tokenizer/family it is read for."""
 
 
+# The splits a task's records are read in: fine-tuning trains on "train" and
+# selects on "validation"; evaluation reports "test" (or "validation" without one).
+TASK_SPLITS = ("train", "validation", "test")
+# Other names datasets give their splits, as a split column's values.
+SPLIT_ALIASES = {"dev": "validation", "val": "validation", "valid": "validation", "eval": "validation"}
+
+
+def task_split(name: str) -> str | None:
+    """A dataset's split name (any case, e.g. "Dev") -> one of TASK_SPLITS, or None."""
+    key = str(name).strip().lower()
+    key = SPLIT_ALIASES.get(key, key)
+    return key if key in TASK_SPLITS else None
+
+
 def shard_prefix(split: str) -> str:
     """File-name prefix of a split's shards (Beam appends -SSSSS-of-NNNNN)."""
     if not split or "/" in split or "-" in split:
@@ -265,6 +279,12 @@ class DatasetMetadata:
         return cls.from_dict(json.loads(text))
 
     # ---- checks
+
+    @property
+    def evaluation_split(self) -> str:
+        """The split results are reported on: "test" when it holds records, else "validation"."""
+        test = self.splits.get("test")
+        return "test" if test is not None and test.records > 0 else "validation"
 
     @property
     def task_family(self) -> "TaskFamily | None":

@@ -8,8 +8,11 @@ overrides use the same dotted paths: `--set pretrain.learning_rate=1e-4`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
+import types
+import typing
 from typing import Any, Literal
 
 import yaml
@@ -25,24 +28,42 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key."""
 
 
+class _Problems:
+    """Inside a validator: collects every bad value of the section, so that one
+    error names them all (each at its key below the section)."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[str, str]] = []
+
+    def check(self, ok: bool, key: str, message: str) -> bool:
+        if not ok:
+            self.found.append((key, message))
+        return ok
+
+    def raise_found(self) -> None:
+        if self.found:
+            raise PydanticCustomError("config", "{message}", {
+                "problems": self.found, "message": "; ".join(f"{k}: {m}" for k, m in self.found)})
+
+
 def _check(ok: bool, key: str, message: str) -> None:
     """Inside a validator: fail with `message` at `key` below the section."""
-    if not ok:
-        raise PydanticCustomError("config", "{message}", {"key": key, "message": message})
+    problems = _Problems()
+    problems.check(ok, key, message)
+    problems.raise_found()
+
+
+def _section(**kwargs: Any) -> Any:
+    """A nested section's default: validated like a given one (`validate_default`),
+    so that a missing section's required keys are reported at their full path
+    along with every other problem, instead of failing alone and unplaced."""
+    return Field(default={}, validate_default=True, **kwargs)
 
 
 class Section(BaseModel):
-    """A config section: unknown keys are errors that list the valid ones."""
+    """A config section: an unknown key is an error (reported with the other
+    problems of the file, with the closest valid key: see `_unknown_key`)."""
     model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, values: Any) -> Any:
-        unknown = sorted(set(values) - set(cls.model_fields)) if isinstance(values, dict) else []
-        if unknown:
-            raise PydanticCustomError("unknown_keys", "unknown keys",
-                                      {"unknown": unknown, "valid": sorted(cls.model_fields)})
-        return values
 
 
 class InputSpec(_InputSpec):
@@ -50,12 +71,12 @@ class InputSpec(_InputSpec):
     the same fields and checks, reported at their dotted key (runs inside a validator)."""
 
     def validate(self, path: str = "input") -> "InputSpec":
-        _check(self.format != "memory", path + ".format", "memory inputs are for Python callers, not configs")
-        try:
-            return super().validate(path)
-        except ValueError as e:  # "<path>.<key>: message"
-            key, _, message = str(e).partition(": ")
-            raise PydanticCustomError("config", "{message}", {"key": key, "message": message}) from None
+        problems = _Problems()
+        problems.check(self.format != "memory", path + ".format", "memory inputs are for Python callers, not configs")
+        for key, message in self.problems(path):
+            problems.check(False, key, message)
+        problems.raise_found()
+        return self
 
 
 class CorpusSpec(Section):
@@ -66,7 +87,7 @@ class CorpusSpec(Section):
     order, and the train/validation split is drawn per document. Lines longer
     than `max_line_bytes` and documents longer than `max_document_bytes` are
     rejected into the dead letter."""
-    input: InputSpec = Field(default_factory=InputSpec)
+    input: InputSpec = _section()
     text_field: str = "text"
     text_unit: Literal["line", "paragraph", "file"] = "line"
     max_line_bytes: int = Field(8 << 20, ge=1)
@@ -79,33 +100,71 @@ class CorpusSpec(Section):
 
 
 class TaskSpec(Section):
+    """A labeled task. Its splits come from the first of these that it has:
+    * `splits`: an input per split (train, validation, test): separate files,
+      or a TFDS dataset's splits under these names;
+    * `split_field`: a column holding each row's split (train, validation or
+      test; dev, val, valid and eval mean validation, in any case);
+    * a TFDS `input`'s own split names (the dataset's splits, or `tfds_splits`);
+    * else a stable hash of the row's text, by `val_fraction` and `test_fraction`.
+    Given splits are used exactly, row for row. When the given splits have no
+    validation split (files, TFDS), `val_fraction` of the train rows move to
+    validation by the same stable hash, since fine-tuning selects on it; a test
+    split is never carved out of given ones (without one, `evaluate` reports
+    the validation split and says so). A split column must give validation rows."""
     name: str = ""
     family: str = "classification"
     input: InputSpec = Field(default_factory=InputSpec)
+    splits: dict[Literal["train", "validation", "test"], InputSpec] = {}
+    split_field: str = ""
     fields: dict[str, Any] = {}  # family field -> column(s)
     label_field: str = "label"
     label_names: list[str] = []  # empty: derived from the data
     num_choices: int = 0
     val_fraction: float = 0.1   # for model selection, by a stable hash
-    test_fraction: float = 0.1  # held out for `evaluate`, by a stable hash
+    test_fraction: float = 0.1  # held out for `evaluate`, by a stable hash (not with given splits)
 
     @model_validator(mode="after")
     def _values(self) -> "TaskSpec":
         from gpt_keras.tasks import TaskFamily
-        _check(bool(self.name) and self.name.replace("_", "").isalnum(), "name",
-               f"must be a non-empty identifier, got {self.name!r}")
+        problems = _Problems()
+        problems.check(bool(self.name) and self.name.replace("_", "").isalnum(), "name",
+                       f"must be a non-empty identifier, got {self.name!r}")
         try:
             family = TaskFamily.parse(self.family)
         except ValueError as e:
-            _check(False, "family", str(e))
-        missing = [f for f in family.fields if f not in self.fields]
-        _check(not missing, "fields", f"{family.value} needs a column for {missing}")
-        _check(family is not TaskFamily.MULTIPLE_CHOICE or self.num_choices >= 2, "num_choices",
-               "multiple_choice needs num_choices >= 2")
-        _check(0.0 < self.val_fraction and 0.0 <= self.test_fraction and self.val_fraction + self.test_fraction < 1.0,
-               "", "need val_fraction > 0, test_fraction >= 0 and val_fraction + test_fraction < 1")
-        self.input.validate("input")
+            family = problems.check(False, "family", str(e)) or None
+        missing = [f for f in family.fields if f not in self.fields] if family else []
+        problems.check(not missing, "fields", f"{family and family.value} needs a column for {missing}")
+        problems.check(family is not TaskFamily.MULTIPLE_CHOICE or self.num_choices >= 2, "num_choices",
+                       "multiple_choice needs num_choices >= 2")
+        problems.check(0.0 < self.val_fraction and 0.0 <= self.test_fraction
+                       and self.val_fraction + self.test_fraction < 1.0,
+                       "", "need val_fraction > 0, test_fraction >= 0 and val_fraction + test_fraction < 1")
+        if self.splits:
+            problems.check("input" not in self.model_fields_set, "input",
+                           "give either input (one input, split by a hash or a column) or splits (an input per "
+                           "split), not both")
+            problems.check("train" in self.splits, "splits", f"needs a train input; got {sorted(self.splits)}")
+            problems.check(not self.split_field, "split_field", "is for one input with a split column; with "
+                           "splits, each input's rows belong to its split")
+        problems.check(not self.splits_given or self.test_fraction == 0 or "test_fraction" not in self.model_fields_set,
+                       "test_fraction",
+                       "is for hash splitting, but this task's splits are given (splits, split_field or a TFDS "
+                       "input): its test split is the given one; remove test_fraction")
+        inputs = {f"splits.{k}": v for k, v in self.splits.items()} if self.splits else {"input": self.input}
+        for key, spec in inputs.items():
+            try:
+                spec.validate(key)
+            except PydanticCustomError as e:
+                problems.found.extend(e.context["problems"])
+        problems.raise_found()
         return self
+
+    @property
+    def splits_given(self) -> bool:
+        """Whether the data names its splits (else they are drawn by a hash)."""
+        return bool(self.splits or self.split_field or self.input.format == "tfds")
 
 
 DEFAULT_NUM_MERGES = 8000
@@ -124,7 +183,7 @@ class PreprocessSpec(Section):
     n_ctx: int = Field(128, ge=8)
     val_fraction: float = Field(0.05, gt=0, lt=1)
     max_bad_fraction: float = Field(0.01, ge=0, le=1)
-    corpus: CorpusSpec = Field(default_factory=CorpusSpec)
+    corpus: CorpusSpec = _section()
     tasks: list[TaskSpec] = []
 
     @model_validator(mode="after")
@@ -277,48 +336,50 @@ class ExperimentConfig(Section):
     name: str = "demo"
     work_dir: str = "runs/demo"
     seed: int = 0
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
-    pretrain: PretrainSpec = Field(default_factory=PretrainSpec)
-    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
-    export: ExportSpec = Field(default_factory=ExportSpec)
-    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    model: ModelSpec = _section()
+    preprocess: PreprocessSpec = _section()
+    pretrain: PretrainSpec = _section()
+    finetune: FinetuneSpec = _section()
+    export: ExportSpec = _section()
+    analysis: AnalysisSpec = _section()
 
     @model_validator(mode="after")
     def _sizes(self) -> "ExperimentConfig":
+        problems = _Problems()
         if self.model.init_from:
-            self._init_from_keys()  # sizes are the checkpoint's: pipelines.init_from checks them
+            self._init_from_keys(problems)  # sizes are the checkpoint's: pipelines.init_from checks them
         else:
-            self._preset_sizes()
+            self._preset_sizes(problems)
         tasks = [t.name for t in self.preprocess.tasks]
-        _check(not self.export.model_name or self.export.model_name in tasks, "export.model_name",
-               f"{self.export.model_name!r} is not a task in preprocess.tasks {tasks}")
+        problems.check(not self.export.model_name or self.export.model_name in tasks, "export.model_name",
+                       f"{self.export.model_name!r} is not a task in preprocess.tasks {tasks}")
         unknown = sorted(set(self.analysis.prompts) - set(tasks))
-        _check(not unknown, "analysis.prompts", f"{unknown} are not tasks in preprocess.tasks {tasks}")
+        problems.check(not unknown, "analysis.prompts", f"{unknown} are not tasks in preprocess.tasks {tasks}")
+        problems.raise_found()
         return self
 
-    def _preset_sizes(self) -> None:
-        _check(self.pretrain.enabled, "pretrain.enabled",
-               "false needs model.init_from (a checkpoint to fine-tune instead of pre-training); "
-               "set model.init_from=<dir> or pretrain.enabled=true")
+    def _preset_sizes(self, problems: _Problems) -> None:
+        if not problems.check(self.pretrain.enabled, "pretrain.enabled",
+                              "false needs model.init_from (a checkpoint to fine-tune instead of pre-training); "
+                              "set model.init_from=<dir> or pretrain.enabled=true"):
+            return  # the sizes would be the checkpoint's: checking the preset's would only mislead
         config, want = self.model.gpt_config(), self.preprocess.n_ctx
         preset = f"model.preset={self.model.preset or DEFAULT_PRESET!r}"
         key = ("model.overrides.n_ctx={}" if "n_ctx" in self.model.overrides
                else f"{preset} has n_ctx={{}}").format(config.n_ctx)
-        _check(config.n_ctx >= want, "", f"{key}, less than preprocess.n_ctx={want}: the model must fit the records; "
-                                         f"set model.overrides.n_ctx >= {want} or lower preprocess.n_ctx")
-        _check(self.model.n_head is None, "model.n_head",
-               "is for model.init_from in the original release layout; set the heads with model.overrides.n_head")
+        problems.check(config.n_ctx >= want, "", f"{key}, less than preprocess.n_ctx={want}: the model must fit "
+                       f"the records; set model.overrides.n_ctx >= {want} or lower preprocess.n_ctx")
+        problems.check(self.model.n_head is None, "model.n_head", "is for model.init_from in the original release "
+                       "layout; set the heads with model.overrides.n_head")
         n = self.finetune.n_transfer
-        _check(n is None or n <= config.n_layer, "finetune.n_transfer",
-               f"{n} is more than the model's {config.n_layer} blocks ({preset}); use 0..{config.n_layer} "
-               "or leave it unset (all)")
+        problems.check(n is None or n <= config.n_layer, "finetune.n_transfer",
+                       f"{n} is more than the model's {config.n_layer} blocks ({preset}); use 0..{config.n_layer} "
+                       "or leave it unset (all)")
 
-    def _init_from_keys(self) -> None:
-        pp = self.preprocess
-        _check(pp.num_merges is None, "preprocess.num_merges",
-               "asks for a learned vocabulary, but the vocabulary comes from model.init_from; remove "
-               "preprocess.num_merges (or model.init_from to pre-train from scratch)")
+    def _init_from_keys(self, problems: _Problems) -> None:
+        problems.check(self.preprocess.num_merges is None, "preprocess.num_merges",
+                       "asks for a learned vocabulary, but the vocabulary comes from model.init_from; remove "
+                       "preprocess.num_merges (or model.init_from to pre-train from scratch)")
     @property
     def num_merges(self) -> int:
         """BPE merges of a learned vocabulary (`preprocess.num_merges` or the default)."""
@@ -383,18 +444,49 @@ _TYPES = {"int": "int", "float": "float", "bool": "bool", "string": "str", "list
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 
 
-def _message(err: dict, path: str) -> str:
+def _keys_at(cls: Any, loc: tuple) -> list[str]:
+    """The valid keys of the section at `loc` (a pydantic error's location) below `cls`."""
+    def unwrap(t: Any) -> Any:  # list[X], dict[K, X], X | None -> X
+        while typing.get_origin(t) in (list, dict, typing.Union, types.UnionType):
+            t = next(a for a in reversed(typing.get_args(t)) if a is not type(None))
+        return t
+
+    for part in loc:  # list indices and dict keys name no field: they only unwrap
+        cls = unwrap(cls)
+        if isinstance(cls, type) and issubclass(cls, BaseModel) and part in cls.model_fields:
+            cls = cls.model_fields[part].annotation
+    cls = unwrap(cls)
+    if dataclasses.is_dataclass(cls):
+        return sorted(f.name for f in dataclasses.fields(cls) if f.name != "rows")  # rows: Python callers only
+    return sorted(getattr(cls, "model_fields", {}))
+
+
+def _unknown_key(where: str, key: str, valid: list[str]) -> str:
+    """`where.key: unknown key; did you mean 'where.closest'?` (else the valid keys)."""
+    full = f"{where}.{key}".lstrip(".")
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if close:
+        return f"{full}: unknown key; did you mean {f'{where}.{close[0]}'.lstrip('.')!r}?"
+    return f"{full}: unknown key; valid keys here: {', '.join(valid)}"
+
+
+def _messages(err: dict, path: str, cls: type[BaseModel]) -> list[str]:
+    """One pydantic error below `cls` -> the messages users see, each at its full dotted key."""
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
     where = (path + where).lstrip(".")
     ctx, kind = err.get("ctx", {}), err["type"]
-    if kind in ("unknown_keys", "unexpected_keyword_argument"):  # the latter from InputSpec, a dataclass
-        unknown, valid = (ctx["unknown"], ctx["valid"]) if ctx else ([where.rsplit(".", 1)[-1]], None)
-        where = where if ctx else where.rpartition(".")[0]
-        keys = [f"{where}.{k}".lstrip(".") for k in unknown]
-        return f"unknown key(s) {keys}" + (f"; valid keys here: {valid}" if valid else "")
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):  # the latter from InputSpec, a dataclass
+        parent, _, key = where.rpartition(".")
+        return [_unknown_key(parent, key, _keys_at(cls, err["loc"][:-1]))]
     if kind == "config":
-        where = ".".join(filter(None, (where, ctx["key"])))
-        return f"{where}: {ctx['message']}" if where else ctx["message"]
+        found = ctx.get("problems") or [(ctx.get("key", ""), ctx["message"])]
+        return [(f"{full}: {message}" if (full := ".".join(filter(None, (where, key)))) else message)
+                for key, message in found]
+    return [_message(err, where)]
+
+
+def _message(err: dict, where: str) -> str:
+    ctx, kind = err.get("ctx", {}), err["type"]
     if kind == "value_error":  # a ValueError from a validator, e.g. "key: message" from a plain dataclass
         return f"{where}: {ctx['error']}" if where else str(ctx["error"])
     if kind in _BOUNDS:
@@ -413,7 +505,10 @@ def build_section(cls: type[BaseModel], values: Any, path: str = ""):
     try:
         return cls.model_validate(values)
     except ValidationError as e:
-        raise ConfigError("; ".join(_message(err, path) for err in e.errors())) from None
+        messages = list(dict.fromkeys(m for err in e.errors() for m in _messages(err, path, cls)))
+        if len(messages) == 1:
+            raise ConfigError(messages[0]) from None
+        raise ConfigError(f"{len(messages)} problems:\n" + "\n".join(f"  - {m}" for m in messages)) from None
 
 
 def _extended(values: Any, path: str, seen: tuple = ()) -> Any:

@@ -178,19 +178,33 @@ def run_packed_corpus(ctx: Context, out: str) -> dict:
 
 
 def run_task_records(ctx: Context, out: str, task: TaskSpec) -> dict:
-    """One task's records, through the paper's input transform for its family."""
+    """One task's records, through the paper's input transform for its family, in
+    the splits the data gives or drawn by a hash (`TaskSpec`)."""
+    from gpt_keras import schema
     from pipelines.preprocess import run_task
 
     pp = ctx.config.preprocess
     vocab_dir = ctx.artifact("vocab", "vocab_dir")
     task_dir = os.path.join(out, "records")
-    fractions = {"train": 1.0 - task.val_fraction - task.test_fraction, "validation": task.val_fraction}
-    if task.test_fraction:
-        fractions["test"] = task.test_fraction
+    test_fraction = 0.0 if task.splits_given else task.test_fraction  # given splits: the test split is given
+    fractions = {"train": 1.0 - task.val_fraction - test_fraction, "validation": task.val_fraction}
+    if test_fraction:
+        fractions["test"] = test_fraction
+    if task.splits:  # an input per split: its rows are that split's, as given
+        inputs = {name: _resolved(spec) for name, spec in task.splits.items()}
+        carve = 0.0 if "validation" in task.splits else task.val_fraction
+    else:
+        inputs = _resolved(task.input)
+        carve = task.val_fraction if task.input.format == "tfds" and not task.split_field else 0.0
     summary = run_task(
-        _resolved(task.input), task.family, {**task.fields, "label": task.label_field}, task_dir, vocab_dir,
+        inputs, task.family, {**task.fields, "label": task.label_field}, task_dir, vocab_dir,
         pp.n_ctx, task.label_names or None, ctx.beam_args, options=_options(ctx),
-        num_choices=task.num_choices or None, split_fractions=fractions)
+        num_choices=task.num_choices or None, split_fractions=fractions, split_field=task.split_field or None,
+        carve_validation=carve, allowed_splits=schema.TASK_SPLITS)
+    if task.splits_given and not summary["splits"].get("validation", {}).get("documents"):
+        raise ConfigError(f"preprocess.tasks[{task.name}]: no validation rows (fine-tuning selects on them); "
+                          f"{task.split_field and f'give split column {task.split_field!r} validation rows, or '}"
+                          "set splits.validation, or leave the splits to the hash (val_fraction)")
     return _written(out, {"task_dir": task_dir}, summary)
 
 
@@ -345,7 +359,7 @@ def run_evaluate(ctx: Context, out: str) -> dict:
     for task in ctx.config.preprocess.tasks:
         task_dir = ctx.artifact(f"finetune/{task.name}", "task_dir")
         metadata = gk_data.load_metadata(task_dir)
-        split = "test" if "test" in metadata.splits else "validation"
+        split = metadata.evaluation_split
         models = dict(ctx.artifact(f"finetune/{task.name}", "models"))
         for variant in ctx.config.analysis_variants():
             models.update(ctx.artifact(f"transfer/{task.name}/{variant}", "models"))

@@ -24,7 +24,10 @@ def test_overrides_use_dotted_paths_and_are_typed():
 
 
 @pytest.mark.parametrize("override,message", [
-    ("pretrain.learnig_rate=1", r"unknown key\(s\) \['pretrain.learnig_rate'\]"),
+    ("pretrain.learnig_rate=1", r"pretrain.learnig_rate: unknown key; did you mean 'pretrain.learning_rate'\?"),
+    ("finetune.zzz=1", r"finetune.zzz: unknown key; valid keys here: ablation_without_pretraining, batch_size"),
+    ("preprocess.tasks.0.input.formt=csv",
+     r"preprocess.tasks\[0\].input.formt: unknown key; did you mean 'preprocess.tasks\[0\].input.format'\?"),
     ("pretrain.batch_size=abc", r"pretrain.batch_size: expected int, got 'abc'"),
     ("pretrain.batch_size=0", r"pretrain.batch_size: must be > 0"),
     ("pretrain.schedule=cosine", r"pretrain.schedule: must be warmup_cosine"),
@@ -104,3 +107,32 @@ def test_analysis_config_extends_the_demo_and_checks_its_keys(tmp_path):
     loop.write_text(f"extends: {loop}\n")
     with pytest.raises(ConfigError, match="'extends' makes a cycle"):
         load_config(str(loop))
+
+
+def test_every_problem_is_reported_at_once_at_its_full_path(tmp_path):
+    """A missing section's required keys are named at their full path, beside
+    the other sections' problems (not alone, not as `input.paths`)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\npretrain:\n  learnin_rate: 1.0e-3\n  batch_size: 0\n"
+                   "finetune:\n  transfer: nope\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(bad))
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"{bad}: 4 problems:"
+    assert sorted(lines[1:]) == sorted([
+        "  - preprocess.corpus.input.paths: needs at least one path or glob, got []",
+        "  - pretrain.learnin_rate: unknown key; did you mean 'pretrain.learning_rate'?",
+        "  - pretrain.batch_size: must be > 0",
+        "  - finetune.transfer: must be one of full, frozen, lora, layer_mix; got 'nope'",
+    ])
+
+
+def test_a_sections_checks_are_reported_together():
+    with pytest.raises(ConfigError) as err:
+        load_config("demo", ["preprocess.tasks.0.name=bad name", "preprocess.tasks.0.fields={}",
+                             "preprocess.tasks.0.input.paths=[]"])
+    message = str(err.value)
+    for part in ("preprocess.tasks[0].name: must be a non-empty identifier",
+                 "preprocess.tasks[0].fields: classification needs a column for ['text']",
+                 "preprocess.tasks[0].input.paths: needs at least one path or glob"):
+        assert part in message

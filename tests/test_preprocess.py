@@ -358,7 +358,14 @@ def test_dataflow_job_builds_offline(tmp_path, vocab):
 # ------------------------------------------------------------------ TFDS
 
 def _tiny_tfds(data_dir):
-    """A tiny prepared TFDS dataset (skips when this TFDS install cannot build one offline)."""
+    """A tiny prepared TFDS dataset with an unlabeled test split, as GLUE's."""
+    _store_tfds(data_dir, "tiny_sst", {"train": ([b"good movie", b"bad film", b"bad \xff"], [1, 0, 0]),
+                                       "validation": ([b"great plot"], [1]), "test": ([b"the cat"], [-1])})
+
+
+def _store_tfds(data_dir, name, splits):
+    """A prepared TFDS dataset `name` of {split: (sentences, labels)}, with
+    `idx` the row number (skips when this TFDS install cannot build one offline)."""
     tfds = pytest.importorskip("tensorflow_datasets")
     import importlib.resources
     import importlib.resources.abc  # noqa: F401
@@ -371,11 +378,10 @@ def _tiny_tfds(data_dir):
         {"sentence": s, "label": y, "idx": list(range(len(y)))})
     try:
         tfds.dataset_builders.store_as_tfds_dataset(
-            name="tiny_sst", version="1.0.0", data_dir=data_dir, config="default",
+            name=name, version="1.0.0", data_dir=data_dir, config="default",
             features=tfds.features.FeaturesDict({"sentence": tfds.features.Text(), "idx": tf.int32,
                                                  "label": tfds.features.ClassLabel(names=["negative", "positive"])}),
-            split_datasets={"train": split([b"good movie", b"bad film", b"bad \xff"], [1, 0, 0]),
-                            "validation": split([b"great plot"], [1]), "test": split([b"the cat"], [-1])})
+            split_datasets={k: split(list(texts), list(labels)) for k, (texts, labels) in splits.items()})
     except Exception as e:  # pragma: no cover - depends on the TFDS install
         pytest.skip(f"cannot build a TFDS dataset offline here: {e}")
 

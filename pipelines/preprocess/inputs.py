@@ -40,18 +40,26 @@ class InputSpec:
     tfds_splits: list[str] = dataclasses.field(default_factory=list)
     rows: list[Any] = dataclasses.field(default_factory=list)
 
-    def validate(self, path: str = "input") -> "InputSpec":
-        """Raises ValueError naming the dotted key (`path.format`, ...) that is wrong."""
+    def problems(self, path: str = "input") -> list[tuple[str, str]]:
+        """Every (dotted key, message) that is wrong, e.g. ("input.paths", "needs ...")."""
+        found = []
         if self.format not in FORMATS:
-            raise ValueError(f"{path}.format: must be one of {', '.join(FORMATS[:-1])}; got {self.format!r}")
+            found.append((f"{path}.format", f"must be one of {', '.join(FORMATS[:-1])}; got {self.format!r}"))
         if self.format == "memory":
             if not self.rows:
-                raise ValueError(f"{path}.rows: an in-memory input has no rows")
+                found.append((f"{path}.rows", "an in-memory input has no rows"))
         elif not self.paths or not all(isinstance(p, str) and p for p in self.paths):
-            raise ValueError(f"{path}.paths: needs at least one path or glob, got {self.paths!r}")
+            found.append((f"{path}.paths", f"needs at least one path or glob, got {self.paths!r}"))
         bad = {k: v for k, v in self.where.items() if not isinstance(v, (str, int, float))}
         if bad:
-            raise ValueError(f"{path}.where: values must be scalars, got {bad}")
+            found.append((f"{path}.where", f"values must be scalars, got {bad}"))
+        return found
+
+    def validate(self, path: str = "input") -> "InputSpec":
+        """Raises ValueError naming every dotted key (`path.format`, ...) that is wrong."""
+        found = self.problems(path)
+        if found:
+            raise ValueError("; ".join(f"{key}: {message}" for key, message in found))
         return self
 
     @property

@@ -89,9 +89,13 @@ class ValidateRows(beam.DoFn):
     """SourceRow -> TaskRow | dead letter (fields, label type, choices, split)."""
 
     def __init__(self, family: TaskFamily, field_map: Mapping[str, Any], num_choices: int | None,
-                 assigner: SplitAssigner, salt: str):
+                 assigner: SplitAssigner, salt: str, split_field: str | None = None,
+                 carve_validation: float = 0.0):
         self._family, self._map, self._k = family, dict(field_map), num_choices
-        self._assign, self._salt = assigner, salt
+        self._assign, self._salt, self._split_field = assigner, salt, split_field
+        # Given train rows that move to validation (by the same stable hash) when none is given.
+        self._carve = (SplitAssigner.create({"train": 1.0 - carve_validation, "validation": carve_validation})
+                       if carve_validation else None)
 
     def process(self, row: readers.SourceRow):
         texts: dict[str, Any] = {}
@@ -115,8 +119,35 @@ class ValidateRows(beam.DoFn):
             example_id = f"{os.path.basename(row.source)}:{row.row}"
         parts = [t for name in self._family.fields
                  for t in (texts[name] if isinstance(texts[name], list) else [texts[name]])]
-        split = row.split or self._assign(content_digest(parts, self._salt))
+        digest = content_digest(parts, self._salt)
+        split, bad = self._split(row, digest)
+        if bad is not None:
+            yield bad
+            return
         yield TaskRow(row.source, row.row, split, example_id, texts, label)
+
+    def _split(self, row: readers.SourceRow, digest: bytes):
+        """(split, None) or (None, dead letter): the input's split, the split
+        column's, or the hash's; a given train row may move to a carved validation."""
+        if row.split:
+            split = row.split
+        elif self._split_field:
+            value = row.data.get(self._split_field)
+            if value in (None, ""):
+                return None, readers.dead(row.source, row.row, "missing_field",
+                                          f"missing split column {self._split_field!r}")
+            split = schema.task_split(value)
+            if split is None:
+                return None, readers.dead(row.source, row.row, "unknown_split",
+                                          f"split column {self._split_field!r} holds {value!r}; expected one of "
+                                          f"{list(schema.TASK_SPLITS)} (or {sorted(schema.SPLIT_ALIASES)} for "
+                                          "validation)", value)
+            return split, None
+        else:
+            return self._assign(digest), None
+        if split == "train" and self._carve is not None:
+            split = self._carve(digest)
+        return split, None
 
     def _choices(self, row: readers.SourceRow):
         column = self._map["choices"]
@@ -252,7 +283,9 @@ def run_task(inputs: Any, family: "str | TaskFamily", field_map: Mapping[str, An
              vocab_dir: str, n_ctx: int = 512, label_names: Sequence[str] | None = None,
              pipeline_args: Sequence[str] | None = None, *, options: PreprocessOptions | None = None,
              num_choices: int | None = None, val_fraction: float | None = 0.1,
-             split_fractions: Mapping[str, float] | None = None, **legacy: Any) -> dict:
+             split_fractions: Mapping[str, float] | None = None, split_field: str | None = None,
+             carve_validation: float = 0.0, allowed_splits: Sequence[str] | None = None,
+             **legacy: Any) -> dict:
     """Labeled rows -> task TFRecords in `out_dir`; returns the summary dict.
 
     Args:
@@ -271,6 +304,13 @@ def run_task(inputs: Any, family: "str | TaskFamily", field_map: Mapping[str, An
         (else they are kept, with a warning). Not used for regression/multiple choice.
       num_choices: choices per multiple-choice row (default: the number of
         numbered choice columns).
+      split_field: a column naming each row's split (`gpt_keras.schema.task_split`:
+        train / validation / test and aliases); rows without a known one go to
+        the dead letter. Used for rows whose input gives no split.
+      carve_validation: with given splits that lack validation, this fraction
+        of the given train rows moves to validation by a stable hash.
+      allowed_splits: the split names the caller can read (e.g. TASK_SPLITS);
+        an input that gives another fails before any work.
       Other arguments as `run_corpus`.
     """
     options = resolve_options(options, legacy, "run_task")
@@ -300,12 +340,25 @@ def run_task(inputs: Any, family: "str | TaskFamily", field_map: Mapping[str, An
             raise ValueError(f"label_names must be distinct, got {label_names}")
     fractions = resolve_split_fractions(None if split_fractions else val_fraction, split_fractions)
     split_info, hashed = sinks.split_plan(resolved, fractions)
+    if split_field and hashed:  # the rows without a given split take the column's: nothing is hashed
+        given = [name for name, fraction in split_info.items() if fraction is None]
+        split_info, hashed = dict.fromkeys([*schema.TASK_SPLITS, *given]), False
+    if carve_validation:
+        if not 0.0 < carve_validation < 1.0:
+            raise ValueError(f"carve_validation must be in (0, 1), got {carve_validation!r}")
+        split_info.setdefault("validation", None)
+    unknown = sorted(set(split_info) - set(allowed_splits)) if allowed_splits is not None else []
+    if unknown:
+        raise ValueError(f"the inputs give split(s) {unknown}, but only {list(allowed_splits)} are read; "
+                         f"name the inputs' splits (e.g. the config's `splits: {{validation: ...}}`)")
     metadata = {
         "kind": schema.KIND_TASK, "max_length": n_ctx, "family": family.value, "label_names": label_names,
         "is_regression": family.is_regression, "num_choices": num_choices,
         "num_sequences": family.num_sequences(num_choices),
         "vocab": dataclasses.asdict(schema.VocabInfo.from_tokenizer(tokenizer)),
-        "split_method": "hash" if hashed else "given", "split_salt": options.split_salt,
+        "split_method": ("hash" if hashed else "column" if split_field else "given")
+                        + (f"; validation: {carve_validation:g} of train by hash" if carve_validation else ""),
+        "split_salt": options.split_salt,
         "sources": [s.describe() for s in specs], "counts": {}, "splits": {},
     }
     spec = TokenizerSpec.from_tokenizer(tokenizer)
@@ -313,7 +366,8 @@ def run_task(inputs: Any, family: "str | TaskFamily", field_map: Mapping[str, An
     def build(p):
         read = p | "Read" >> readers.ReadRows(resolved, options)
         valid = read["rows"] | "Validate" >> beam.ParDo(ValidateRows(
-            family, fmap, num_choices, SplitAssigner.create(fractions), options.split_salt)).with_outputs(
+            family, fmap, num_choices, SplitAssigner.create(fractions), options.split_salt, split_field,
+            carve_validation)).with_outputs(
             readers.DEAD_TAG, main="rows")
         rows, names, rare, rare_events = valid.rows, None, [], []
         if label_names is not None:
