@@ -150,3 +150,19 @@ def test_tfds_split_names_are_kept_and_validation_is_carved_when_missing(tmp_pat
 def test_bad_split_settings_are_named(tmp_path, task, message):
     with pytest.raises(ConfigError, match=message):
         load_config(_config(tmp_path, task))
+
+
+def test_the_preprocess_cli_takes_a_split_column(tmp_path):
+    from gpt_keras.tokenizer import count_words, train_bpe
+    from pipelines.preprocess.cli import main
+
+    rows = [dict(r, split=s) for r, s in zip(_rows("r", 12), ["train", "dev", "test"] * 4)]
+    data = _write(tmp_path / "all.csv", rows, ("id", "text", "label", "split"))
+    vocab = str(tmp_path / "vocab")
+    train_bpe(count_words([r["text"] for r in rows]), num_merges=20).save(vocab)
+    out = str(tmp_path / "out")
+    assert main(["task", "--input", data, "--out_dir", out, "--vocab_dir", vocab, "--family", "classification",
+                 "--split_field", "split", "--n_ctx", "16", "--quiet"]) == 0
+    ids = _ids_by_split(out)
+    assert {k: sorted(v) for k, v in ids.items()} == {
+        name: sorted(r["id"] for r in rows if schema.task_split(r["split"]) == name) for name in schema.TASK_SPLITS}

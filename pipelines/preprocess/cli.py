@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vocab_dir", required=True)
     t.add_argument("--label_names", default=None, help="comma-separated label vocabulary (else derived)")
     t.add_argument("--num_choices", type=int, default=None)
+    t.add_argument("--split_field", default=None, help="column naming each row's split (train / validation / "
+                   "test; dev, val, valid, eval = validation); other values go to the dead letter")
     t.add_argument("--min_label_count", type=int, default=PreprocessOptions().min_label_count,
                    help="without --label_names, labels seen fewer times are likely typos (see --rare_labels)")
     t.add_argument("--rare_labels", default="warn", choices=["warn", "reject"],
@@ -152,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_task(_inputs(args), args.family, fields or None, args.out_dir, args.vocab_dir, args.n_ctx,
                      args.label_names.split(",") if args.label_names else None, pipeline_args, options=options,
                      num_choices=args.num_choices, val_fraction=None if args.split_fractions else args.val_fraction,
-                     split_fractions=_fractions(args.split_fractions))
+                     split_fractions=_fractions(args.split_fractions), split_field=args.split_field)
     except (PreprocessError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
