@@ -106,6 +106,15 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # a timeout or a reset: answer what can be answered
             pass
 
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # "GET /path" alone: its answer would have no status line
+            self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 requests are not supported; send "
+                                                    "'METHOD /path HTTP/1.1'")
+            return False
+        return True
+
     def _body(self) -> bytes | None:
         """The request body, or None after replying with an error."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":

@@ -387,7 +387,8 @@ def test_item8_malformed_request_line_gets_json(server):
     (b"GET /v1/models/sentiment HTTP/2.0", 400),             # a version this socket does not speak
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),  # a TLS hello on the plain port
     (b"GET /" + b"x" * 70_000 + b" HTTP/1.1", 414),          # over http.server's 64 KiB line limit
-], ids=["no_version", "http2", "tls_hello", "overlong"])
+    (b"GET  HTTP/1.1", 400),                                 # no path: HTTP/0.9, whose answer has no status line
+], ids=["no_version", "http2", "tls_hello", "overlong", "http09"])
 def test_item8_bad_request_lines_get_json_one_log_line_and_no_traceback(server, capfd, caplog, request_line,
                                                                        status):
     caplog.set_level(logging.INFO, logger="serving.access")
