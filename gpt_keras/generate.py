@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
+from gpt_keras import precision
 from gpt_keras.compress import WEIGHT_FORMATS, compressed_backbone, compressed_logits
 from gpt_keras.layers import _in_xla_context
 from gpt_keras.model import GPTBackbone, position_ids
@@ -407,7 +408,7 @@ def _validate(backbone: GPTBackbone, prompts: list[list[int]], max_new_tokens: i
 def generate(model_or_backbone: Any, prompts: Any, max_new_tokens: int, *, strategy: str = "greedy",
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
              stop_token_ids: Sequence[int] = (), use_cache: bool = True, jit_compile: bool | None = None,
-             weights: str = "fp32") -> list[list[int]]:
+             weights: str = "auto") -> list[list[int]]:
     """Generates up to `max_new_tokens` ids after each prompt.
 
     Args:
@@ -424,14 +425,16 @@ def generate(model_or_backbone: Any, prompts: Any, max_new_tokens: int, *, strat
         bf16 dots are slower than its fp32 ones; oneDNN's are faster).
       weights: "fp32", or "bf16": generate with a bf16 copy of every matrix
         and of the tied LM head (`gpt_keras.compress`), half the bytes per
-        step; the model itself stays fp32.
+        step; the model itself stays fp32. "auto" (default): bf16 where it was
+        measured faster (one row, a CPU with AMX), else fp32
+        (`gpt_keras.precision.resolve_weights`).
     Returns:
       The new ids of each prompt (without padding or stop tokens).
     """
     backbone = _as_backbone(model_or_backbone)
     prompts = _prompt_lists(prompts)
     _validate(backbone, prompts, max_new_tokens, strategy, temperature, top_k, top_p)
-    backbone = _with_weights(backbone, weights)
+    backbone = _with_weights(backbone, precision.resolve_weights(weights, len(prompts)))
     if jit_compile is None:
         jit_compile = getattr(backbone, "weight_format", "fp32") == "fp32"
     stop = [int(t) for t in stop_token_ids]
@@ -493,8 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--stop", type=int, action="append", default=[], help="stop token id (repeatable)")
     parser.add_argument("--no_xla", action="store_true", help="run the decode loop without XLA")
-    parser.add_argument("--weights", choices=WEIGHT_FORMATS, default="fp32",
-                        help="weights to generate with: bf16 reads half the bytes per token (gpt_keras.compress)")
+    parser.add_argument("--weights", choices=(precision.AUTO, *WEIGHT_FORMATS), default=precision.AUTO,
+                        help="weights to generate with: bf16 reads half the bytes per token (gpt_keras.compress); "
+                             "auto: bf16 where that is faster (one prompt, a CPU with AMX)")
     args = parser.parse_args(argv)
     try:
         backbone, tokenizer = _load(args)

@@ -36,9 +36,11 @@ class TrainSettings:
     """Optimisation settings. Defaults are the paper's fine-tuning values.
 
     `warmup` is a number of steps for `warmup_cosine` and a fraction of all
-    steps for `warmup_linear`. `dtype_policy` is float32, mixed_bfloat16 or
-    mixed_float16 (`gpt_keras.precision`); `jit_compile` None picks XLA or not
-    by policy and device (`precision.default_jit_compile`).
+    steps for `warmup_linear`. `dtype_policy` is float32, mixed_bfloat16,
+    mixed_float16 or "auto": bf16 where the machine computes it in hardware and
+    the model is wide enough to gain (`gpt_keras.precision.resolve_policy`,
+    resolved when the model is built); `jit_compile` None picks XLA or not by
+    policy and device (`precision.default_jit_compile`).
     """
 
     learning_rate: float = 6.25e-5
@@ -52,7 +54,7 @@ class TrainSettings:
     checkpoint_dir: str | None = None
     log_dir: str | None = None
     jit_compile: bool | None = False
-    dtype_policy: str = "float32"
+    dtype_policy: str = precision.AUTO
     verbose: str | int = "auto"
     loop: str = "auto"  # "fit", "custom" (strategy.run loop), or "auto": custom under multi-worker
 
@@ -65,7 +67,7 @@ class TrainSettings:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.loop not in ("auto", "fit", "custom"):
             raise ValueError(f"loop must be auto, fit or custom; got {self.loop!r}")
-        precision.check_policy(self.dtype_policy)
+        precision.check_policy(self.dtype_policy, allow_auto=True)
 
     @property
     def use_xla(self) -> bool:
@@ -223,6 +225,7 @@ def checked_dataset(data: tf.data.Dataset, config: GPTConfig) -> tf.data.Dataset
 def _fit(build: Callable[[], keras.Model], cfg: GPTConfig, train_data: tf.data.Dataset,
          settings: TrainSettings, val_data, strategy, callbacks):
     strategy = strategy or default_strategy()
+    settings = dataclasses.replace(settings, dtype_policy=precision.resolve_policy(settings.dtype_policy, cfg.n_embd))
     steps_per_epoch = settings.steps_per_epoch or _cardinality(train_data)
     total_steps = steps_per_epoch * settings.epochs
     with strategy.scope():

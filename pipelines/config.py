@@ -233,15 +233,16 @@ class OptimSpec(Section):
     validation_batches: int = Field(0, ge=0)  # batches of the validation split per evaluation (0: all of it)
     l2: float = 0.01
     max_grad_norm: float = 1.0
-    jit_compile: StrictBool = True
-    # Variables stay float32; mixed policies compute in bf16/fp16 (gpt_keras.precision).
-    dtype_policy: str = "float32"
+    jit_compile: StrictBool | None = None  # None: XLA for float32 (and on GPUs), none for bf16 on CPUs
+    # Variables stay float32; mixed policies compute in bf16/fp16; auto: bf16 where the
+    # machine has it in hardware and the model is wide enough (gpt_keras.precision).
+    dtype_policy: str = "auto"
 
     @model_validator(mode="after")
     def _dtype_policy(self) -> "OptimSpec":
-        from gpt_keras.precision import POLICIES  # pylint: disable=g-import-not-at-top  (their one home)
-        _check(self.dtype_policy in POLICIES, "dtype_policy",
-               f"must be one of {', '.join(POLICIES)}; got {self.dtype_policy!r}")
+        from gpt_keras.precision import CHOICES  # pylint: disable=g-import-not-at-top  (their one home)
+        _check(self.dtype_policy in CHOICES, "dtype_policy",
+               f"must be one of {', '.join(CHOICES)}; got {self.dtype_policy!r}")
         return self
 
 

@@ -1,5 +1,7 @@
 """Mixed precision: the policy stays inside training, float16 stays finite,
 loss scaling skips overflows and resumes, bf16 pre-training tracks float32."""
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -144,6 +146,66 @@ def test_pipeline_key_reaches_the_train_settings():
 
     spec = build_section(FinetuneSpec, {"dtype_policy": "mixed_float16"}, "finetune")
     assert train_settings(spec, steps_per_pass=4).dtype_policy == "mixed_float16"
-    assert train_settings(build_section(PretrainSpec, {}), steps_per_pass=4).dtype_policy == "float32"
+    default = train_settings(build_section(PretrainSpec, {}), steps_per_pass=4)
+    assert default.dtype_policy == "auto" and default.jit_compile is None  # both follow the machine
     with pytest.raises(ConfigError, match=r"pretrain\.dtype_policy.*mixed_bfloat16"):
         build_section(PretrainSpec, {"dtype_policy": "bf16"}, "pretrain")
+
+
+# ------------------------------------------------------------------ auto: precision that follows the hardware
+
+AVX2 = frozenset({"avx2", "fma"})
+ZEN4 = AVX2 | {"avx512f", "avx512_bf16"}
+SAPPHIRE_RAPIDS = ZEN4 | {"amx_tile", "amx_bf16"}
+
+
+@pytest.fixture
+def cpu(monkeypatch):
+    """Fakes the CPU's flags (no GPU here): cpu(flags)."""
+    precision._warn_emulated.cache_clear()
+    yield lambda flags: monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    precision._warn_emulated.cache_clear()
+
+
+@pytest.mark.parametrize("flags,width,want", [
+    (AVX2, 768, "float32"),                   # emulated bf16: slower than fp32
+    (ZEN4, 768, "mixed_bfloat16"),            # bf16 dot products in hardware
+    (SAPPHIRE_RAPIDS, 768, "mixed_bfloat16"),
+    (SAPPHIRE_RAPIDS, 256, "float32"),        # too narrow to be matmul-bound
+    (frozenset(), 768, "float32"),            # flags unknown (not Linux): the safe choice
+])
+def test_auto_policy_follows_the_cpu_and_the_model_width(cpu, flags, width, want):
+    cpu(flags)
+    assert precision.resolve_policy("auto", width) == want
+
+
+def test_explicit_bf16_without_hardware_warns_once_and_is_kept(cpu, caplog):
+    cpu(AVX2)
+    caplog.set_level(logging.WARNING, logger="gpt_keras.precision")
+    for _ in range(3):
+        assert precision.resolve_policy("mixed_bfloat16", 768) == "mixed_bfloat16"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "emulated" in warnings[0] and "0.97x" in warnings[0]
+    cpu(ZEN4)
+    precision._warn_emulated.cache_clear()
+    caplog.clear()
+    assert precision.resolve_policy("mixed_bfloat16", 768) == "mixed_bfloat16"
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("flags,batch,want", [(AVX2, 1, "fp32"), (ZEN4, 1, "fp32"),
+                                              (SAPPHIRE_RAPIDS, 1, "bf16"), (SAPPHIRE_RAPIDS, 8, "fp32")])
+def test_auto_generation_weights_are_bf16_only_where_measured_faster(cpu, flags, batch, want):
+    cpu(flags)
+    assert precision.resolve_weights("auto", batch) == want
+
+
+def test_auto_training_builds_the_resolved_policy(cpu):
+    """TrainSettings' default is auto: a tiny model trains in float32 even on a bf16 CPU."""
+    cpu(SAPPHIRE_RAPIDS)
+    assert TrainSettings().dtype_policy == "auto"
+    model, _ = pretrain(tiny_config(), _lm_data(), _settings(), strategy=SINGLE)
+    assert model.backbone.blocks[0].c_fc.compute_dtype == "float32"
+    wide = tiny_config().replace(n_embd=512, n_head=4)
+    model, _ = pretrain(wide, _lm_data(), _settings(steps_per_epoch=1), strategy=SINGLE)
+    assert model.backbone.blocks[0].c_fc.compute_dtype == "bfloat16"

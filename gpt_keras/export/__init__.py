@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import tensorflow as tf
 
+from gpt_keras import precision
 from gpt_keras.export import layout
 from gpt_keras.export.layout import existing_versions, next_version, read_metadata
 from gpt_keras.export.lm import LMServingModule
@@ -100,10 +101,13 @@ def export_lm(model: Any, tokenizer: GPTTokenizer, base_dir: str, model_name: st
       stop_token_ids: ids that end a row (not part of the output).
       max_text_bytes: per-prompt byte cut before tokenizing (default 64 * n_ctx).
       weights: "fp32", or "bf16" to serve bf16 copies of the matrices and
-        the LM head (`gpt_keras.compress`; half the bytes per decode step).
+        the LM head (`gpt_keras.compress`; half the bytes per decode step);
+        "auto": what `gpt_keras.precision.resolve_weights` picks for one-row
+        requests on the exporting machine (serve it on the same kind of CPU).
     Returns:
       The version directory.
     """
+    weights = precision.resolve_weights(weights, batch_size=1)
     backbone = model if isinstance(model, GPTBackbone) else getattr(model, "backbone", None)
     if not isinstance(backbone, GPTBackbone):
         raise TypeError(f"export_lm needs a GPTLMModel or GPTBackbone, got {type(model).__name__}")
