@@ -46,7 +46,7 @@ setup(
     python_requires=">=3.10,<3.13",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    package_data={"serving": ["*.config"], "pipelines": ["configs/*.yaml"]},
+    package_data={"serving": ["*.config"], "pipelines": ["configs/*.yaml"], "gpt_keras": ["weights/*/*"]},
     entry_points={"console_scripts": [
         "gpt-keras-generate=gpt_keras.generate:main",
         "gpt-keras-convert=gpt_keras.convert:main",

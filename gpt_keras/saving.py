@@ -32,7 +32,7 @@ from typing import Any, Sequence, Union
 import h5py
 import numpy as np
 
-from gpt_keras import transfer
+from gpt_keras import releases, transfer
 from gpt_keras.config import GPTConfig
 from gpt_keras.model import GPTBackbone, GPTLMModel, GPTTaskModel
 from gpt_keras.preprocessor import check_tokenizer
@@ -266,15 +266,21 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 def resolve_preset(preset: str | PathLike) -> Path | None:
-    """The model directory `preset` names, or None for a preset name."""
+    """The model directory `preset` names (a directory, or a released model's
+    name: `gpt_keras.releases`), or None for a preset name (random weights)."""
     from gpt_keras.config import PRESETS  # pylint: disable=g-import-not-at-top
 
-    if isinstance(preset, str) and preset in PRESETS and not os.path.isdir(preset):
-        return None
+    if isinstance(preset, str) and not os.path.isdir(preset):
+        if preset in PRESETS:
+            return None
+        released = releases.path(preset)
+        if released is not None:
+            return released
     path = Path(preset)
     if path.is_dir():
         return path
-    raise ValueError(f"{preset!r} is neither a preset ({sorted(PRESETS)}) nor a model directory")
+    raise ValueError(f"{preset!r} is neither a preset ({sorted(PRESETS)}), a released model ({releases.names()}) "
+                     "nor a model directory")
 
 
 __all__: Sequence[str] = ["save_model", "load_model", "load_backbone", "load_task_model", "load_tokenizer",

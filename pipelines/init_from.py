@@ -70,12 +70,23 @@ def _describe(path: str, n_head: int | None, sig: tuple) -> Source:
                   tokenizer.n_vocab if tokenizer else None, sig)
 
 
+def checkpoint_path(config: ExperimentConfig) -> str:
+    """`model.init_from` as a directory: a path, or a released model's name (`gpt_keras.releases`)."""
+    from gpt_keras import releases
+
+    given = config.model.init_from
+    released = None if os.path.isdir(given) else releases.path(given)
+    path = str(released) if released is not None else os.path.abspath(given)
+    if not os.path.isdir(path):
+        raise ConfigError(f"model.init_from: {given!r} is neither a directory nor a released model "
+                          f"({releases.names()}); give the directory holding the checkpoint "
+                          "(params_shapes.json + params_*.npy, or config.json + weights)")
+    return path
+
+
 def describe(config: ExperimentConfig) -> Source:
     """The checkpoint of `model.init_from` (cached while its files are unchanged)."""
-    path = os.path.abspath(config.model.init_from)
-    if not os.path.isdir(path):
-        raise ConfigError(f"model.init_from: {config.model.init_from!r} is not a directory; give the directory "
-                          "holding the checkpoint (params_shapes.json + params_*.npy, or config.json + weights)")
+    path = checkpoint_path(config)
     return _describe(path, config.model.n_head, signature(path))
 
 

@@ -137,12 +137,13 @@ def run_import(ctx: Context, out: str) -> dict:
     from pipelines import init_from
 
     cfg = ctx.config
-    backbone, tokenizer, fmt = init_from.load(cfg.model.init_from, cfg.model.n_head)
+    path = init_from.checkpoint_path(cfg)
+    backbone, tokenizer, fmt = init_from.load(path, cfg.model.n_head)
     if tokenizer is None:  # checked by init_from.check: preprocess.vocab_dir matches the weights
         tokenizer = GPTTokenizer.load(cfg.preprocess.vocab_dir, mode=cfg.tokenizer_mode)
     model_dir = os.path.join(out, "model")
     saving.save_model(backbone, model_dir, tokenizer)
-    summary = {"init_from": os.path.abspath(cfg.model.init_from), "format": fmt, "config": backbone.config.to_dict(),
+    summary = {"init_from": path, "format": fmt, "config": backbone.config.to_dict(),
                "tokenizer_mode": tokenizer.mode}
     return _written(out, {"model_dir": model_dir}, summary)
 
