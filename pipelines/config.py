@@ -256,6 +256,9 @@ class PretrainSpec(OptimSpec):
     # Dropout (embd, attn, resid) while pre-training only; unset: the model's. Fine-tuning
     # uses the model's. Less than one pass over the corpus has nothing to overfit.
     dropout: float | None = Field(None, ge=0, lt=1)
+    # A wall-clock budget: pre-training stops at the first step past it, so that a slow
+    # machine runs fewer steps instead of longer, and the stage's metrics say how many.
+    max_minutes: float | None = Field(None, gt=0)
 
 
 class FinetuneSpec(OptimSpec):

@@ -247,7 +247,8 @@ def run_pretrain(ctx: Context, out: str) -> dict:
     last = {k: v[-1] for k, v in history.items() if v}
     return {"outputs": {"model_dir": model_dir, "curves": os.path.join(out, "curves.png"),
                         "snapshots": os.path.join(out, "snapshots")},
-            "metrics": {"steps": result["steps"], **last}}
+            "metrics": {"steps": result["steps"], "planned_steps": result["planned_steps"],
+                        "stopped_by_time_budget": result["stopped_by_time_budget"], **last}}
 
 
 def finetune_variant(ctx: Context, run_dir: str, task: str, init_dir: str, optim) -> dict:

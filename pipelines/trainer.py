@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import os
 from typing import Any
 
 import keras
+import tensorflow as tf
 
 from gpt_keras import data as gk_data
 from gpt_keras.config import GPTConfig
@@ -133,13 +135,40 @@ def _pretrain(fn_args: FnArgs, start: GPTConfig | GPTBackbone, optim: OptimSpec,
     snapshot_dir = fn_args.custom_config.get("snapshot_dir")
     if snapshot_dir and optim.snapshots and is_chief(strategy):
         callbacks.append(Snapshots(snapshot_dir, snapshot_steps(total, optim.snapshots), tokenizer, config))
+    budget = None
+    if optim.max_minutes:
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):  # workers would stop at different steps
+            raise ValueError("pretrain.max_minutes is for one machine; across workers set pretrain.max_steps")
+        budget = TimeBudget(optim.max_minutes)
+        callbacks.append(budget)
     if optim.dropout is not None:
         start = _with_dropout(start, optim.dropout)
     model, history = pretrain(start, train, settings, val_data=val, strategy=strategy, callbacks=callbacks)
     if is_chief(strategy):
         # Saved with the model's own dropout, which fine-tuning then uses.
         saving.save_model(_with_dropout(model.backbone, config), fn_args.serving_model_dir, tokenizer)
-    return {"steps": total, "history": history.history}
+    steps = int(model.optimizer.iterations.numpy())
+    if budget is not None and budget.stopped:
+        print(f"pre-training stopped at step {steps} of {total}: pretrain.max_minutes={optim.max_minutes:g} "
+              "was reached (a faster machine runs more steps; raise it or lower pretrain.max_steps)")
+    return {"steps": steps, "planned_steps": total, "stopped_by_time_budget": bool(budget and budget.stopped),
+            "history": history.history}
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training at the first step that ends past `minutes` of wall-clock
+    time (counted from the start of training, compilation included)."""
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.seconds, self.stopped = minutes * 60.0, False
+
+    def on_train_begin(self, logs=None):
+        self._start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self._start > self.seconds:
+            self.stopped = self.model.stop_training = True
 
 
 def _with_dropout(start: GPTConfig | GPTBackbone, dropout: float | GPTConfig) -> GPTConfig | GPTBackbone:

@@ -242,3 +242,13 @@ def test_analysis_stages_reuse_a_finished_run(tmp_path, capsys):
         low, high = metrics[row]["accuracy_ci95"]
         assert low <= metrics[row]["accuracy"] <= high and metrics[row]["examples"] > 0
     assert "toy/zero_shot" in out and "95% CI" in out  # the printed table has every row
+
+
+def test_a_time_budget_stops_pretraining_early_and_says_so(tmp_path, capsys):
+    """pretrain.max_minutes: a slow machine runs fewer steps, and the stage records how many."""
+    config = _config(tmp_path, _write_data(tmp_path), max_steps=6, max_minutes=1e-6)
+    entries = run(["--config", config, "--stages", "preprocess,pretrain"])
+    metrics = entries["pretrain"]["metrics"]
+    assert metrics["stopped_by_time_budget"] is True
+    assert metrics["steps"] == 1 and metrics["planned_steps"] == 6  # the first step ends past the budget
+    assert "pre-training stopped at step 1 of 6: pretrain.max_minutes=1e-06 was reached" in capsys.readouterr().out
