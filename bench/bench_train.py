@@ -95,13 +95,14 @@ def _hf_step(config, ids: np.ndarray, bf16: bool = False) -> Callable[[], float]
         layer_norm_epsilon=config.layer_norm_epsilon)
     if config.n_inner != 4 * config.n_embd:  # HF fixes the MLP width
         print(f"# warning: HF uses MLP width {4 * config.n_embd}, the preset {config.n_inner}: shapes differ")
-    model = transformers.OpenAIGPTLMHeadModel(hf_config).train()
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the GPU check runs this on a GPU
+    model = transformers.OpenAIGPTLMHeadModel(hf_config).train().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=6.25e-5, weight_decay=0.01)
-    input_ids = torch.tensor(ids, dtype=torch.long)
+    input_ids = torch.tensor(ids, dtype=torch.long, device=device)
     mask = torch.ones_like(input_ids)
 
     def step() -> float:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             loss = model(input_ids, attention_mask=mask, labels=input_ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -209,3 +209,14 @@ def test_auto_training_builds_the_resolved_policy(cpu):
     wide = tiny_config().replace(n_embd=512, n_head=4)
     model, _ = pretrain(wide, _lm_data(), _settings(steps_per_epoch=1), strategy=SINGLE)
     assert model.backbone.blocks[0].c_fc.compute_dtype == "bfloat16"
+
+
+def test_the_gpu_check_skips_cleanly_without_a_gpu():
+    import os
+    import subprocess
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is here: bench/gpu_check.sh would run the benchmarks")
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "gpu_check.sh")
+    done = subprocess.run(["bash", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "no GPU visible" in done.stdout and "skipped" in done.stdout, done.stderr
