@@ -78,8 +78,9 @@ def checkpoint_path(config: ExperimentConfig) -> str:
     released = None if os.path.isdir(given) else releases.path(given)
     path = str(released) if released is not None else os.path.abspath(given)
     if not os.path.isdir(path):
-        raise ConfigError(f"model.init_from: {given!r} is neither a directory nor a released model "
-                          f"({releases.names()}); give the directory holding the checkpoint "
+        shipped = ", ".join(releases.names()) or "none installed"
+        raise ConfigError(f"model.init_from: {given!r} is not a directory nor a released model "
+                          f"(released: {shipped}); give the directory holding the checkpoint "
                           "(params_shapes.json + params_*.npy, or config.json + weights)")
     return path
 

@@ -154,7 +154,7 @@ def hf_checkpoint(tmp_path_factory):
     (["finetune.n_transfer=3"], r"finetune.n_transfer=3 is more than the 2 blocks .* use 0..2"),
     (["finetune.n_transfer=-1"], r"finetune.n_transfer: must be >= 0"),
     (["model.n_head=8"], r"model.n_head: .*n_head=8 was requested, but .* n_head=4"),
-    (["model.init_from=/nonexistent/dir"], r"model.init_from: '/nonexistent/dir' is not a directory"),
+    (["model.init_from=/nonexistent/dir"], r"model.init_from: '/nonexistent/dir' is not a directory nor a released model"),
 ])
 def test_bad_combinations_stop_before_any_stage(tmp_path, hf_checkpoint, sets, error):
     config = _config(tmp_path, hf_checkpoint, "hf")
