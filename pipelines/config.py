@@ -183,6 +183,10 @@ class PreprocessSpec(Section):
     n_ctx: int = Field(128, ge=8)
     val_fraction: float = Field(0.05, gt=0, lt=1)
     max_bad_fraction: float = Field(0.01, ge=0, le=1)
+    # TFRecord shards per split (0: the runner decides; DirectRunner writes one).
+    # Several shards make pre-training's shuffle global: tf.data shuffles the
+    # files, interleaves them, then shuffles within a buffer of records.
+    num_shards: int = Field(0, ge=0)
     corpus: CorpusSpec = _section()
     tasks: list[TaskSpec] = []
 

@@ -29,8 +29,8 @@ STAGE_TABLE = """
     --stages    stage            reads (stages + config)
     preprocess  import           model.init_from (its files), model.n_head: the checkpoint as a model directory
                 vocab            preprocess.corpus, num_merges, tokenizer_mode (or vocab_dir, or import)
-                corpus           vocab + preprocess.corpus, n_ctx, val_fraction, seed
-                records/<task>   vocab + that task, preprocess.n_ctx, seed
+                corpus           vocab + preprocess.corpus, n_ctx, val_fraction, num_shards, seed
+                records/<task>   vocab + that task, preprocess.n_ctx, num_shards, seed
     pretrain    pretrain         vocab, corpus (+ import) + model, pretrain, seed; with
                                  pretrain.enabled=false only import (the checkpoint as is)
     finetune    finetune/<task>  pretrain, records/<task> + finetune, seed
@@ -112,7 +112,7 @@ def _options(ctx: Context):
     return PreprocessOptions(mode=ctx.config.tokenizer_mode, max_bad_fraction=pp.max_bad_fraction,
                              split_salt=str(ctx.config.seed), text_field=corpus.text_field,
                              text_unit=corpus.text_unit, max_line_bytes=corpus.max_line_bytes,
-                             max_document_bytes=corpus.max_document_bytes)
+                             max_document_bytes=corpus.max_document_bytes, num_shards=pp.num_shards)
 
 
 def _resolved(spec: InputSpec) -> InputSpec:
@@ -424,9 +424,11 @@ def plan(config: ExperimentConfig) -> list[Stage]:
         *imported,
         Stage("vocab", [s.name for s in imported], run_vocabulary, {**source, **tokens}),
         Stage("corpus", ["vocab"], run_packed_corpus,
-              {"corpus": corpus, "n_ctx": pp.n_ctx, "val_fraction": pp.val_fraction, "seed": seed, **tokens}),
+              {"corpus": corpus, "n_ctx": pp.n_ctx, "val_fraction": pp.val_fraction, "seed": seed,
+               "num_shards": pp.num_shards, **tokens}),
         *[Stage(f"records/{t.name}", ["vocab"], functools.partial(run_task_records, task=t),
-                {"task": t.model_dump(), "n_ctx": pp.n_ctx, "seed": seed, **tokens}) for t in pp.tasks],
+                {"task": t.model_dump(), "n_ctx": pp.n_ctx, "seed": seed, "num_shards": pp.num_shards, **tokens})
+          for t in pp.tasks],
         Stage("pretrain", pretrain_reads, run_pretrain,
               {"model": config.model.model_dump(), "pretrain": config.pretrain.model_dump(), "seed": seed}),
         *[Stage(f"finetune/{t}", ["pretrain", f"records/{t}"], functools.partial(run_finetune, task=t),
