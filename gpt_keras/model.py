@@ -330,7 +330,7 @@ class GPTTaskModel(_StepModel):
         self.built = True  # all weights exist already
 
     def mask_gradients(self, grads: list) -> list:
-        """Outside `full` mode only the special-token rows of the token embedding learn."""
+        """In `lora` and `layer_mix` only the special-token rows of the token embedding learn."""
         if self._row_mask is None:
             return grads
         token_embeddings = self.backbone.embed.token_embeddings
@@ -344,7 +344,8 @@ class GPTTaskModel(_StepModel):
         n_seq, length = ops.shape(token_ids)[1], ops.shape(token_ids)[2]
         flat_ids = ops.reshape(token_ids, (-1, length))
         flat_mask = ops.reshape(padding_mask, (-1, length))
-        layers = self.backbone({"token_ids": flat_ids, "padding_mask": flat_mask}, training=training,
+        layers = self.backbone({"token_ids": flat_ids, "padding_mask": flat_mask},
+                               training=transfer_modes.backbone_training(self.transfer, training),
                                return_all_layers=True)
         hidden = layers[-1]
         # The extract token (`_classify_`) marks where the head reads.

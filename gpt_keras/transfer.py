@@ -4,25 +4,34 @@
 |-------------|--------------------------------------------------------------------|
 | `full`      | everything (the paper's fine-tuning)                               |
 | `frozen`    | the head only: a linear probe on the extract token's state         |
-| `lora`      | low-rank adapters on every attention and MLP projection, and the head |
-| `layer_mix` | a softmax-weighted sum of every block's extract-token state, and the head |
+| `lora`      | low-rank adapters on every attention and MLP projection, the special-token rows, and the head |
+| `layer_mix` | a softmax-weighted sum of every block's extract-token state, the special-token rows, and the head |
 
 All modes share the backbone and tokenizer, and are chosen by
 configuration (`GPTTaskModel(..., transfer=...)`, `finetune(transfer=...)`,
 the pipeline's `finetune.transfer`), never by a model class per mode.
 
-The special-token rows are fresh at fine-tuning, so a model that never saw
-`_start_`, `_delimiter_` or `_classify_` would otherwise read random,
-frozen vectors. In every mode they stay trainable: the token embedding
-stays a trainable variable, its gradient is masked to those three rows
-(`mask_gradients`), and it is excluded from weight decay, so each BPE row
+`frozen` is a fixed feature extractor: the backbone runs in inference mode
+(`backbone_training`: no embedding, attention or residual dropout, also while
+training; a Keras layer whose weights are not trainable would still drop out)
+and none of its weights learns, the special-token rows included: they keep
+the N(0, 0.02) draw of `with_special_tokens` (its seed). So the probe measures
+what the pre-trained features carry and nothing else adapts. The head keeps
+its own dropout (`clf_pdrop`) in training. The auxiliary LM loss is still
+computed and logged, but it moves no weight.
+
+In `lora` and `layer_mix` the special-token rows are fresh at fine-tuning,
+and a model that never saw `_start_`, `_delimiter_` or `_classify_` would
+otherwise read random, fixed vectors, so they learn on purpose: the token
+embedding stays a trainable variable, its gradient is masked to those three
+rows (`mask_gradients`), and it is excluded from weight decay, so each BPE row
 keeps its pre-trained value exactly (Adam moves nothing whose gradient is
 always zero). One variable, so checkpoints and conversion are unchanged.
 
 LoRA uses Keras' own `Dense.enable_lora`, which freezes only the kernel it
 wraps; the rest is frozen here. Keras has no merge call, so `merged` writes
-the adapted kernels (`kernel + (alpha / rank) * A @ B`) into a plain model: saved and exported
-models are plain, and serving costs nothing extra.
+the adapted kernels (`kernel + (alpha / rank) * A @ B`) into a plain model:
+saved and exported models are plain, and serving costs nothing extra.
 """
 from __future__ import annotations
 
@@ -32,6 +41,7 @@ import keras
 import numpy as np
 
 MODES = ("full", "frozen", "lora", "layer_mix")
+SPECIAL_ROWS_LEARN = ("lora", "layer_mix")  # modes whose (masked) special-token rows train
 DEFAULT_LORA_RANK = 8
 
 
@@ -60,14 +70,22 @@ def configure(model: Any) -> None:
     adapters = {id(v) for d in projections(backbone) for v in (getattr(d, "lora_kernel_a", None),
                                                                getattr(d, "lora_kernel_b", None)) if v is not None}
     token_embeddings = backbone.embed.token_embeddings
+    rows_learn = model.transfer in SPECIAL_ROWS_LEARN
     for variable in backbone.weights:
-        variable.trainable = id(variable) in adapters or variable is token_embeddings
+        variable.trainable = id(variable) in adapters or (rows_learn and variable is token_embeddings)
+
+
+def backbone_training(mode: str, training: bool | None) -> bool | None:
+    """The `training` flag the backbone runs with: always False for `frozen`
+    (inference mode, so no dropout), `training` otherwise."""
+    return False if mode == "frozen" else training
 
 
 def special_row_mask(model: Any) -> np.ndarray | None:
-    """[rows, 1] float mask of the token embedding rows that may learn outside
-    `full` mode (the special tokens), or None when every row may."""
-    if model.transfer == "full":
+    """[rows, 1] float mask of the token embedding rows that may learn (the
+    special tokens) in the modes of `SPECIAL_ROWS_LEARN`; None where no mask
+    applies: `full` trains every row, `frozen` none (its embedding is not trainable)."""
+    if model.transfer not in SPECIAL_ROWS_LEARN:
         return None
     config = model.backbone.config
     mask = np.zeros((config.total_vocab_size, 1), np.float32)

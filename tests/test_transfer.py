@@ -1,5 +1,6 @@
-"""Transfer modes: frozen leaves the backbone as it was, LoRA trains only its
-adapters and merges exactly, layer_mix learns which block to read."""
+"""Transfer modes: frozen is a probe on an inference-mode backbone that stays
+as it was, LoRA trains only its adapters (and the special rows) and merges
+exactly, layer_mix learns which block to read."""
 import keras
 import numpy as np
 import pytest
@@ -28,9 +29,9 @@ def _task_data(n=64, seed=0):
     return tf.data.Dataset.from_tensor_slices((x, labels.astype(np.int32))).batch(16).repeat(), x, labels
 
 
-def _pretrained(seed=1):
+def _pretrained(seed=1, **config):
     keras.utils.set_random_seed(seed)
-    return gk.GPTBackbone(**tiny_config(vocab_size=VOCAB, n_special=0).to_dict())
+    return gk.GPTBackbone(**tiny_config(vocab_size=VOCAB, n_special=0, **config).to_dict())
 
 
 def _finetune(mode, backbone, **kwargs):
@@ -41,25 +42,41 @@ def _finetune(mode, backbone, **kwargs):
     return model, x, labels
 
 
-def test_frozen_leaves_every_backbone_weight_unchanged():
-    backbone = _pretrained()
+def _special_rows(backbone, seed):
+    """The special-token rows fine-tuning starts from (finetune draws them with `seed`)."""
+    return gk.with_special_tokens(backbone, seed=seed).embed.token_embeddings.numpy()[VOCAB:]
+
+
+def _lm_loss(model, x, labels):
+    """The LM loss of one training-mode pass: it reads only the backbone's output."""
+    terms, _ = model.loss_terms((x, labels), training=True)
+    return float(terms["lm"][0])
+
+
+def test_frozen_is_a_probe_on_an_inference_mode_backbone():
+    dropout = dict(embd_pdrop=0.1, attn_pdrop=0.1, resid_pdrop=0.1)
+    backbone = _pretrained(**dropout)
     before = [w.numpy().copy() for w in backbone.weights]
-    model, _, _ = _finetune("frozen", backbone)
-    after = model.backbone.weights
-    for b, a in zip(before, after):
-        if a is model.backbone.embed.token_embeddings:  # the BPE rows stay; the 3 fresh special rows learn
+    model, x, labels = _finetune("frozen", backbone, seed=0)
+    for b, a in zip(before, model.backbone.weights):
+        if a is model.backbone.embed.token_embeddings:  # the BPE rows, and the special rows as drawn
             np.testing.assert_array_equal(a.numpy()[:VOCAB], b)
-            assert not np.allclose(a.numpy()[VOCAB:], gk.with_special_tokens(backbone).weights[0].numpy()[VOCAB:])
+            np.testing.assert_array_equal(a.numpy()[VOCAB:], _special_rows(backbone, seed=0))
         else:
             np.testing.assert_array_equal(a.numpy(), b)
+    assert {id(w) for w in model.trainable_weights} == {id(w) for w in model.head.weights}
     n_embd = backbone.config.n_embd
-    assert transfer.trainable_parameters(model) == 3 * n_embd + (n_embd * 2 + 2)  # special rows + head
+    assert transfer.trainable_parameters(model) == n_embd * 2 + 2  # the head only
+    # Dropout is off in the frozen backbone, also in training mode; a full model's is on.
+    assert _lm_loss(model, x, labels) == _lm_loss(model, x, labels)
+    full = gk.GPTTaskModel(model.backbone, "classification", num_labels=2)
+    assert _lm_loss(full, x, labels) != _lm_loss(full, x, labels)
 
 
-def test_lora_trains_only_adapters_and_merges_exactly(tmp_path):
+def test_lora_trains_only_adapters_and_special_rows_and_merges_exactly(tmp_path):
     backbone = _pretrained()
     before = {w.path: w.numpy().copy() for w in backbone.weights}
-    model, x, _ = _finetune("lora", backbone, lora_rank=2)
+    model, x, _ = _finetune("lora", backbone, lora_rank=2, seed=0)
     adapters = [w for w in model.backbone.weights if "lora_kernel" in w.path]
     assert adapters and all(w.trainable for w in adapters)
     assert any(np.abs(w.numpy()).sum() > 0 for w in adapters if w.path.endswith("lora_kernel_b"))
@@ -69,6 +86,9 @@ def test_lora_trains_only_adapters_and_merges_exactly(tmp_path):
         old = before[w.path]
         np.testing.assert_array_equal(w.numpy()[:old.shape[0]] if w is model.backbone.embed.token_embeddings
                                       else w.numpy(), old)
+    # The special rows learned: they moved away from the draw fine-tuning started from.
+    moved = np.abs(model.backbone.embed.token_embeddings.numpy()[VOCAB:] - _special_rows(backbone, seed=0))
+    assert (moved.max(axis=1) > 1e-4).all(), moved.max(axis=1)
     expected = model(x, training=False).numpy()
     np.testing.assert_allclose(transfer.merged(model)(x, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
     # Saved and exported models are plain (merged); they compute what the adapted model computes.
