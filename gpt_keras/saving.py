@@ -4,7 +4,8 @@
     <dir>/model.weights.h5       the backbone's weights (Keras)
     <dir>/<vocabulary files>     the tokenizer's files; `gpt_keras_tokenizer.json` records its mode
                                  and fingerprint (written by `GPTTokenizer.save`)
-    <dir>/task.json              fine-tuned models only: family, num_labels, num_choices, label_names, lm_weight
+    <dir>/task.json              fine-tuned models only: family, num_labels, num_choices, label_names, lm_weight,
+                                 transfer (never lora: LoRA is merged into the kernels before saving)
     <dir>/task.weights.h5        fine-tuned models only: the head's weights
 
 A fine-tuned directory is also a pre-trained one: its backbone loads on its
@@ -80,9 +81,11 @@ def save_model(model: GPTBackbone | GPTLMModel | GPTTaskModel, directory: PathLi
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, GPTTaskModel):
+        # LoRA adapters are written into the kernels first, so the task section
+        # describes the plain model saved: it reloads without adapters.
+        model = transfer.merged(model)
     task = task_section(model) if isinstance(model, GPTTaskModel) else None
-    if task is not None:
-        model = transfer.merged(model)  # LoRA adapters are written into the kernels
     backbone = model if isinstance(model, GPTBackbone) else model.backbone
     if tokenizer is not None:
         check_tokenizer(tokenizer, backbone.config)
@@ -102,9 +105,11 @@ def save_model(model: GPTBackbone | GPTLMModel | GPTTaskModel, directory: PathLi
 
 def task_section(model: GPTTaskModel) -> dict[str, Any]:
     """What `task.json` records: enough to rebuild the head and name its outputs."""
-    return {"family": model.family.value, "num_labels": model.num_labels, "num_choices": model.num_choices,
-            "label_names": model.label_names, "lm_weight": model.lm_weight, "transfer": model.transfer,
-            "lora_rank": model.lora_rank}
+    section = {"family": model.family.value, "num_labels": model.num_labels, "num_choices": model.num_choices,
+               "label_names": model.label_names, "lm_weight": model.lm_weight, "transfer": model.transfer}
+    if model.transfer == "lora":  # an unmerged model only: `save_model` merges first
+        section["lora_rank"] = model.lora_rank
+    return section
 
 
 def _head_weights(model: GPTTaskModel) -> dict[str, Any]:
@@ -190,6 +195,8 @@ def load_task_model(directory: PathLike) -> GPTTaskModel:
     if task is None:
         raise ModelDirectoryError(f"{directory} holds a pre-trained model without a task head ({TASK_FILE}); "
                                   "give the head: GPTTaskModel.from_preset(dir, family=..., num_labels=...)")
+    if task.get("transfer") == "lora":  # older directories said lora, but their kernels were merged already
+        task = {**{k: v for k, v in task.items() if k != "lora_rank"}, "transfer": "full"}
     model = GPTTaskModel(load_backbone(directory), **task)
     _load_head(model, directory / TASK_WEIGHTS_FILE)
     return model

@@ -30,8 +30,9 @@ always zero). One variable, so checkpoints and conversion are unchanged.
 
 LoRA uses Keras' own `Dense.enable_lora`, which freezes only the kernel it
 wraps; the rest is frozen here. Keras has no merge call, so `merged` writes
-the adapted kernels (`kernel + (alpha / rank) * A @ B`) into a plain model:
-saved and exported models are plain, and serving costs nothing extra.
+the adapted kernels (`kernel + (alpha / rank) * A @ B`) into a plain model
+(transfer `full`): saved and exported models are plain, reload without
+adapters, and serving costs nothing extra.
 """
 from __future__ import annotations
 

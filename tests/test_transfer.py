@@ -1,6 +1,8 @@
 """Transfer modes: frozen is a probe on an inference-mode backbone that stays
-as it was, LoRA trains only its adapters (and the special rows) and merges
-exactly, layer_mix learns which block to read."""
+as it was, LoRA trains only its adapters (and the special rows), merges
+exactly and saves plain, layer_mix learns which block to read."""
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -73,7 +75,7 @@ def test_frozen_is_a_probe_on_an_inference_mode_backbone():
     assert _lm_loss(full, x, labels) != _lm_loss(full, x, labels)
 
 
-def test_lora_trains_only_adapters_and_special_rows_and_merges_exactly(tmp_path):
+def test_lora_trains_only_adapters_and_special_rows_and_merges_exactly():
     backbone = _pretrained()
     before = {w.path: w.numpy().copy() for w in backbone.weights}
     model, x, _ = _finetune("lora", backbone, lora_rank=2, seed=0)
@@ -91,11 +93,30 @@ def test_lora_trains_only_adapters_and_special_rows_and_merges_exactly(tmp_path)
     assert (moved.max(axis=1) > 1e-4).all(), moved.max(axis=1)
     expected = model(x, training=False).numpy()
     np.testing.assert_allclose(transfer.merged(model)(x, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
-    # Saved and exported models are plain (merged); they compute what the adapted model computes.
+
+
+def test_a_saved_lora_model_is_plain_and_reloads_without_adapters(tmp_path):
+    model = gk.GPTTaskModel(gk.with_special_tokens(_pretrained(), seed=0), "classification", num_labels=2,
+                            transfer="lora", lora_rank=2)
+    for w in model.backbone.weights:  # adapters as if trained: non-zero B
+        if w.path.endswith("lora_kernel_b"):
+            w.assign(np.random.default_rng(0).normal(0, 0.05, w.shape))
+    _, x, _ = _task_data(n=8)
+    expected = model(x, training=False).numpy()
     model.save_to_preset(str(tmp_path / "m"))
+    assert "lora" not in (tmp_path / "m" / saving.TASK_FILE).read_text()
+    assert saving.read_task(tmp_path / "m")["transfer"] == "full"
     loaded = gk.GPTTaskModel.from_preset(str(tmp_path / "m"))
-    assert loaded.transfer == "lora" and saving.read_task(tmp_path / "m")["lora_rank"] == 2
+    assert loaded.transfer == "full" and not transfer.has_adapters(loaded)
+    assert not [w.path for w in loaded.weights if "lora" in w.path]
+    np.testing.assert_array_equal(loaded(x, training=False).numpy(), transfer.merged(model)(x, training=False).numpy())
     np.testing.assert_allclose(loaded(x, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
+    # A directory saved before this fix says lora over merged kernels: it loads plain too.
+    task = saving.read_task(tmp_path / "m")
+    (tmp_path / "m" / saving.TASK_FILE).write_text(json.dumps({**task, "transfer": "lora", "lora_rank": 2}))
+    older = saving.load_task_model(tmp_path / "m")
+    assert older.transfer == "full" and not transfer.has_adapters(older)
+    np.testing.assert_array_equal(older(x, training=False).numpy(), loaded(x, training=False).numpy())
     from gpt_keras.tokenizer import count_words, train_bpe
     tok = train_bpe(count_words(["a b c"]), 0)
     with pytest.raises(ValueError, match="BPE tokens"):  # exports check the tokenizer first
