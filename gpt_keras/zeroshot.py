@@ -13,7 +13,11 @@ few-shot prompting (k labeled demonstrations placed before the query):
 * `PronounResolver`: substitute each candidate for the pronoun and compare
   the average log-probability of the rest of the sentence (DPRD / Winograd).
 
-Few-shot: when the demonstrations and the query do not fit the context,
+Few-shot: demonstrations are encoded one by one and joined by the
+separator's ids (`separator_ids`), never as text: the default tokenizer mode
+("hf") treats "\\n" as whitespace, so a newline joined into the prompt text
+would vanish and the demonstrations would run together.
+When the demonstrations and the query do not fit the context,
 demonstrations are dropped (never the query), and `Result.demonstrations`
 says how many each row used. Calibration (a threshold or per-label offsets)
 is fitted on validation data only, through `calibrate`.
@@ -26,6 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from gpt_keras.schema import NEWLINE_TOKEN
 from gpt_keras.scoring import LMScorer
 
 # The paper's sentiment heuristic (section 5, "Zero-shot Behaviors").
@@ -61,46 +66,74 @@ def best_threshold(values: np.ndarray, labels: np.ndarray) -> float:
     return float((v[i - 1] + v[i]) / 2)
 
 
+def separator_ids(tokenizer: Any, separator: str | None = None) -> list[int]:
+    """The ids that follow each few-shot demonstration.
+
+    None picks the most faithful separator the vocabulary has: the newline
+    token `\\n</w>` (GPT-3's separator between demonstrations, and what the
+    corpus stage's "newline" boundary puts between pre-training documents),
+    else " .", the end of a sentence in running text (a vocabulary without "."
+    encodes it as its unknown token, which still keeps demonstrations apart).
+    The task's `_delimiter_` is no option: the LM is pre-trained without
+    special-token rows. A `separator` string is encoded by the tokenizer and
+    must keep at least one token.
+    """
+    if separator is None:
+        if NEWLINE_TOKEN in tokenizer.encoder:
+            return [tokenizer.encoder[NEWLINE_TOKEN]]
+        separator = " ."
+    ids = tokenizer.encode(separator)
+    if not ids:
+        raise ValueError(f"few-shot separator {separator!r} encodes to no tokens in tokenizer mode "
+                         f"{tokenizer.mode!r} (it is whitespace there), so demonstrations would run together; "
+                         "pass separator=None (the default) or visible text such as ' .'")
+    return ids
+
+
 class _PromptSolver:
     """Shared few-shot machinery: demonstrations in front of a query, dropped to fit."""
 
     def __init__(self, scorer: LMScorer, demonstrations: Sequence[tuple[str, int]] = (), k: int = 0,
-                 separator: str = "\n", seed: int = 0):
+                 separator: str | None = None, seed: int = 0):
         if k < 0:
             raise ValueError(f"k (demonstrations per query) must be >= 0, got {k}")
         if k and len(demonstrations) < k:
             raise ValueError(f"k={k} demonstrations per query, but only {len(demonstrations)} were given")
         self.scorer, self.demonstrations, self.k = scorer, list(demonstrations), k
-        self.separator, self.seed = separator, seed
+        self.separator_ids, self.seed = separator_ids(scorer.tokenizer, separator), seed
 
     def render(self, example: Any, label: int) -> str:
         """A demonstration: the example followed by its answer."""
         raise NotImplementedError
 
-    def _prefix_ids(self, row: int, query_ids: list[int], room: int) -> tuple[list[int], int]:
-        """Ids of the demonstrations for `row` that fit in `room` tokens, and how many."""
+    def prompt_ids(self, row: int, query: str, room: int | None = None) -> tuple[list[int], int]:
+        """(ids, demonstrations kept): what the LM reads for row `row` before
+        an option: its demonstrations, each followed by the separator, then the
+        query. The earliest demonstrations are dropped until the prompt fits
+        in `room` tokens (default n_ctx); the query is never dropped."""
+        query_ids = self.scorer.tokenizer.encode(query)
         if not self.k:
-            return [], 0
+            return query_ids, 0
+        room = self.scorer.n_ctx if room is None else room
         rng = np.random.default_rng([self.seed, row])  # per row, reproducible
         chosen = [self.demonstrations[i] for i in rng.choice(len(self.demonstrations), self.k, replace=False)]
-        encoded = [self.scorer.tokenizer.encode(self.render(x, y) + self.separator) for x, y in chosen]
+        encoded = [self.scorer.tokenizer.encode(self.render(x, y)) + self.separator_ids for x, y in chosen]
         while encoded and sum(map(len, encoded)) + len(query_ids) > room:
-            encoded.pop(0)  # the query stays; the earliest demonstration goes first
-        return [t for ids in encoded for t in ids], len(encoded)
+            encoded.pop(0)
+        return [t for ids in encoded for t in ids] + query_ids, len(encoded)
 
     def _score_options(self, queries: Sequence[str], options: Sequence[Sequence[str]], mean: bool) -> Result:
         """Score `option` after `demo prefix + query` for each row and option."""
         tok, n_ctx = self.scorer.tokenizer, self.scorer.n_ctx
         contexts, continuations, rows, used, cut = [], [], [], [], []
         for row, (query, opts) in enumerate(zip(queries, options)):
-            query_ids = tok.encode(query)
             option_ids = [tok.encode(o) for o in opts]
             longest = max(len(o) for o in option_ids)
-            prefix, n = self._prefix_ids(row, query_ids, n_ctx - longest)
+            context, n = self.prompt_ids(row, query, n_ctx - longest)
             used.append(n)
-            cut.append(len(query_ids) + longest > n_ctx)
+            cut.append(len(context) + longest > n_ctx)  # only when the query alone does not fit
             for ids in option_ids:
-                contexts.append(prefix + query_ids)
+                contexts.append(context)
                 continuations.append(ids)
                 rows.append(row)
         scores = self.scorer.score_id_continuations(contexts, continuations)
@@ -120,10 +153,13 @@ class LabelWordClassifier(_PromptSolver):
         paper's sentiment heuristic, "{text} very").
       demonstrations, k: labeled examples (text, label index) and how many to
         place before each query (few-shot; 0 = zero-shot).
+      separator: what follows each demonstration (`separator_ids`; None: the
+        newline token where the vocabulary has one, else " .").
     """
 
     def __init__(self, scorer: LMScorer, label_words: Sequence[str], template: str = SENTIMENT_TEMPLATE,
-                 demonstrations: Sequence[tuple[str, int]] = (), k: int = 0, separator: str = "\n", seed: int = 0):
+                 demonstrations: Sequence[tuple[str, int]] = (), k: int = 0, separator: str | None = None,
+                 seed: int = 0):
         super().__init__(scorer, demonstrations, k, separator, seed)
         if len(label_words) < 2 or len(set(label_words)) != len(label_words):
             raise ValueError(f"label_words must be at least 2 distinct words, got {list(label_words)!r}")
@@ -165,7 +201,7 @@ class MultipleChoiceSolver(_PromptSolver):
     context and answer: the answer is scored after "{context}"."""
 
     def __init__(self, scorer: LMScorer, template: str = "{context}", demonstrations: Sequence[tuple[Any, int]] = (),
-                 k: int = 0, separator: str = "\n", seed: int = 0):
+                 k: int = 0, separator: str | None = None, seed: int = 0):
         super().__init__(scorer, demonstrations, k, separator, seed)
         self.template = template
 

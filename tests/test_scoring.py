@@ -106,8 +106,12 @@ def test_label_words_zero_and_few_shot(scorer):
     clf = LabelWordClassifier(scorer, ["negative", "positive"])  # the paper's template: "{text} very"
     assert clf.predict(texts).predictions.tolist() == labels
     demos = list(zip(texts, labels))
-    few = LabelWordClassifier(scorer, ["negative", "positive"], demonstrations=demos, k=2).predict(texts)
-    assert few.predictions.tolist() == labels
+    few_shot = LabelWordClassifier(scorer, ["negative", "positive"], demonstrations=demos, k=2)
+    few = few_shot.predict(texts)
+    # Its demonstrations kept apart, the tiny LM copies their label where both are of the
+    # other class (row 0 sees two negatives); per-label offsets fitted on labeled data fix that.
+    assert np.sum(few.predictions == labels) >= 7
+    assert few_shot.calibrate(texts, labels).predict(texts).predictions.tolist() == labels
     assert set(few.demonstrations.tolist()) <= {0, 1, 2}  # 32 tokens hold at most 2 demonstrations
     assert clf.calibrate(texts, labels).predict(texts).predictions.tolist() == labels
     with pytest.raises(ValueError, match="k=9 demonstrations per query, but only 8"):
@@ -119,6 +123,31 @@ def test_demonstrations_are_dropped_before_the_query(scorer, tok):
     result = LabelWordClassifier(scorer, ["negative", "positive"], demonstrations=demos, k=4).predict(
         ["the movie was dull"])
     assert result.demonstrations.tolist() == [1] and result.predictions.tolist() == [0]
+
+
+def _untrained_scorer(tokenizer):
+    """A scorer on an untrained LM: rendering prompts needs only the tokenizer and n_ctx."""
+    backbone = gk.GPTBackbone(**tiny_config(vocab_size=tokenizer.n_vocab, n_special=0, n_ctx=32).to_dict())
+    return LMScorer(backbone, tokenizer)
+
+
+def test_few_shot_demonstrations_stay_apart_in_the_tokenised_prompt(tok):
+    words = ["negative", "positive"]
+    demos = [("the movie was great", 1), ("the movie was dull", 0)]
+    clf = LabelWordClassifier(_untrained_scorer(tok), words, demonstrations=demos, k=2)
+    ids, n = clf.prompt_ids(0, "the movie was lovely very")
+    shown = [f"{text} very {words[label]}" for text, label in demos]
+    # "hf" mode drops newlines: without a newline token, a period ends each demonstration.
+    assert n == 2 and tok.decode(ids) in {f"{a} . {b} . the movie was lovely very" for a, b in (shown, shown[::-1])}
+    with pytest.raises(ValueError, match=r"separator '\\n' encodes to no tokens in tokenizer mode 'hf'"):
+        LabelWordClassifier(clf.scorer, words, demonstrations=demos, k=1, separator="\n")
+    # A vocabulary with the newline token (as the original release's) separates by it.
+    newline = train_bpe(count_words(["the cat says meow\nthe dog says woof"] * 3, mode="original"), num_merges=20,
+                        mode="original")
+    solver = MultipleChoiceSolver(_untrained_scorer(newline), demonstrations=[(("the cat says", ["meow", "woof"]), 0)],
+                                  k=1)
+    ids, n = solver.prompt_ids(0, "the dog says")
+    assert n == 1 and newline.decode(ids) == "the cat says meow \n the dog says"
 
 
 def test_multiple_choice_by_average_answer_logprob(scorer):
