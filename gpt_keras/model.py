@@ -157,23 +157,32 @@ def with_special_tokens(backbone: GPTBackbone, seed: int | None = None) -> GPTBa
     """A backbone with the `_start_`/`_delimiter_`/`_classify_` rows.
 
     Returned as is when it has them; otherwise a copy with every weight
-    transferred and three new rows drawn from N(0, initializer_range), as the
-    paper's fine-tuning adds them. `seed` None draws from NumPy's global
-    generator, which `keras.utils.set_random_seed` seeds.
+    transferred and three new rows drawn from N(0, initializer_range) with
+    `seed` (`append_special_rows`), as the paper's fine-tuning adds them.
     """
     if backbone.config.n_special:
         return backbone
     config = backbone.config.replace(n_special=3)
     new = GPTBackbone(**config.to_dict(), name=backbone.name)
-    rng = np.random if seed is None else np.random.default_rng(seed)
     for target, source in zip(new.weights, backbone.weights):
         if target.path.endswith("token_embeddings"):
-            extra = rng.normal(
-                0.0, config.initializer_range, (config.n_special, config.n_embd)).astype(target.dtype)
-            target.assign(np.concatenate([ops.convert_to_numpy(source), extra], axis=0))
+            target.assign(append_special_rows(ops.convert_to_numpy(source), config.n_special,
+                                              config.initializer_range, seed))
         else:
             target.assign(source)
     return new
+
+
+def append_special_rows(embeddings: np.ndarray, n_special: int, stddev: float,
+                        seed: int | None = None) -> np.ndarray:
+    """`embeddings` [rows, width] with `n_special` rows appended, drawn from
+    N(0, stddev): how fine-tuning adds the special tokens to a model that was
+    pre-trained without them (`with_special_tokens`; the keras-hub peer of
+    `bench/peer_demo.py`). `seed` None draws from NumPy's global generator,
+    which `keras.utils.set_random_seed` seeds."""
+    rng = np.random if seed is None else np.random.default_rng(seed)
+    extra = rng.normal(0.0, stddev, (n_special, embeddings.shape[1])).astype(embeddings.dtype)
+    return np.concatenate([embeddings, extra], axis=0)
 
 
 class _StepModel(keras.Model):
