@@ -179,7 +179,9 @@ def finetune(backbone: GPTBackbone, family: str, train_data: tf.data.Dataset, se
 
 def transfer_blocks(backbone: GPTBackbone, n_transfer: int | None) -> GPTBackbone:
     """`backbone` with blocks `n_transfer`.. re-initialised (the embeddings
-    always transfer, as in the original code); None or n_layer: as is."""
+    always transfer, as in the original code); None or n_layer: as is. A
+    pre-LN model's `ln_f` normalises the last block's output, so it starts
+    fresh with that block (gain 1, shift 0) unless every block transfers."""
     n_layer = backbone.config.n_layer
     if n_transfer is None or n_transfer == n_layer:
         return backbone

@@ -116,25 +116,41 @@ def test_fine_tuning_starts_from_exactly_the_checkpoint_weights(tmp_path):
     np.testing.assert_array_equal(seen["start"], _outputs(source, ids[:, 0]))
 
 
-def test_n_transfer_zero_keeps_only_the_embeddings():
+def _assert_fresh(weight):
+    """As `GPTBackbone` initialises it: LayerNorm gain 1 and shift 0, zero
+    biases, N(0, 0.02) kernels."""
+    name, value = weight.path.rsplit("/", 1)[-1], weight.numpy()
+    if name == "gamma":
+        np.testing.assert_array_equal(value, 1.0, err_msg=weight.path)
+    elif name in ("beta", "bias"):
+        np.testing.assert_array_equal(value, 0.0, err_msg=weight.path)
+    else:
+        assert abs(float(value.std()) - 0.02) < 0.01, weight.path
+
+
+@pytest.mark.parametrize("normalize_first", [False, True], ids=["post_ln", "pre_ln"])
+def test_n_transfer_keeps_the_embeddings_and_first_blocks_and_the_rest_start_fresh(normalize_first):
     from gpt_keras.train import transfer_blocks
 
-    tf.keras.utils.set_random_seed(1)
-    source = GPTBackbone(**GPTConfig.from_preset("tiny").to_dict())
-    two = transfer_blocks(source, 1)
-    none = transfer_blocks(source, 0)
-    for got in (two, none):
+    source = GPTBackbone(**GPTConfig.from_preset("tiny", normalize_first=normalize_first).to_dict())
+    rng = np.random.default_rng(1)
+    for w in source.weights:  # no weight looks fresh: LayerNorms and biases included
+        w.assign(rng.normal(0.5, 1.0, w.shape))
+    for n in (0, 1):
+        got = transfer_blocks(source, n)
         for a, b in zip(got.embed.weights, source.embed.weights):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
-    kernels = lambda block: [w.numpy() for w in block.weights if w.numpy().ndim == 2]  # noqa: E731
-    for a, b in zip(kernels(two.blocks[0]), kernels(source.blocks[0])):
-        np.testing.assert_array_equal(a, b)
-    for got, first_fresh in ((two, 1), (none, 0)):
-        for block, old in zip(got.blocks[first_fresh:], source.blocks[first_fresh:]):
-            for a, b in zip(kernels(block), kernels(old)):
-                assert not np.array_equal(a, b)
-                assert abs(float(a.std()) - 0.02) < 0.01  # fresh N(0, 0.02)
-    assert transfer_blocks(source, None) is source
+        for i, (block, old) in enumerate(zip(got.blocks, source.blocks)):
+            assert len(block.weights) == 12  # 4 kernels, 4 biases, 2 LayerNorms: all checked
+            for a, b in zip(block.weights, old.weights):
+                if i < n:
+                    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+                else:
+                    _assert_fresh(a)
+        # Pre-LN's ln_f normalises the last block's output: it starts fresh with that block.
+        for w in got.ln_f.weights if normalize_first else []:
+            _assert_fresh(w)
+    assert transfer_blocks(source, None) is source and transfer_blocks(source, 2) is source
     with pytest.raises(ValueError, match=r"n_transfer must be an integer in 0..2"):
         transfer_blocks(source, 3)
 
