@@ -233,15 +233,45 @@ def test_analysis_stages_reuse_a_finished_run(tmp_path, capsys):
     assert figure["layers_transferred"]["toy"][2]["accuracy"] == metrics["toy/pretrained"]["accuracy"]
     assert [p["step"] for p in figure["zero_shot_by_step"]["toy"]] == [0, 6]
     assert (tmp_path / "work" / "evaluate" / "figure2.png").stat().st_size > 1000
-    full, frozen = metrics["toy/pretrained"], metrics["toy/frozen"]
-    assert 0 < frozen["trainable_parameters"] < full["trainable_parameters"]
-    assert metrics["toy/zero_shot"]["trainable_parameters"] == 0
+    _check_analysis_values(tmp_path / "work", metrics, figure)
     # At n_ctx 32 with a 60-merge vocabulary a demonstration may not fit: it is dropped, and counted.
     assert metrics["toy/few_shot_k1"]["k"] == 1 and 0 <= metrics["toy/few_shot_k1"]["mean_demonstrations"] <= 1
     for row in ("toy/pretrained", "toy/frozen", "toy/zero_shot", "toy/few_shot_k1"):
         low, high = metrics[row]["accuracy_ci95"]
         assert low <= metrics[row]["accuracy"] <= high and metrics[row]["examples"] > 0
     assert "toy/zero_shot" in out and "95% CI" in out  # the printed table has every row
+
+
+def _check_analysis_values(work, metrics: dict, figure: dict) -> None:
+    """The analysis rows hold the values the library computes: parameter
+    counts, the Figure 2 points, and the zero/few-shot scores of the prompt."""
+    import gpt_keras as gk
+    from gpt_keras import saving
+    from gpt_keras.scoring import LMScorer
+    from gpt_keras.zeroshot import LabelWordClassifier
+    from pipelines.analysis import read_task_rows
+
+    stages = json.loads((work / "manifest.json").read_text())["stages"]
+    backbone, tok = saving.load_model(stages["pretrain"]["outputs"]["model_dir"])
+    n_embd = backbone.config.n_embd
+    full = gk.GPTTaskModel(backbone, "classification", num_labels=2)
+    assert metrics["toy/pretrained"]["trainable_parameters"] == full.count_params()
+    assert metrics["toy/frozen"]["trainable_parameters"] == n_embd * 2 + 2  # the head only
+    assert metrics["toy/zero_shot"]["trainable_parameters"] == 0
+    points = figure["layers_transferred"]["toy"]
+    assert [p["accuracy"] for p in points[:2]] == [metrics[f"toy/layers_{n}"]["accuracy"] for n in (0, 1)]
+    # The last pre-training snapshot is the pre-trained model: the same zero-shot score.
+    assert metrics["toy/zero_shot_by_step"]["6"]["accuracy"] == metrics["toy/zero_shot"]["accuracy"]
+    task_dir = stages["records/toy"]["outputs"]["task_dir"]
+    (train, y_train), (val, y_val), (test, y_test) = (
+        read_task_rows(task_dir, split, tok, "classification") for split in ("train", "validation", "test"))
+    for k, row in ((0, "toy/zero_shot"), (1, "toy/few_shot_k1")):
+        solver = LabelWordClassifier(LMScorer(backbone, tok), ["bad", "great"], template="{text} so",
+                                     demonstrations=list(zip(train, y_train.tolist())), k=k)
+        result = solver.calibrate(val, y_val).predict(test)
+        assert metrics[row]["examples"] == len(y_test)
+        assert metrics[row]["accuracy"] == pytest.approx(np.mean(result.predictions == y_test))
+        assert metrics[row]["mean_demonstrations"] == pytest.approx(result.demonstrations.mean())
 
 
 def test_a_time_budget_stops_pretraining_early_and_says_so(tmp_path, capsys):
