@@ -109,7 +109,7 @@ def print_summary(manifest: Manifest, stages: list[Stage]) -> None:
         print(f"\nModel: {push['saved_model']}")
         print(f"Serve it: python -m serving.server --model_base_path={os.path.join(push['base_dir'], push['model_name'])} "
               f"--model_name={push['model_name']}")
-        print(f"Query it: python -m serving.client --model_name={push['model_name']} predict 'a gripping, funny film'")
+        print(f"Query it: python -m serving.clients --model_name={push['model_name']} predict 'a gripping, funny film'")
 
 
 def main(argv: list[str] | None = None) -> int:
