@@ -286,14 +286,26 @@ class FinetuneSpec(OptimSpec):
     jit_compile: StrictBool = False
     transfer: str = "full"           # what learns: full | frozen | lora | layer_mix (gpt_keras.transfer)
     lora_rank: int = Field(8, gt=0)  # adapter rank with transfer: lora
+    # Paired seeds (docs/seeds.md): every fine-tuned variant once per seed, each its own
+    # stage (`finetune/<task>-seed<k>`); the seed drives head init, dropout and data order,
+    # never the data split (the experiment `seed`). Empty: one run with the experiment `seed`.
+    seeds: list[int] = []
 
     @model_validator(mode="after")
-    def _transfer(self) -> "FinetuneSpec":
+    def _values(self) -> "FinetuneSpec":
         from gpt_keras.transfer import MODES  # pylint: disable=g-import-not-at-top  (their one home)
-        _check(self.transfer in MODES, "transfer", f"must be one of {', '.join(MODES)}; got {self.transfer!r}")
+        problems = _Problems()
+        problems.check(self.transfer in MODES, "transfer", f"must be one of {', '.join(MODES)}; got {self.transfer!r}")
         rates = self.learning_rates
-        _check(bool(rates) and all(r > 0 for r in rates), "learning_rate",
-               f"must be > 0, or a non-empty list of values > 0 (a grid); got {self.learning_rate!r}")
+        problems.check(bool(rates) and all(r > 0 for r in rates), "learning_rate",
+                       f"must be > 0, or a non-empty list of values > 0 (a grid); got {self.learning_rate!r}")
+        repeated = sorted({k for k in self.seeds if self.seeds.count(k) > 1})
+        negative = [k for k in self.seeds if k < 0]
+        problems.check(not repeated and not negative, "seeds",
+                       f"must be distinct integers >= 0 (each names a stage, finetune/<task>-seed<k>); got "
+                       f"{self.seeds}: " + "; ".join(filter(None, (repeated and f"{repeated} repeated",
+                                                                   negative and f"{negative} negative"))))
+        problems.raise_found()
         return self
 
     @property

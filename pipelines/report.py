@@ -69,6 +69,35 @@ def selection_table(results: Mapping[str, Mapping]) -> str:
                                                                      for r in rates] for k, v in rows.items()])
 
 
+def seeds_table(results: Mapping[str, Mapping]) -> str:
+    """One row per variant fine-tuned with several seeds: its main score
+    (accuracy, or Pearson's r) per seed, their mean and sample std. Empty
+    when every model ran once."""
+    rows = {k: v["seeds"] for k, v in results.items()
+            if isinstance(v, Mapping) and v.get("seeds", {}).get("n", 0) > 1}
+    if not rows:
+        return ""
+    seeds = list(dict.fromkeys(s for v in rows.values() for s in v["by_seed"]))
+    header = ["model", "score", "n", "mean", "std"] + [f"seed {s}" for s in seeds]
+    return format_table([header] + [[k, v["metric"], v["n"], _cell(v["mean"]), _cell(v["std"])]
+                                    + [_cell(v["by_seed"].get(s)) for s in seeds] for k, v in rows.items()])
+
+
+def comparison_table(results: Mapping[str, Mapping]) -> str:
+    """One row per model compared with its task's pre-trained one: the
+    difference of mean accuracies (this model minus the pre-trained), its
+    95% interval and how it was computed, and the exact sign test: the
+    examples only this model gets right (wins), only the pre-trained one
+    (losses), and the two-sided p. Empty without comparisons."""
+    rows = {k: v["vs_pretrained"] for k, v in results.items() if isinstance(v, Mapping) and "vs_pretrained" in v}
+    if not rows:
+        return ""
+    header = ["model", "minus", "accuracy diff", "95% CI", "interval", "wins", "losses", "p (sign test)"]
+    return format_table([header] + [[k, c["reference"], _cell(c["diff"]), _cell(c["ci95"]), c["interval"],
+                                     c["sign_test"]["wins"], c["sign_test"]["losses"], f"{c['sign_test']['p']:.3g}"]
+                                    for k, c in rows.items()])
+
+
 def _cell(value) -> str:
     if value is None:
         return ""

@@ -85,7 +85,8 @@ def _run_stage(stage: Stage, ctx: Context, manifest: Manifest, fp: str, force: b
 
 
 def print_summary(manifest: Manifest, stages: list[Stage]) -> None:
-    """Times per stage, perplexity, task scores with/without pre-training, and how to serve."""
+    """Times per stage, perplexity, task scores with/without pre-training (spread over seeds,
+    paired comparisons), and how to serve."""
     entries = manifest.entries
     rows = [["group", "stage", "status", "seconds"]]
     rows += [[s.group, s.name, entries[s.name]["status"], entries[s.name].get("seconds", "")]
@@ -101,15 +102,18 @@ def print_summary(manifest: Manifest, stages: list[Stage]) -> None:
     metrics = entries.get("evaluate", {}).get("metrics", {})
     if metrics.get("lm"):
         print(f"\nHeld-out LM perplexity: {metrics['lm']['validation_perplexity']:.2f}")
-    table = report.scores_table({k: v for k, v in metrics.items() if k != "lm"})
-    if table:
-        print("\n" + table)
+    scores = {k: v for k, v in metrics.items() if k != "lm"}
+    for title, table in (("", report.scores_table(scores)), ("Over fine-tuning seeds:\n", report.seeds_table(scores)),
+                         ("Against the pre-trained model, paired by seed and example:\n",
+                          report.comparison_table(scores))):
+        if table:
+            print(f"\n{title}{table}")
     push = entries.get("export", {}).get("outputs", {})
     if push.get("saved_model"):
         print(f"\nModel: {push['saved_model']}")
         print(f"Serve it: python -m serving.server --model_base_path={os.path.join(push['base_dir'], push['model_name'])} "
               f"--model_name={push['model_name']}")
-        print(f"Query it: python -m serving.client --model_name={push['model_name']} predict 'a gripping, funny film'")
+        print(f"Query it: python -m serving.clients --model_name={push['model_name']} predict 'a gripping, funny film'")
 
 
 def main(argv: list[str] | None = None) -> int:

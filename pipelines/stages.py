@@ -19,6 +19,8 @@ import shutil
 import time
 from typing import Any, Callable
 
+import numpy as np
+
 from pipelines import report
 from pipelines.analysis import run_zeroshot
 from pipelines.config import ConfigError, ExperimentConfig, InputSpec, TaskSpec
@@ -33,14 +35,16 @@ STAGE_TABLE = """
                 records/<task>   vocab + that task, preprocess.n_ctx, num_shards, seed
     pretrain    pretrain         vocab, corpus (+ import) + model, pretrain, seed; with
                                  pretrain.enabled=false only import (the checkpoint as is)
-    finetune    finetune/<task>  pretrain, records/<task> + finetune, seed
+    finetune    finetune/<task>  pretrain, records/<task> + finetune, seed; with finetune.seeds one stage
+                                 per seed k, finetune/<task>-seed<k>, reading k instead of seed
     analysis    transfer/<task>/<name>   pretrain, records/<task> + finetune, analysis.transfer, table5,
-                                 figure2 (if set): other modes, lambda = 0, 0..n_layer-1 blocks transferred
+                                 figure2 (if set): other modes, lambda = 0, 0..n_layer-1 blocks transferred;
+                                 with finetune.seeds, transfer/<task>/<name>-seed<k> per seed
                 zeroshot/<task>  pretrain (+ snapshots), records/<task> + analysis zero_shot, few_shot,
                                  prompts, figure2 (if set)
     evaluate    evaluate         corpus, pretrain, every finetune, transfer, zeroshot stage + finetune.batch_size,
                                  analysis.figure2 (draws evaluate/figure2.png)
-    export      export           finetune/<export task> + export
+    export      export           finetune/<export task> (the first seed's) + export
 """
 
 
@@ -50,6 +54,25 @@ def group_of(stage: str) -> str:
     if prefix in ("import", "vocab", "corpus", "records"):
         return "preprocess"
     return "analysis" if prefix in ("transfer", "zeroshot") else prefix
+
+
+def seed_runs(config: ExperimentConfig) -> list[tuple[int, str]]:
+    """(seed, name suffix) of each fine-tuning run of every variant: one per
+    `finetune.seeds`, its stages and models named with `-seed<k>`; without
+    seeds, one run with the experiment `seed` under the plain names."""
+    if config.finetune.seeds:
+        return [(k, f"-seed{k}") for k in config.finetune.seeds]
+    return [(config.seed, "")]
+
+
+def finetune_stage(task: str, suffix: str = "") -> str:
+    """The stage that fine-tunes `task` (pre-trained, and from scratch) for the seed of `suffix`."""
+    return f"finetune/{task}{suffix}"
+
+
+def transfer_stage(task: str, variant: str, suffix: str = "") -> str:
+    """The stage of an analysis variant of `task` for the seed of `suffix`."""
+    return f"transfer/{task}/{variant}{suffix}"
 
 
 @dataclasses.dataclass
@@ -251,9 +274,10 @@ def run_pretrain(ctx: Context, out: str) -> dict:
                         "stopped_by_time_budget": result["stopped_by_time_budget"], **last}}
 
 
-def finetune_variant(ctx: Context, run_dir: str, task: str, init_dir: str, optim) -> dict:
+def finetune_variant(ctx: Context, run_dir: str, task: str, init_dir: str, optim, seed: int) -> dict:
     """Fine-tune one model for `task` from `init_dir` ("" = no pre-training) with
-    the `FinetuneSpec` `optim`; writes a model directory to `run_dir`."""
+    the `FinetuneSpec` `optim`; writes a model directory to `run_dir`. `seed`
+    draws the head, the special-token rows, dropout and the order of batches."""
     from gpt_keras import saving
     from pipelines.trainer import FnArgs, run_fn
 
@@ -262,14 +286,14 @@ def finetune_variant(ctx: Context, run_dir: str, task: str, init_dir: str, optim
         train_files=[ctx.artifact(f"records/{task}", "task_dir")],
         eval_files=[ctx.artifact(f"records/{task}", "task_dir")], serving_model_dir=run_dir,
         model_run_dir=os.path.join(run_dir, "logs"), custom_config={
-            "mode": "finetune", "seed": ctx.config.seed, "vocab_dir": ctx.artifact("vocab", "vocab_dir"),
+            "mode": "finetune", "seed": seed, "vocab_dir": ctx.artifact("vocab", "vocab_dir"),
             "init_model_dir": init_dir, "model": saving.read_config(ctx.artifact("pretrain", "model_dir")),
             "optim": optim}))
-    result["seconds"] = round(time.time() - start, 1)
+    result["seconds"], result["seed"] = round(time.time() - start, 1), seed
     return result
 
 
-def finetune_selected(ctx: Context, run_dir: str, task: str, init_dir: str, optim) -> dict:
+def finetune_selected(ctx: Context, run_dir: str, task: str, init_dir: str, optim, seed: int) -> dict:
     """`finetune_variant` once per learning rate of `optim` (a list is a grid);
     the model that does best on the validation split is kept in `run_dir`.
     The result records the chosen rate and every rate's validation score."""
@@ -278,7 +302,7 @@ def finetune_selected(ctx: Context, run_dir: str, task: str, init_dir: str, opti
     for lr in rates:
         trial_dir = run_dir if len(rates) == 1 else f"{run_dir}_lr{lr:g}"
         trials[lr] = (trial_dir, finetune_variant(ctx, trial_dir, task, init_dir,
-                                                  optim.model_copy(update={"learning_rate": lr})))
+                                                  optim.model_copy(update={"learning_rate": lr}), seed))
     scores = {lr: _validation_score(result) for lr, (_, result) in trials.items()}
     # Regression keeps its lowest validation loss: scores are negated there.
     best = max(rates, key=lambda lr: scores[lr])
@@ -306,11 +330,12 @@ def _validation_score(result: dict) -> float:
 
 def _summary(result: dict) -> dict:
     return {k: v for k, v in result.items() if k.startswith("best_") or k in (
-        "seconds", "trainable_parameters", "learning_rate", "validation_by_learning_rate")}
+        "seconds", "seed", "trainable_parameters", "learning_rate", "validation_by_learning_rate")}
 
 
-def run_finetune(ctx: Context, out: str, task: str) -> dict:
-    """One task, from the pre-trained model and (the paper's ablation) from scratch."""
+def run_finetune(ctx: Context, out: str, task: str, seed: int, suffix: str) -> dict:
+    """One task, from the pre-trained model and (the paper's ablation) from
+    scratch, with `seed`; the models are `<task>/<variant><suffix>`."""
     cfg = ctx.config
     variants = {"pretrained": ctx.artifact("pretrain", "model_dir")}
     if cfg.finetune.ablation_without_pretraining:
@@ -318,73 +343,153 @@ def run_finetune(ctx: Context, out: str, task: str) -> dict:
     outputs, metrics, histories = {}, {}, {}
     for variant, init_dir in variants.items():
         run_dir = os.path.join(out, variant)
-        result = finetune_selected(ctx, run_dir, task, init_dir, cfg.finetune)
+        result = finetune_selected(ctx, run_dir, task, init_dir, cfg.finetune, seed)
         histories[variant] = result["history"]
-        outputs[f"{task}/{variant}"] = run_dir
-        metrics[f"{task}/{variant}"] = _summary(result)
+        outputs[f"{task}/{variant}{suffix}"] = run_dir
+        metrics[f"{task}/{variant}{suffix}"] = _summary(result)
     report.plot_curves(histories, ["task_loss", "accuracy", "lm_loss"], os.path.join(out, "curves.png"),
-                       f"Fine-tuning {task}: with vs without pre-training")
+                       f"Fine-tuning {task}: with vs without pre-training (seed {seed})")
     return {"outputs": {"models": outputs, "task_dir": ctx.artifact(f"records/{task}", "task_dir")},
             "metrics": metrics}
 
 
-def run_transfer(ctx: Context, out: str, task: str, variant: str) -> dict:
-    """One more model fine-tuned from the pre-trained one, as the analysis
-    section asks (`ExperimentConfig.analysis_variants`): another transfer
-    mode, no auxiliary LM loss, or fewer transferred blocks."""
+def run_transfer(ctx: Context, out: str, task: str, variant: str, seed: int, suffix: str) -> dict:
+    """One more model fine-tuned from the pre-trained one with `seed`, as the
+    analysis section asks (`ExperimentConfig.analysis_variants`): another
+    transfer mode, no auxiliary LM loss, or fewer transferred blocks."""
     optim = ctx.config.finetune.model_copy(update=ctx.config.analysis_variants()[variant])
     model_dir = os.path.join(out, "model")
-    result = finetune_selected(ctx, model_dir, task, ctx.artifact("pretrain", "model_dir"), optim)
-    return {"outputs": {"models": {f"{task}/{variant}": model_dir}}, "metrics": {f"{task}/{variant}": _summary(result)}}
+    result = finetune_selected(ctx, model_dir, task, ctx.artifact("pretrain", "model_dir"), optim, seed)
+    key = f"{task}/{variant}{suffix}"
+    return {"outputs": {"models": {key: model_dir}}, "metrics": {key: _summary(result)}}
 
 
 # ---- evaluate --------------------------------------------------------------
 
 def run_evaluate(ctx: Context, out: str) -> dict:
-    import numpy as np
-
-    from gpt_keras import data as gk_data
-    from gpt_keras import saving
-    from gpt_keras.metrics import task_metrics
-    from gpt_keras.model import GPTLMModel
-    from gpt_keras.transfer import trainable_parameters
-
-    batch = ctx.config.finetune.batch_size
-    backbone, tokenizer = saving.load_model(ctx.artifact("pretrain", "model_dir"))
-    lm = GPTLMModel(backbone)
-    lm.compile()
-    corpus_dir = ctx.artifact("corpus", "corpus_dir")
-    held_out = gk_data.pretrain_dataset(corpus_dir, "validation", batch, expected_fingerprint=tokenizer.fingerprint,
-                                        config=backbone.config)
-    lm_logs = lm.evaluate(held_out, verbose=0, return_dict=True)
-    results = {"lm": {"validation_lm_loss": lm_logs["lm_loss"], "validation_perplexity": math.exp(lm_logs["lm_loss"])}}
+    """Held-out LM perplexity, and every fine-tuned and zero-shot model's
+    scores on each task's test split, in metrics.json. Each fine-tuned
+    variant's row also holds its score per seed with their mean and spread,
+    and (but the pre-trained one's) its paired comparison with the
+    pre-trained model; each model's answers are in predictions/<task>.json
+    (docs/seeds.md)."""
+    results, fingerprint = _lm_results(ctx)
     for task in ctx.config.preprocess.tasks:
-        task_dir = ctx.artifact(f"finetune/{task.name}", "task_dir")
-        metadata = gk_data.load_metadata(task_dir)
-        split = metadata.evaluation_split
-        models = dict(ctx.artifact(f"finetune/{task.name}", "models"))
-        for variant in ctx.config.analysis_variants():
-            models.update(ctx.artifact(f"transfer/{task.name}/{variant}", "models"))
         if _zero_shot_stage(ctx.config):
             results.update(ctx.artifact(f"zeroshot/{task.name}", "metrics"))
-        for key, model_dir in models.items():
-            model = saving.load_task_model(model_dir)
-            data = gk_data.task_dataset(task_dir, split, batch, expected_fingerprint=tokenizer.fingerprint,
-                                        config=model.backbone.config)
-            labels, outputs = [], []
-            for x, y in data:
-                outputs.append(np.asarray(model(x, training=False)))
-                labels.append(y.numpy())
-            results[key] = {"split": split, "examples": int(sum(len(y) for y in labels)),
-                            "trainable_parameters": trainable_parameters(model),
-                            **task_metrics(metadata.family, np.concatenate(labels), np.concatenate(outputs),
-                                           len(metadata.label_names or []) or None)}
+        results.update(_task_results(ctx, task.name, fingerprint, os.path.join(out, "predictions")))
     report.write_json(os.path.join(out, "metrics.json"), results)
-    outputs = {"metrics": os.path.join(out, "metrics.json")}
+    outputs = {"metrics": os.path.join(out, "metrics.json"), "predictions": os.path.join(out, "predictions")}
     if ctx.config.analysis.figure2:
         outputs["figure2"] = report.figure2(results, [t.name for t in ctx.config.preprocess.tasks],
                                             ctx.config.n_layer, os.path.join(out, "figure2"))
     return {"outputs": outputs, "metrics": results}
+
+
+def _lm_results(ctx: Context) -> tuple[dict, str]:
+    """({"lm": held-out loss and perplexity of the pre-trained LM}, its vocabulary's fingerprint)."""
+    from gpt_keras import data as gk_data
+    from gpt_keras import saving
+    from gpt_keras.model import GPTLMModel
+
+    backbone, tokenizer = saving.load_model(ctx.artifact("pretrain", "model_dir"))
+    lm = GPTLMModel(backbone)
+    lm.compile()
+    held_out = gk_data.pretrain_dataset(ctx.artifact("corpus", "corpus_dir"), "validation",
+                                        ctx.config.finetune.batch_size, expected_fingerprint=tokenizer.fingerprint,
+                                        config=backbone.config)
+    loss = lm.evaluate(held_out, verbose=0, return_dict=True)["lm_loss"]
+    return {"lm": {"validation_lm_loss": loss, "validation_perplexity": math.exp(loss)}}, tokenizer.fingerprint
+
+
+def _fine_tuned(ctx: Context, task: str) -> dict[str, dict[int, str]]:
+    """Variant (`<task>/<variant>`) -> seed -> model directory, over every
+    fine-tuning stage of `task` (finetune and analysis), seeds in config order."""
+    models: dict[str, dict[int, str]] = {}
+    for seed, suffix in seed_runs(ctx.config):
+        stages = [finetune_stage(task, suffix)] + [transfer_stage(task, v, suffix)
+                                                   for v in ctx.config.analysis_variants()]
+        for stage in stages:
+            for key, model_dir in ctx.artifact(stage, "models").items():
+                models.setdefault(key.removesuffix(suffix), {})[seed] = model_dir
+    return models
+
+
+def _task_results(ctx: Context, task: str, fingerprint: str, predictions_dir: str) -> dict[str, dict]:
+    """One row per fine-tuned variant of `task` (`_over_seeds`), with its
+    comparison with the pre-trained model; writes every model's answers,
+    per seed, to `predictions_dir`/<task>.json."""
+    from gpt_keras import data as gk_data
+    from gpt_keras.metrics import predictions
+
+    task_dir = ctx.artifact(finetune_stage(task, seed_runs(ctx.config)[0][1]), "task_dir")
+    metadata = gk_data.load_metadata(task_dir)
+    split, family = metadata.evaluation_split, metadata.family
+    rows, answers = {}, {}
+    for key, model_dirs in _fine_tuned(ctx, task).items():
+        outputs = {}
+        for seed, model_dir in model_dirs.items():
+            # The split is read unshuffled: every model answers the same examples in the same order.
+            labels, outputs[seed], trainable = _score(model_dir, task_dir, split, ctx.config.finetune.batch_size,
+                                                      fingerprint)
+        rows[key] = {"split": split, "examples": int(len(labels)), "trainable_parameters": trainable,
+                     **_over_seeds(family, len(metadata.label_names or []) or None, labels, outputs)}
+        answers[key] = {seed: predictions(family, o) for seed, o in outputs.items()}
+    if family != "regression":  # correctness per example: the paired tests need it
+        _compare_to_pretrained(rows, {k: np.stack([a == labels for a in by_seed.values()])
+                                      for k, by_seed in answers.items()}, f"{task}/pretrained")
+    report.write_json(os.path.join(predictions_dir, f"{task}.json"), {
+        "split": split, "labels": labels.tolist(),
+        "predictions": {k: {str(seed): a.tolist() for seed, a in by_seed.items()} for k, by_seed in answers.items()}})
+    return rows
+
+
+def _score(model_dir: str, task_dir: str, split: str, batch: int,
+           fingerprint: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(labels, outputs, trainable parameters) of the task model in `model_dir` on `split`."""
+    from gpt_keras import data as gk_data
+    from gpt_keras import saving
+    from gpt_keras.transfer import trainable_parameters
+
+    model = saving.load_task_model(model_dir)
+    data = gk_data.task_dataset(task_dir, split, batch, expected_fingerprint=fingerprint, config=model.backbone.config)
+    labels, outputs = [], []
+    for x, y in data:
+        outputs.append(np.asarray(model(x, training=False)))
+        labels.append(y.numpy())
+    return np.concatenate(labels), np.concatenate(outputs), trainable_parameters(model)
+
+
+def _over_seeds(family: str, num_labels: int | None, labels: np.ndarray, outputs: dict[int, np.ndarray]) -> dict:
+    """A variant's metrics from its runs (seed -> outputs): one run's as they
+    are; over several, each scalar metric's mean (a Wilson interval belongs
+    to one model's accuracy, so none is given). "seeds" holds the main score
+    (accuracy, or Pearson's r for regression) of each seed, their mean,
+    sample std (None for one seed) and count."""
+    from gpt_keras.metrics import mean_and_std, task_metrics
+
+    runs = {seed: task_metrics(family, labels, o, num_labels) for seed, o in outputs.items()}
+    first = next(iter(runs.values()))
+    row = dict(first) if len(runs) == 1 else {
+        k: float(np.mean([r[k] for r in runs.values()])) for k, v in first.items() if not isinstance(v, list)}
+    metric = "pearson" if family == "regression" else "accuracy"
+    mean, std = mean_and_std([r[metric] for r in runs.values()])
+    row["seeds"] = {"metric": metric, "by_seed": {str(seed): r[metric] for seed, r in runs.items()},
+                    "mean": mean, "std": std, "n": len(runs)}
+    return row
+
+
+def _compare_to_pretrained(rows: dict[str, dict], correct: dict[str, np.ndarray], reference: str) -> None:
+    """Adds "vs_pretrained" to every row but `reference`'s: its accuracy minus
+    the pre-trained model's, paired by seed and example, with a 95% interval
+    and the exact sign test (`gpt_keras.metrics`). `correct`: variant ->
+    per-example correctness [seeds, examples]."""
+    from gpt_keras.metrics import paired_difference, sign_test
+
+    for key, right in correct.items():
+        if key != reference:
+            rows[key]["vs_pretrained"] = {"reference": reference, **paired_difference(right, correct[reference]),
+                                          "sign_test": sign_test(right, correct[reference])}
 
 
 # ---- export ----------------------------------------------------------------
@@ -393,8 +498,8 @@ def run_export(ctx: Context, out: str) -> dict:
     from gpt_keras import saving
     from gpt_keras.export import export_task_model
 
-    task = ctx.config.export_task
-    model_dir = ctx.artifact(f"finetune/{task}", "models")[f"{task}/pretrained"]
+    task, (_, suffix) = ctx.config.export_task, seed_runs(ctx.config)[0]
+    model_dir = ctx.artifact(finetune_stage(task, suffix), "models")[f"{task}/pretrained{suffix}"]
     base_dir = ctx.config.export.base_dir or os.path.join(ctx.work_dir, "serving")
     model, tokenizer = saving.load_model(model_dir)  # the directory carries tokenizer and label names
     path = export_task_model(model, tokenizer, base_dir, task)
@@ -418,6 +523,9 @@ def plan(config: ExperimentConfig) -> list[Stage]:
     source = ({"init_from": True} if imported else {"vocab_dir": pp.vocab_dir} if pp.vocab_dir
               else {"corpus": corpus, "num_merges": config.num_merges})
     tasks = [t.name for t in pp.tasks]
+    # Each fine-tuning stage reads its own seed, not the list: adding a seed runs only its stages,
+    # and a config without seeds keeps the fingerprints it had before the key existed.
+    runs, finetune_reads = seed_runs(config), config.finetune.model_dump(exclude={"seeds"})
     pretrain_reads = ["import"] if imported and not config.pretrain.enabled else ["vocab", "corpus"] + [
         s.name for s in imported]
     stages = [
@@ -431,16 +539,17 @@ def plan(config: ExperimentConfig) -> list[Stage]:
           for t in pp.tasks],
         Stage("pretrain", pretrain_reads, run_pretrain,
               {"model": config.model.model_dump(), "pretrain": config.pretrain.model_dump(), "seed": seed}),
-        *[Stage(f"finetune/{t}", ["pretrain", f"records/{t}"], functools.partial(run_finetune, task=t),
-                {"finetune": config.finetune.model_dump(), "seed": seed}) for t in tasks],
+        *[Stage(finetune_stage(t, suffix), ["pretrain", f"records/{t}"],
+                functools.partial(run_finetune, task=t, seed=k, suffix=suffix),
+                {"finetune": finetune_reads, "seed": k}) for t in tasks for k, suffix in runs],
     ]
     analysis = config.analysis
     variants = config.analysis_variants()
     for t in tasks:  # the analysis section's extra fine-tuned models and zero/few-shot scoring
-        stages += [Stage(f"transfer/{t}/{name}", ["pretrain", f"records/{t}"],
-                         functools.partial(run_transfer, task=t, variant=name),
-                         {"finetune": config.finetune.model_dump(), "variant": changes, "seed": seed})
-                   for name, changes in variants.items()]
+        stages += [Stage(transfer_stage(t, name, suffix), ["pretrain", f"records/{t}"],
+                         functools.partial(run_transfer, task=t, variant=name, seed=k, suffix=suffix),
+                         {"finetune": finetune_reads, "variant": changes, "seed": k})
+                   for name, changes in variants.items() for k, suffix in runs]
         if _zero_shot_stage(config):
             prompt = analysis.prompts.get(t)
             stages.append(Stage(f"zeroshot/{t}", ["pretrain", f"records/{t}"],
@@ -452,7 +561,7 @@ def plan(config: ExperimentConfig) -> list[Stage]:
                                                               if s.group in ("finetune", "analysis")]],
                         run_evaluate, {"batch_size": config.finetune.batch_size, "figure2": analysis.figure2}))
     if config.export_task:
-        stages.append(Stage("export", [f"finetune/{config.export_task}"], run_export,
+        stages.append(Stage("export", [finetune_stage(config.export_task, runs[0][1])], run_export,
                             {"export": config.export.model_dump(), "model_name": config.export_task}))
     return stages
 

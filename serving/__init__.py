@@ -2,9 +2,8 @@
 
 Clients (import no server module):
   clients/         RestClient (standard library only), GrpcClient (tensorflow-serving-api
-                   stubs), the CLI `python -m serving.client`
+                   stubs), the CLI `python -m serving.clients`
   example_json.py  the JSON form of tf.Example features, shared by clients and server
-  rest_client.py, grpc_client.py   deprecated aliases of serving.clients
 
 Server (`python -m serving.server`, REST 8501 + gRPC 8500):
   server.py        flags and start-up

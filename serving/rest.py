@@ -152,13 +152,3 @@ def _classify_results(classes, scores, batch: int) -> list:
             results.append([[label, v] for label, v in zip(labels, values)])
     return results
 
-
-def __getattr__(name: str):
-    if name == "RestServer":  # moved with the HTTP transport
-        import warnings  # pylint: disable=g-import-not-at-top
-
-        from serving.http_server import RestServer  # pylint: disable=g-import-not-at-top
-        warnings.warn("serving.rest.RestServer is deprecated; use serving.http_server.RestServer",
-                      DeprecationWarning, stacklevel=2)
-        return RestServer
-    raise AttributeError(f"module 'serving.rest' has no attribute {name!r}")

@@ -40,6 +40,8 @@ def test_overrides_use_dotted_paths_and_are_typed():
     ("finetune.learning_rate=[]", r"finetune.learning_rate: must be > 0, or a non-empty list"),
     ("finetune.learning_rate=[1e-4, -1]", r"finetune.learning_rate: must be > 0, or a non-empty list"),
     ("pretrain.dropout=1", r"pretrain.dropout: must be < 1"),
+    ("finetune.seeds=[0, 1, 1]", r"finetune.seeds: must be distinct integers >= 0 .*got \[0, 1, 1\]: \[1\] repeated"),
+    ("finetune.seeds=[2, -1]", r"finetune.seeds: must be distinct integers >= 0 .*got \[2, -1\]: \[-1\] negative"),
     ("nonsense", r"must look like key.path=value"),
 ])
 def test_bad_configs_fail_with_the_key_named(override, message):

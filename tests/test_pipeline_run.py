@@ -1,6 +1,7 @@
 """The stage runner end to end on tiny data: all stages, skipping, --force,
 --stages, adding a task, failure atomicity, and resume of a killed pre-training run."""
 import csv
+import glob
 import json
 import os
 import signal
@@ -282,3 +283,14 @@ def test_a_time_budget_stops_pretraining_early_and_says_so(tmp_path, capsys):
     assert metrics["stopped_by_time_budget"] is True
     assert metrics["steps"] == 1 and metrics["planned_steps"] == 6  # the first step ends past the budget
     assert "pre-training stopped at step 1 of 6: pretrain.max_minutes=1e-06 was reached" in capsys.readouterr().out
+
+
+def test_num_shards_writes_that_many_shards_per_split(tmp_path):
+    """Several shards are what make pre-training's file shuffle global."""
+    config = _config(tmp_path, _write_data(tmp_path))
+    entries = run(["--config", config, "--stages", "preprocess", "--set", "preprocess.num_shards=3"])
+    corpus_dir = entries["corpus"]["outputs"]["corpus_dir"]
+    for split in ("train", "validation"):
+        assert len(glob.glob(os.path.join(corpus_dir, f"{split}-*-of-00003.tfrecord.gz"))) == 3
+    task_dir = entries["records/toy"]["outputs"]["task_dir"]
+    assert len(glob.glob(os.path.join(task_dir, "train-*-of-00003.tfrecord.gz"))) == 3

@@ -505,11 +505,11 @@ def test_long_load_10000_requests_32_clients(server, expected):
 
 def test_client_cli(server):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    out = subprocess.run([sys.executable, "-m", "serving.client", "--rest", server.rest_url, "--model_name",
+    out = subprocess.run([sys.executable, "-m", "serving.clients", "--rest", server.rest_url, "--model_name",
                           "sentiment", "--label", "stable", "predict", TEXTS[0]], capture_output=True, text=True,
                          env=env, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0]["label_names"] == LABELS[1]
-    out = subprocess.run([sys.executable, "-m", "serving.client", "--rest", server.rest_url, "--model_name", "nope",
+    out = subprocess.run([sys.executable, "-m", "serving.clients", "--rest", server.rest_url, "--model_name", "nope",
                           "status"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert out.returncode == 1 and json.loads(out.stderr)["http_status"] == 404

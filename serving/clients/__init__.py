@@ -3,7 +3,7 @@ tests/test_serving_clients_split.py), so they run wherever TF Serving does.
 
   rest.py         RestClient, RestError: the REST API (standard library only)
   grpc_client.py  GrpcClient: PredictionService + ModelService (tensorflow-serving-api stubs)
-  cli.py          `python -m serving.client` (or `python -m serving.clients.cli`)
+  cli.py          `python -m serving.clients` (__main__.py), or `python -m serving.clients.cli`
 
 The JSON form of tf.Example features is shared with the server through
 `serving.example_json`.

@@ -1,10 +1,10 @@
 """Command-line client for TF Serving (real or `serving.server`), REST or gRPC.
 
-    python -m serving.client --model_name sentiment status      (or: python -m serving.clients.cli ...)
-    python -m serving.client --model_name sentiment predict "A great movie" "Dull"
-    python -m serving.client --model_name nli predict -i '{"premise": "...", "hypothesis": "..."}'
-    python -m serving.client --grpc 127.0.0.1:8500 --model_name sentiment classify "A great movie"
-    python -m serving.client --model_name gpt generate "Once upon a time" --max_new_tokens 20 --temperature 0.8
+    python -m serving.clients --model_name sentiment status      (or: python -m serving.clients.cli ...)
+    python -m serving.clients --model_name sentiment predict "A great movie" "Dull"
+    python -m serving.clients --model_name nli predict -i '{"premise": "...", "hypothesis": "..."}'
+    python -m serving.clients --grpc 127.0.0.1:8500 --model_name sentiment classify "A great movie"
+    python -m serving.clients --model_name gpt generate "Once upon a time" --max_new_tokens 20 --temperature 0.8
 
 Prints JSON. Library use: `serving.clients.RestClient`,
 `serving.clients.GrpcClient`.
@@ -24,7 +24,7 @@ from serving.clients.rest import RestClient, RestError
 # gRPC pieces (and TensorFlow, which they need) load only for --grpc: the
 # REST path of this command stays fast to start.
 __all__ = ["RestClient", "RestError", "main"]
-log = logging.getLogger("serving.client")
+log = logging.getLogger("serving.clients")
 
 
 
@@ -120,7 +120,7 @@ def run(args) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serving.client", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m serving.clients", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rest", default="http://127.0.0.1:8501", help="REST base URL (default)")
     p.add_argument("--grpc", help="use gRPC at HOST:PORT instead of REST")

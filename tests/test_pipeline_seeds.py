@@ -1,0 +1,68 @@
+"""finetune.seeds end to end: each fine-tuned variant once per seed, as its own
+stage, and evaluate's spread over seeds and paired comparisons."""
+import json
+
+import pytest
+
+from pipelines.config import load_config
+from pipelines.run import run
+from pipelines.stages import plan
+from tests.test_pipeline_run import _config, _write_data
+
+
+def test_each_variant_is_fine_tuned_per_seed_and_compared_with_the_pretrained(tmp_path, capsys):
+    config = _config(tmp_path, _write_data(tmp_path), finetune={"seeds": [0, 1]})
+    entries = run(["--config", config, "--set", "analysis.table5=true"])  # no_aux_lm: an analysis variant
+    work = tmp_path / "work"
+    for k in (0, 1):
+        for stage, model in ((f"finetune/toy-seed{k}", f"toy/pretrained-seed{k}"),
+                             (f"finetune/toy-seed{k}", f"toy/scratch-seed{k}"),
+                             (f"transfer/toy/no_aux_lm-seed{k}", f"toy/no_aux_lm-seed{k}")):
+            assert entries[stage]["status"] == "complete" and entries[stage]["config"]["seed"] == k
+            assert entries[stage]["metrics"][model]["seed"] == k
+    assert "finetune/toy" not in entries and "transfer/toy/no_aux_lm" not in entries
+    # The seed changes the fine-tuning itself (head, dropout, batch order): the losses differ.
+    losses = [json.loads((work / f"finetune/toy-seed{k}/pretrained/logs/history.json").read_text())["loss"]
+              for k in (0, 1)]
+    assert losses[0] != losses[1]
+
+    metrics = json.loads((work / "evaluate" / "metrics.json").read_text())
+    assert set(metrics) == {"lm", "toy/pretrained", "toy/scratch", "toy/no_aux_lm"}
+    predictions = json.loads((work / "evaluate" / "predictions" / "toy.json").read_text())
+    for variant in ("pretrained", "scratch", "no_aux_lm"):
+        row = metrics[f"toy/{variant}"]
+        seeds = row["seeds"]
+        assert seeds["metric"] == "accuracy" and seeds["n"] == 2 and set(seeds["by_seed"]) == {"0", "1"}
+        assert seeds["mean"] == pytest.approx(sum(seeds["by_seed"].values()) / 2) == row["accuracy"]
+        assert seeds["std"] >= 0
+        answers = predictions["predictions"][f"toy/{variant}"]
+        for k in ("0", "1"):  # the saved answers give each seed's accuracy back
+            hits = [p == y for p, y in zip(answers[k], predictions["labels"])]
+            assert len(hits) == row["examples"] and sum(hits) / len(hits) == pytest.approx(seeds["by_seed"][k])
+    assert "vs_pretrained" not in metrics["toy/pretrained"]
+    for variant in ("scratch", "no_aux_lm"):
+        comparison = metrics[f"toy/{variant}"]["vs_pretrained"]
+        low, high = comparison["ci95"]
+        assert comparison["reference"] == "toy/pretrained" and comparison["interval"] == "t over 2 paired seeds"
+        assert low <= comparison["diff"] <= high
+        assert comparison["diff"] == pytest.approx(metrics[f"toy/{variant}"]["accuracy"]
+                                                   - metrics["toy/pretrained"]["accuracy"])
+        test = comparison["sign_test"]
+        assert 0 <= test["p"] <= 1 and test["wins"] + test["losses"] <= 2 * metrics["toy/pretrained"]["examples"]
+    out = capsys.readouterr().out
+    assert "Over fine-tuning seeds" in out and "Against the pre-trained model" in out and "p (sign test)" in out
+    # Export serves the first seed's pre-trained model.
+    assert entries["export"]["inputs"].keys() == {"finetune/toy-seed0"}
+
+
+def test_seeds_leave_the_split_and_a_run_without_them_unchanged(tmp_path):
+    corpus = _write_data(tmp_path)
+    plain = {s.name: s for s in plan(load_config(_config(tmp_path, corpus)))}
+    seeded = {s.name: s for s in plan(load_config(_config(tmp_path, corpus, finetune={"seeds": [3, 4]})))}
+    # The records (and so the split) read the experiment seed, never finetune.seeds.
+    assert seeded["records/toy"].config == plain["records/toy"].config
+    # Without seeds: the stage names and the config they read are those of before the key existed.
+    assert "finetune/toy" in plain and not any("-seed" in name for name in plain)
+    assert "seeds" not in plain["finetune/toy"].config["finetune"] and plain["finetune/toy"].config["seed"] == 0
+    assert [n for n in seeded if n.startswith("finetune/")] == ["finetune/toy-seed3", "finetune/toy-seed4"]
+    assert seeded["finetune/toy-seed4"].config == {**plain["finetune/toy"].config, "seed": 4}
