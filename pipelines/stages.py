@@ -349,7 +349,8 @@ def run_finetune(ctx: Context, out: str, task: str, seed: int, suffix: str) -> d
         metrics[f"{task}/{variant}{suffix}"] = _summary(result)
     report.plot_curves(histories, ["task_loss", "accuracy", "lm_loss"], os.path.join(out, "curves.png"),
                        f"Fine-tuning {task}: with vs without pre-training (seed {seed})")
-    return {"outputs": {"models": outputs, "task_dir": ctx.artifact(f"records/{task}", "task_dir")},
+    return {"outputs": {"models": outputs, "task_dir": ctx.artifact(f"records/{task}", "task_dir"),
+                        "trainable_parameters": _trained(metrics)},
             "metrics": metrics}
 
 
@@ -360,8 +361,16 @@ def run_transfer(ctx: Context, out: str, task: str, variant: str, seed: int, suf
     optim = ctx.config.finetune.model_copy(update=ctx.config.analysis_variants()[variant])
     model_dir = os.path.join(out, "model")
     result = finetune_selected(ctx, model_dir, task, ctx.artifact("pretrain", "model_dir"), optim, seed)
-    key = f"{task}/{variant}{suffix}"
-    return {"outputs": {"models": {key: model_dir}}, "metrics": {key: _summary(result)}}
+    metrics = {f"{task}/{variant}{suffix}": _summary(result)}
+    return {"outputs": {"models": {key: model_dir for key in metrics}, "trainable_parameters": _trained(metrics)},
+            "metrics": metrics}
+
+
+def _trained(metrics: dict[str, dict]) -> dict[str, int]:
+    """Model key -> the parameters its fine-tuning changed, counted while it
+    trained: a saved LoRA model is merged, so its reloaded copy would count
+    as a fully fine-tuned one."""
+    return {key: result["trainable_parameters"] for key, result in metrics.items()}
 
 
 # ---- evaluate --------------------------------------------------------------
@@ -402,17 +411,20 @@ def _lm_results(ctx: Context) -> tuple[dict, str]:
     return {"lm": {"validation_lm_loss": loss, "validation_perplexity": math.exp(loss)}}, tokenizer.fingerprint
 
 
-def _fine_tuned(ctx: Context, task: str) -> dict[str, dict[int, str]]:
-    """Variant (`<task>/<variant>`) -> seed -> model directory, over every
-    fine-tuning stage of `task` (finetune and analysis), seeds in config order."""
+def _fine_tuned(ctx: Context, task: str) -> tuple[dict[str, dict[int, str]], dict[str, int]]:
+    """(variant (`<task>/<variant>`) -> seed -> model directory, variant ->
+    parameters trained), over every fine-tuning stage of `task` (finetune and
+    analysis), seeds in config order."""
     models: dict[str, dict[int, str]] = {}
+    trained: dict[str, int] = {}
     for seed, suffix in seed_runs(ctx.config):
         stages = [finetune_stage(task, suffix)] + [transfer_stage(task, v, suffix)
                                                    for v in ctx.config.analysis_variants()]
         for stage in stages:
             for key, model_dir in ctx.artifact(stage, "models").items():
                 models.setdefault(key.removesuffix(suffix), {})[seed] = model_dir
-    return models
+                trained[key.removesuffix(suffix)] = ctx.artifact(stage, "trainable_parameters")[key]
+    return models, trained
 
 
 def _task_results(ctx: Context, task: str, fingerprint: str, predictions_dir: str) -> dict[str, dict]:
@@ -426,13 +438,13 @@ def _task_results(ctx: Context, task: str, fingerprint: str, predictions_dir: st
     metadata = gk_data.load_metadata(task_dir)
     split, family = metadata.evaluation_split, metadata.family
     rows, answers = {}, {}
-    for key, model_dirs in _fine_tuned(ctx, task).items():
+    models, trained = _fine_tuned(ctx, task)
+    for key, model_dirs in models.items():
         outputs = {}
         for seed, model_dir in model_dirs.items():
             # The split is read unshuffled: every model answers the same examples in the same order.
-            labels, outputs[seed], trainable = _score(model_dir, task_dir, split, ctx.config.finetune.batch_size,
-                                                      fingerprint)
-        rows[key] = {"split": split, "examples": int(len(labels)), "trainable_parameters": trainable,
+            labels, outputs[seed] = _score(model_dir, task_dir, split, ctx.config.finetune.batch_size, fingerprint)
+        rows[key] = {"split": split, "examples": int(len(labels)), "trainable_parameters": trained[key],
                      **_over_seeds(family, len(metadata.label_names or []) or None, labels, outputs)}
         answers[key] = {seed: predictions(family, o) for seed, o in outputs.items()}
     if family != "regression":  # correctness per example: the paired tests need it
@@ -444,12 +456,10 @@ def _task_results(ctx: Context, task: str, fingerprint: str, predictions_dir: st
     return rows
 
 
-def _score(model_dir: str, task_dir: str, split: str, batch: int,
-           fingerprint: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(labels, outputs, trainable parameters) of the task model in `model_dir` on `split`."""
+def _score(model_dir: str, task_dir: str, split: str, batch: int, fingerprint: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, outputs) of the task model in `model_dir` on `split`."""
     from gpt_keras import data as gk_data
     from gpt_keras import saving
-    from gpt_keras.transfer import trainable_parameters
 
     model = saving.load_task_model(model_dir)
     data = gk_data.task_dataset(task_dir, split, batch, expected_fingerprint=fingerprint, config=model.backbone.config)
@@ -457,7 +467,7 @@ def _score(model_dir: str, task_dir: str, split: str, batch: int,
     for x, y in data:
         outputs.append(np.asarray(model(x, training=False)))
         labels.append(y.numpy())
-    return np.concatenate(labels), np.concatenate(outputs), trainable_parameters(model)
+    return np.concatenate(labels), np.concatenate(outputs)
 
 
 def _over_seeds(family: str, num_labels: int | None, labels: np.ndarray, outputs: dict[int, np.ndarray]) -> dict:

@@ -215,16 +215,16 @@ def test_analysis_stages_reuse_a_finished_run(tmp_path, capsys):
     capsys.readouterr()
     analysis = tmp_path / "analysis.yaml"
     analysis.write_text(yaml.safe_dump({"extends": base, "analysis": {
-        "transfer": ["frozen"], "learning_rates": {"frozen": 3e-3}, "zero_shot": True, "few_shot": [1],
+        "transfer": ["frozen", "lora"], "learning_rates": {"frozen": 3e-3}, "zero_shot": True, "few_shot": [1],
         "prompts": {"toy": {"template": "{text} so", "label_words": ["bad", "great"]}},
         "table5": True, "figure2": True}}))
     run(["--config", str(analysis)])
     out = capsys.readouterr().out
-    assert _ran(out) == ["transfer/toy/frozen", "transfer/toy/no_aux_lm", "transfer/toy/layers_0",
+    assert _ran(out) == ["transfer/toy/frozen", "transfer/toy/lora", "transfer/toy/no_aux_lm", "transfer/toy/layers_0",
                          "transfer/toy/layers_1", "zeroshot/toy", "evaluate"], out
     metrics = json.loads((tmp_path / "work" / "evaluate" / "metrics.json").read_text())
     # Table 5: full, without the auxiliary LM loss, without pre-training; Figure 2 (left): 0..n_layer blocks.
-    assert set(metrics) == {"lm", "toy/pretrained", "toy/scratch", "toy/frozen", "toy/no_aux_lm", "toy/layers_0",
+    assert set(metrics) == {"lm", "toy/pretrained", "toy/scratch", "toy/frozen", "toy/lora", "toy/no_aux_lm", "toy/layers_0",
                             "toy/layers_1", "toy/zero_shot", "toy/few_shot_k1", "toy/zero_shot_by_step"}
     assert "toy/no_aux_lm" in out and "toy/layers_0" in out
     # Figure 2 (right): the pre-training snapshots (step 0 and log-spaced steps), scored zero-shot.
@@ -249,6 +249,7 @@ def _check_analysis_values(work, metrics: dict, figure: dict) -> None:
     import gpt_keras as gk
     from gpt_keras import saving
     from gpt_keras.scoring import LMScorer
+    from gpt_keras.transfer import trainable_parameters
     from gpt_keras.zeroshot import LabelWordClassifier
     from pipelines.analysis import read_task_rows
 
@@ -258,6 +259,9 @@ def _check_analysis_values(work, metrics: dict, figure: dict) -> None:
     full = gk.GPTTaskModel(backbone, "classification", num_labels=2)
     assert metrics["toy/pretrained"]["trainable_parameters"] == full.count_params()
     assert metrics["toy/frozen"]["trainable_parameters"] == n_embd * 2 + 2  # the head only
+    # Counted while it trained: the saved LoRA model is merged (plain), and would count as full.
+    lora = gk.GPTTaskModel(backbone, "classification", num_labels=2, transfer="lora", lora_rank=8)
+    assert metrics["toy/lora"]["trainable_parameters"] == trainable_parameters(lora) < full.count_params()
     assert metrics["toy/zero_shot"]["trainable_parameters"] == 0
     points = figure["layers_transferred"]["toy"]
     assert [p["accuracy"] for p in points[:2]] == [metrics[f"toy/layers_{n}"]["accuracy"] for n in (0, 1)]

@@ -108,11 +108,20 @@ def test_label_words_zero_and_few_shot(scorer):
     demos = list(zip(texts, labels))
     few_shot = LabelWordClassifier(scorer, ["negative", "positive"], demonstrations=demos, k=2)
     few = few_shot.predict(texts)
-    # Its demonstrations kept apart, the tiny LM copies their label where both are of the
-    # other class (row 0 sees two negatives); per-label offsets fitted on labeled data fix that.
-    assert np.sum(few.predictions == labels) >= 7
-    assert few_shot.calibrate(texts, labels).predict(texts).predictions.tolist() == labels
     assert set(few.demonstrations.tolist()) <= {0, 1, 2}  # 32 tokens hold at most 2 demonstrations
+    # Each row's scores are the LM's log-probabilities of the label words after that row's prompt.
+    words = [scorer.tokenizer.encode(" negative"), scorer.tokenizer.encode(" positive")]
+    for row, text in enumerate(texts):
+        ids, _ = few_shot.prompt_ids(row, f"{text} very", scorer.n_ctx - max(map(len, words)))
+        expected = [s.total for s in scorer.score_id_continuations([ids] * 2, words)]
+        np.testing.assert_allclose(few.scores[row], expected, rtol=1e-5)
+    # Given one demonstration of each label, the prompt favours neither, and every held-out row is right.
+    balanced = LabelWordClassifier(scorer, ["negative", "positive"], demonstrations=[demos[0], demos[-1]], k=2)
+    held_out = balanced.predict(texts[1:-1])
+    assert held_out.demonstrations.tolist() == [2] * (len(texts) - 2)
+    assert held_out.predictions.tolist() == labels[1:-1]
+    # With two same-label demonstrations the tiny LM may copy their label; offsets fitted on labels fix that.
+    assert few_shot.calibrate(texts, labels).predict(texts).predictions.tolist() == labels
     assert clf.calibrate(texts, labels).predict(texts).predictions.tolist() == labels
     with pytest.raises(ValueError, match="k=9 demonstrations per query, but only 8"):
         LabelWordClassifier(scorer, ["negative", "positive"], demonstrations=demos, k=9)
