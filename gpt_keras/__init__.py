@@ -16,7 +16,7 @@ _LAZY = {
     "GPTConfig": "gpt_keras.config", "PRESETS": "gpt_keras.config", "SPECIAL_TOKENS": "gpt_keras.config",
     "GPTBackbone": "gpt_keras.model", "GPTLMModel": "gpt_keras.model", "GPTTaskModel": "gpt_keras.model",
     "with_special_tokens": "gpt_keras.model",
-    "TaskFamily": "gpt_keras.tasks", "build_inputs": "gpt_keras.tasks", "pad_inputs": "gpt_keras.tasks",
+    "TaskFamily": "gpt_keras.tasks", "build_inputs": "gpt_keras.tasks",
     "TaskPreprocessor": "gpt_keras.preprocessor", "predict": "gpt_keras.preprocessor",
     "save_model": "gpt_keras.saving", "load_model": "gpt_keras.saving",
     "LMScorer": "gpt_keras.scoring",

@@ -40,7 +40,6 @@ import logging
 import os
 import re
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, Mapping, Union
 
@@ -476,22 +475,6 @@ def export_hf(backbone: GPTBackbone, dst: PathLike, tokenizer=None, prefix: str 
     if tokenizer is not None:
         tokenizer.save(str(dst), format="hf")
     return dst
-
-
-# ---- the project format (gpt_keras.saving) ------------------------------------------
-
-def save_pretrained(backbone: GPTBackbone, dst: PathLike, tokenizer=None, vocab_files=None) -> Path:
-    """Deprecated: `gpt_keras.saving.save_model`."""
-    warnings.warn("gpt_keras.convert.save_pretrained is deprecated; use gpt_keras.saving.save_model",
-                  DeprecationWarning, stacklevel=2)
-    return saving.save_model(backbone, dst, tokenizer, vocabulary_format=vocab_files[0] if vocab_files else "original")
-
-
-def load_pretrained(path: PathLike) -> tuple[GPTBackbone, Any]:
-    """Deprecated: `gpt_keras.saving.load_backbone` + `load_tokenizer`."""
-    warnings.warn("gpt_keras.convert.load_pretrained is deprecated; use gpt_keras.saving.load_backbone and "
-                  "gpt_keras.saving.load_tokenizer (or GPTBackbone.from_preset(dir))", DeprecationWarning, stacklevel=2)
-    return saving.load_backbone(path), saving.load_tokenizer(path)
 
 
 def load_any(path: PathLike, **kwargs: Any) -> GPTBackbone:

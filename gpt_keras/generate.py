@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import warnings
 import weakref
 from typing import Any, Sequence
 
@@ -358,13 +357,6 @@ def _prompt_lists(prompts: Any) -> list[list[int]]:
     if prompts and all(isinstance(p, (int, np.integer)) for p in prompts):
         raise TypeError("prompts must be a batch: wrap a single prompt in a list, [[id, id, ...]]")
     return [list(p) for p in prompts]
-
-
-def left_pad(prompts: Sequence[Sequence[int]], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Deprecated: `gpt_keras.preprocessor.pad(ids, length, side="left")`."""
-    warnings.warn('gpt_keras.generate.left_pad is deprecated; use gpt_keras.preprocessor.pad(ids, side="left")',
-                  DeprecationWarning, stacklevel=2)
-    return _left_pad(prompts, length)
 
 
 def _left_pad(prompts: Sequence[Sequence[int]], length: int | None) -> tuple[np.ndarray, np.ndarray]:

@@ -264,14 +264,3 @@ def _multiple_choice(context: tf.RaggedTensor, choices: tf.RaggedTensor, n_ctx: 
     truncated = tf.logical_or(keep_context < context_lengths, tf.reduce_any(
         tf.RaggedTensor.from_row_lengths(kept_choice < choice_lengths, counts), axis=1))
     return {"token_ids": token_ids, "truncated": truncated}
-
-
-def pad_inputs(token_ids: tf.RaggedTensor, length: int | None = None) -> dict[str, tf.Tensor]:
-    """Deprecated: `gpt_keras.preprocessor.pad`."""
-    import warnings
-
-    from gpt_keras.preprocessor import pad
-
-    warnings.warn("gpt_keras.pad_inputs is deprecated; use gpt_keras.preprocessor.pad (or TaskPreprocessor)",
-                  DeprecationWarning, stacklevel=2)
-    return pad(token_ids, length)

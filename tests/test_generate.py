@@ -8,7 +8,8 @@ from helpers import tiny_config
 import gpt_keras as gk
 from gpt_keras import generate as gen
 from gpt_keras import saving
-from gpt_keras.generate import Generator, generate, left_pad, select_tokens
+from gpt_keras.generate import Generator, generate, select_tokens
+from gpt_keras.preprocessor import pad, ragged_ids
 
 PROMPTS = [[5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8, 9], [42]]  # different lengths -> left padding
 
@@ -23,7 +24,7 @@ def backbone():
 
 def _core(backbone, prompts, budget, max_new=None, temperature=0.0, top_k=0, top_p=1.0, seeds=None, stop=()):
     """The graph core with per-row settings (no XLA, fast to trace)."""
-    ids, mask = left_pad(prompts)
+    ids, mask = _left_pad(prompts)
     b = len(prompts)
     row = lambda value, dtype: np.broadcast_to(np.asarray(value, dtype), [b])  # noqa: E731
     tokens, lengths = Generator(backbone, jit_compile=False)(
@@ -63,7 +64,7 @@ def test_left_padding_does_not_change_a_rows_output(backbone, kwargs):
         alone_kwargs = {**kwargs, "seed": kwargs["seed"] + i} if "seed" in kwargs else kwargs
         assert generate(backbone, [prompt], 8, jit_compile=False, **alone_kwargs) == [batched[i]]
     # Explicitly padded inputs (either side) give the same result.
-    ids, mask = left_pad(PROMPTS)
+    ids, mask = _left_pad(PROMPTS)
     assert generate(backbone, {"token_ids": ids, "padding_mask": mask}, 8, jit_compile=False, **kwargs) == batched
     right = {"token_ids": np.fliplr(ids), "padding_mask": np.fliplr(mask)}
     flipped = [p[::-1] for p in PROMPTS]
@@ -178,7 +179,7 @@ def test_the_core_rejects_a_budget_past_the_context(backbone):
 def test_the_core_needs_no_xla(backbone):
     """The serving export runs the core on the stock model server (no XLA):
     its graph must hold only ordinary TF ops."""
-    ids, mask = left_pad(PROMPTS)
+    ids, mask = _left_pad(PROMPTS)
     b = len(PROMPTS)
     fn = tf.function(lambda i, m: gen.generate_tokens(backbone, i, m, [4] * b, [0.0, 1.0, 1.0], [0, 5, 0],
                                                        [1.0, 1.0, 0.9], [1, 2, 3], tf.zeros([0], tf.int32), 4))
@@ -235,3 +236,9 @@ def test_generation_never_emits_a_special_token():
             out = generate(model, PROMPTS, 8, use_cache=use_cache, jit_compile=False, **kwargs)
             assert all(len(row) == 8 for row in out)
             assert max(max(row) for row in out) < model.config.vocab_size, (kwargs, out)
+
+
+def _left_pad(prompts):
+    """(ids, mask) as numpy, right-aligned: how generation pads a batch of prompts."""
+    out = pad(ragged_ids(prompts), side="left")
+    return out["token_ids"].numpy(), out["padding_mask"].numpy()

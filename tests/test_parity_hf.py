@@ -14,6 +14,7 @@ transformers = pytest.importorskip("transformers")
 
 import gpt_keras as gk  # noqa: E402
 from gpt_keras import convert  # noqa: E402
+from gpt_keras.preprocessor import pad  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
@@ -157,7 +158,7 @@ def test_double_heads_mc_logits(tmp_path):
     config = task.backbone.config
     built = gk.build_inputs("multiple_choice", {"context": context, "choices": choices}, N_CTX,
                             (config.start_id, config.delimiter_id, config.classify_id))
-    inputs = {k: v.numpy() for k, v in gk.pad_inputs(built["token_ids"]).items()}
+    inputs = {k: v.numpy() for k, v in pad(built["token_ids"]).items()}
     ours = task(inputs).numpy()
 
     ids = inputs["token_ids"]

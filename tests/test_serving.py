@@ -26,6 +26,7 @@ import tensorflow as tf
 import gpt_keras as gk
 from gpt_keras import export
 from gpt_keras.generate import generate
+from gpt_keras.preprocessor import pad
 from gpt_keras.tokenizer import count_words, train_bpe
 from helpers import tiny_config
 from serving.clients import GrpcClient
@@ -204,7 +205,7 @@ def python_probabilities(model, tok, texts):
     c = model.backbone.config
     ids = tf.ragged.constant([tok.encode(t) for t in texts], tf.int32, ragged_rank=1)
     built = gk.build_inputs("classification", {"text": ids}, c.n_ctx, (c.start_id, c.delimiter_id, c.classify_id))
-    logits = model(gk.pad_inputs(built["token_ids"]), training=False)
+    logits = model(pad(built["token_ids"]), training=False)
     return tf.nn.softmax(logits).numpy(), built["truncated"].numpy()
 
 
@@ -213,7 +214,7 @@ def python_scores(model, tok, pairs):
     fields = {k: tf.ragged.constant([tok.encode(p[i]) for p in pairs], tf.int32, ragged_rank=1)
               for i, k in enumerate(("text_a", "text_b"))}
     built = gk.build_inputs("regression", fields, c.n_ctx, (c.start_id, c.delimiter_id, c.classify_id))
-    return model(gk.pad_inputs(built["token_ids"]), training=False).numpy()
+    return model(pad(built["token_ids"]), training=False).numpy()
 
 
 @pytest.fixture(scope="module")

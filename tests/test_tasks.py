@@ -92,10 +92,6 @@ def test_pad_uses_id_zero_and_a_mask():
     out = pad(gk.build_inputs("classification", {"text": [[5, 6], [7]]}, 32, SPECIALS)["token_ids"])
     assert out["token_ids"].numpy().tolist() == [[[S, 5, 6, E]], [[S, 7, E, 0]]]
     assert out["padding_mask"].numpy().tolist() == [[[1, 1, 1, 1]], [[1, 1, 1, 0]]]
-    # The deprecated name still works, and says what replaces it.
-    with pytest.warns(DeprecationWarning, match="gpt_keras.preprocessor.pad"):
-        old = gk.pad_inputs(gk.build_inputs("classification", {"text": [[5, 6], [7]]}, 32, SPECIALS)["token_ids"])
-    assert old["token_ids"].numpy().tolist() == out["token_ids"].numpy().tolist()
 
 
 def test_left_pad_right_aligns_prompts_and_cuts_from_the_left():
@@ -133,7 +129,7 @@ def _synthetic(family: str, n: int, rng):
     else:  # multiple_choice: the right answer is the one containing token 5
         fields = {"context": [text(0) for _ in labels],
                   "choices": [[text(y == 0), text(y == 1)] for y in labels]}
-    x = gk.pad_inputs(gk.build_inputs(family, fields, 32, SPECIALS)["token_ids"])
+    x = pad(gk.build_inputs(family, fields, 32, SPECIALS)["token_ids"])
     return tf.data.Dataset.from_tensor_slices((x, targets)).batch(16)
 
 
@@ -154,6 +150,6 @@ def test_each_head_trains(family):
 
 def test_lm_weight_zero_turns_the_auxiliary_loss_off():
     model = gk.GPTTaskModel(gk.GPTBackbone(**tiny_config().to_dict()), "classification", num_labels=2, lm_weight=0)
-    x = gk.pad_inputs(gk.build_inputs("classification", {"text": [[5, 6]]}, 32, SPECIALS)["token_ids"])
+    x = pad(gk.build_inputs("classification", {"text": [[5, 6]]}, 32, SPECIALS)["token_ids"])
     terms, metrics = model.loss_terms((x, np.array([1])), training=False)
     assert set(terms) == {"task"} and set(metrics) == {"accuracy"}

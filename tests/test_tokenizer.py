@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from gpt_keras.tokenizer import SPECIAL_TOKENS, GPTTokenizer, count_words, pretokenize, train_bpe
+from gpt_keras.preprocessor import pad, ragged_ids
 from gpt_keras.tokenizer import vocab_io
 
 VARIED = [
@@ -230,15 +231,22 @@ def test_decode_inverts_encode_up_to_normalization(tok_hf, corpus):
 
 def test_padding(tok_hf):
     batch = tok_hf.encode_batch(["a good movie", "bad", ""])
-    ids, mask = tok_hf.pad(batch)
+    ids, mask = _pad(batch)
     assert ids.shape == mask.shape == (3, len(batch[0])) and ids.dtype == np.int32
     assert mask.sum(1).tolist() == [len(b) for b in batch]
     assert (ids[mask == 0] == 0).all()
-    ids4, mask4 = tok_hf.pad(batch, max_length=2)
+    ids4, mask4 = _pad(batch, 2)
     assert ids4.shape == (3, 2) and mask4.tolist()[2] == [0, 0]
-    dense, dmask = GPTTokenizer.tf_pad(tok_hf.tf_encode(tf.constant(["a good movie", "bad", ""])), 6)
+    graph = pad(tok_hf.tf_encode(tf.constant(["a good movie", "bad", ""])), 6)
+    dense, dmask = graph["token_ids"], graph["padding_mask"]
     assert dense.shape == (3, 6) and dense.numpy()[:, :ids.shape[1]].tolist() == ids.tolist()
     assert dmask.numpy()[:, :ids.shape[1]].tolist() == mask.tolist()
+
+
+def _pad(batch, length=None):
+    """(ids, mask) of Python id lists, as numpy: the one pad, right-aligned."""
+    out = pad(ragged_ids(batch), length)
+    return np.asarray(out["token_ids"]), np.asarray(out["padding_mask"])
 
 
 def test_unknown_pieces_map_to_unk_or_zero():
@@ -274,8 +282,8 @@ def test_saved_model_in_fresh_process(tmp_path, tok):
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
         def serve(self, texts):
-            ids, mask = GPTTokenizer.tf_pad(self.tokenizer(texts), 48)
-            return {"ids": ids, "mask": mask}
+            out = pad(self.tokenizer(texts), 48)
+            return {"ids": out["token_ids"], "mask": out["padding_mask"]}
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
         def encode(self, texts):
@@ -296,7 +304,7 @@ def test_saved_model_in_fresh_process(tmp_path, tok):
     expected = tok.encode_batch(texts)
     assert result["ours"] == []
     assert result["ragged"] == expected
-    ids, mask = tok.pad(expected, 48)
+    ids, mask = _pad(expected, 48)
     assert result["ids"] == ids.tolist() and result["mask"] == mask.tolist()
 
 
@@ -396,7 +404,7 @@ def test_tokenizer_imports_without_keras_or_tensorflow_and_the_package_names_sta
             "import gpt_keras as gk\n"
             "assert callable(gk.model.lm_loss_sum)  # submodules stay reachable as attributes\n"
             "assert all(getattr(gk, name) is not None for name in gk.__all__)\n"
-            "assert gk.GPTConfig.__name__ == 'GPTConfig' and callable(gk.build_inputs) and callable(gk.pad_inputs)\n"
+            "assert gk.GPTConfig.__name__ == 'GPTConfig' and callable(gk.build_inputs) and callable(gk.TaskPreprocessor)\n"
             "from gpt_keras import *  # noqa\n"
             "print(GPTTaskModel.__name__)\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

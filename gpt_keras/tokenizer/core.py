@@ -179,20 +179,6 @@ class GPTTokenizer:
             raise ValueError(f"unknown special token {name!r}; GPT-1 has {SPECIAL_TOKENS}.")
         return self.special_ids[name]
 
-    def pad(self, batch: Sequence[Sequence[int]], max_length: int | None = None):
-        """Deprecated: `gpt_keras.preprocessor.pad` (id 0 plus a mask, right-aligned)."""
-        import warnings
-
-        import numpy as np
-
-        from gpt_keras.preprocessor import pad, ragged_ids
-
-        warnings.warn("GPTTokenizer.pad is deprecated; use gpt_keras.preprocessor.pad", DeprecationWarning,
-                      stacklevel=2)
-        length = max_length if max_length is not None else max((len(r) for r in batch), default=0)
-        out = pad(ragged_ids([list(r) for r in batch]), length)
-        return np.asarray(out["token_ids"]), np.asarray(out["padding_mask"])
-
     # ---------------------------------------------------------------- graph
 
     def cache_words(self) -> list[str]:
@@ -232,19 +218,6 @@ class GPTTokenizer:
             self._graph_layer = self.graph_layer()
         return self._graph_layer(texts, max_length=max_length)
 
-    @staticmethod
-    def tf_pad(ids, max_length: int, pad_id: int = 0):
-        """Deprecated: `gpt_keras.preprocessor.pad(ids, max_length)`."""
-        import warnings
-
-        from gpt_keras.preprocessor import pad
-
-        warnings.warn("GPTTokenizer.tf_pad is deprecated; use gpt_keras.preprocessor.pad", DeprecationWarning,
-                      stacklevel=2)
-        if pad_id != 0:
-            raise ValueError("padding uses id 0 plus a mask (DESIGN.md); pad_id must be 0")
-        out = pad(ids, max_length)
-        return out["token_ids"], out["padding_mask"]
 
 
 def count_words(texts: Iterable[str | bytes], mode: str = "hf"):
