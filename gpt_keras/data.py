@@ -13,6 +13,7 @@ dataset's max length with `pad_to_max_length=True` (static shapes for XLA/TPU).
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from gpt_keras import schema
@@ -32,23 +33,40 @@ def _split_files(data_dir: str, metadata: schema.DatasetMetadata, split: str) ->
 
 
 def _records(data_dir: str, metadata: schema.DatasetMetadata, split: str, *, shuffle: bool, seed: int | None,
-             shuffle_buffer: int, repeat: bool, known_cardinality: bool) -> tf.data.Dataset:
-    """Serialized records of one split, optionally shuffled (files, then records)."""
-    files = _split_files(data_dir, metadata, split)
-    ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string, shape=[len(files)]))
-    if shuffle:
-        ds = ds.shuffle(len(files) or 1, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type=schema.COMPRESSION),
-                       cycle_length=min(len(files), 8) or 1, num_parallel_calls=AUTOTUNE, deterministic=not shuffle)
-    if known_cardinality and not repeat:
-        # Lets Keras/`train.py` size an epoch. Fine with DATA auto-sharding (each
-        # worker reads everything); under FILE sharding pass known_cardinality=False.
-        ds = ds.apply(tf.data.experimental.assert_cardinality(metadata.splits[split].records))
+             shuffle_buffer: int, repeat: bool, known_cardinality: bool, examples: int | None = None,
+             subset_seed: int = 0) -> tf.data.Dataset:
+    """Serialized records of one split, optionally shuffled (files, then
+    records); with `examples`, only that many of them (`_subset`)."""
+    if examples is not None:
+        ds = _subset(_records(data_dir, metadata, split, shuffle=False, seed=None, shuffle_buffer=0, repeat=False,
+                              known_cardinality=False), examples, subset_seed)
+    else:
+        files = _split_files(data_dir, metadata, split)
+        ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string, shape=[len(files)]))
+        if shuffle:
+            ds = ds.shuffle(len(files) or 1, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type=schema.COMPRESSION),
+                           cycle_length=min(len(files), 8) or 1, num_parallel_calls=AUTOTUNE,
+                           deterministic=not shuffle)
+        if known_cardinality and not repeat:
+            # Lets Keras/`train.py` size an epoch. Fine with DATA auto-sharding (each
+            # worker reads everything); under FILE sharding pass known_cardinality=False.
+            ds = ds.apply(tf.data.experimental.assert_cardinality(metadata.splits[split].records))
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     return ds
+
+
+def _subset(records: tf.data.Dataset, examples: int, seed: int) -> tf.data.Dataset:
+    """`examples` records drawn at random (all of them if the split is smaller),
+    fixed by `seed` and nested: with one seed, a smaller subset is the start
+    of a larger one, so a data-efficiency curve adds examples rather than
+    drawing new ones. Held in memory: labelled splits are small."""
+    rows = list(records.as_numpy_iterator())
+    order = np.random.default_rng(seed).permutation(len(rows))[:examples]
+    return tf.data.Dataset.from_tensor_slices(tf.constant([rows[i] for i in order], tf.string, shape=[len(order)]))
 
 
 def pretrain_dataset(data_dir: str, split: str, batch_size: int, *, expected_fingerprint: str | None = None,
@@ -90,7 +108,8 @@ def task_dataset(data_dir: str, split: str, batch_size: int, *, expected_family=
                  expected_fingerprint: str | None = None, config=None, shuffle: bool = False,
                  seed: int | None = None, shuffle_buffer: int = 10_000, repeat: bool = False,
                  drop_remainder: bool = False, pad_to_max_length: bool = False, include_example_id: bool = False,
-                 known_cardinality: bool = True, group_by_length: bool = False) -> tf.data.Dataset:
+                 known_cardinality: bool = True, group_by_length: bool = False, examples: int | None = None,
+                 subset_seed: int = 0) -> tf.data.Dataset:
     """Batches `(x, y)` of fine-tuning examples.
 
     x: {"token_ids", "padding_mask"} int32 [batch, n_seq, len] (n_seq static:
@@ -102,7 +121,9 @@ def task_dataset(data_dir: str, split: str, batch_size: int, *, expected_family=
     `group_by_length`): task texts vary a lot in length, and a batch padded
     to its longest row wastes the rest (Rotten Tomatoes: about half the
     tokens of a random batch are padding). The cardinality becomes unknown.
-    Other arguments as `pretrain_dataset`.
+    `examples`: read only that many of the split's examples, drawn at random
+    with `subset_seed` (the same ones on every call; fewer labels, as in the
+    paper's data-efficiency question). Other arguments as `pretrain_dataset`.
     """
     metadata = schema.read_metadata(data_dir)
     metadata.check_compatible(kind=schema.KIND_TASK, family=expected_family, fingerprint=expected_fingerprint,
@@ -121,7 +142,8 @@ def task_dataset(data_dir: str, split: str, batch_size: int, *, expected_family=
         return x, y
 
     ds = _records(data_dir, metadata, split, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer,
-                  repeat=repeat, known_cardinality=known_cardinality and not group_by_length)
+                  repeat=repeat, known_cardinality=known_cardinality and not group_by_length, examples=examples,
+                  subset_seed=subset_seed)
     if group_by_length:
         ds = _grouped_by_length(ds, spec, batch_size, seed)
         if drop_remainder:

@@ -336,6 +336,11 @@ class AnalysisSpec(Section):
     # The paper's Figure 2: fine-tune with 0..n_layer-1 pre-trained blocks (left), and
     # score every pre-training snapshot zero-shot (right; needs pretrain.snapshots).
     figure2: StrictBool = False
+    # Data efficiency (the paper's and ULMFiT's argument): fine-tune the pre-trained model
+    # and its scratch twin on only this many labelled examples (a random subset per seed,
+    # nested across sizes); evaluate draws test accuracy against examples, up to all of them.
+    data_efficiency: list[int] = []
+    data_efficiency_min_steps: int | None = Field(None, ge=1)  # their finetune.min_steps (unset: finetune's)
 
     @model_validator(mode="after")
     def _values(self) -> "AnalysisSpec":
@@ -344,6 +349,8 @@ class AnalysisSpec(Section):
         _check(not bad, "transfer", f"unknown transfer mode(s) {bad}; modes are {', '.join(MODES)}")
         _check(all(k == "max" or k > 0 for k in self.few_shot), "few_shot", "must be positive integers or 'max'")
         _check(all(v > 0 for v in self.learning_rates.values()), "learning_rates", "must be > 0")
+        _check(all(n > 0 for n in self.data_efficiency) and len(set(self.data_efficiency)) == len(self.data_efficiency),
+               "data_efficiency", f"must be distinct numbers of examples > 0; got {self.data_efficiency}")
         return self
 
 
@@ -425,7 +432,9 @@ class ExperimentConfig(Section):
 
     def analysis_variants(self) -> dict[str, dict[str, Any]]:
         """Name -> `finetune` changes of each extra model the analysis section
-        fine-tunes from the pre-trained model (stage `transfer/<task>/<name>`)."""
+        fine-tunes (stage `transfer/<task>/<name>`), from the pre-trained model
+        unless the changes say `"init": "scratch"`; `"train_examples": n`
+        fine-tunes on n of the training examples only."""
         a = self.analysis
         variants = {mode: {"transfer": mode, **({"learning_rate": a.learning_rates[mode]}
                                                 if mode in a.learning_rates else {})} for mode in a.transfer}
@@ -433,6 +442,10 @@ class ExperimentConfig(Section):
             variants["no_aux_lm"] = {"lm_weight": 0.0}
         if a.figure2:
             variants.update({f"layers_{n}": {"n_transfer": n} for n in range(self.n_layer)})
+        steps = {} if a.data_efficiency_min_steps is None else {"min_steps": a.data_efficiency_min_steps}
+        for n in a.data_efficiency:
+            variants[f"pretrained_n{n}"] = {"train_examples": n, **steps}
+            variants[f"scratch_n{n}"] = {"train_examples": n, "init": "scratch", **steps}
         return variants
 
     @property

@@ -150,6 +150,51 @@ def figure2(results: Mapping[str, Mapping], tasks: list[str], n_layer: int, stem
     return {"png": stem + ".png", "json": stem + ".json"}
 
 
+def data_efficiency_table(results: Mapping[str, Mapping]) -> str:
+    """One row per task and number of labelled training examples: the
+    pre-trained and scratch models' mean accuracy (+- std over seeds) and the
+    paired gain with its 95% interval and sign-test p. Empty without curves."""
+    rows = [["task", "examples", "pre-trained", "scratch", "gain", "95% CI", "p (sign test)"]]
+    for key, curve in _curves(results):
+        for point in curve["points"]:
+            gain = point["gain"]
+            rows.append([key, f"{point['train_examples']:,}", _mean_std(point["pretrained"]),
+                         _mean_std(point["scratch"]), _cell(gain["diff"]), _cell(gain["ci95"]),
+                         f"{gain['sign_test']['p']:.3g}"])
+    return format_table(rows) if len(rows) > 1 else ""
+
+
+def data_efficiency(results: Mapping[str, Mapping], path: str) -> str:
+    """Test accuracy against labelled training examples (log axis), pre-trained
+    and from scratch, mean and std over seeds, one panel per task; the PNG's path."""
+    curves = _curves(results)
+    fig, axes = plt.subplots(1, max(len(curves), 1), figsize=(4.8 * max(len(curves), 1), 3.6), squeeze=False)
+    for ax, (task, curve) in zip(axes[0], curves):
+        xs = [p["train_examples"] for p in curve["points"]]
+        for variant, style in (("pretrained", "o-"), ("scratch", "s--")):
+            means = [p[variant]["mean"] for p in curve["points"]]
+            stds = [p[variant]["std"] or 0.0 for p in curve["points"]]
+            ax.errorbar(xs, means, yerr=stds, fmt=style, capsize=3,
+                        label="pre-trained" if variant == "pretrained" else "from scratch")
+        ax.set_xscale("log")
+        ax.set(xlabel="labelled training examples (log)", ylabel="test accuracy (mean +- std over seeds)",
+               title=task)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _curves(results: Mapping[str, Mapping]) -> list[tuple[str, Mapping]]:
+    return [(k.removesuffix("/data_efficiency"), v) for k, v in results.items() if k.endswith("/data_efficiency")]
+
+
+def _mean_std(seeds: Mapping) -> str:
+    return f"{seeds['mean']:.4f}" + (f" +- {seeds['std']:.4f}" if seeds.get("std") is not None else "")
+
+
 def write_json(path: str, payload) -> str:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:

@@ -105,7 +105,9 @@ def print_summary(manifest: Manifest, stages: list[Stage]) -> None:
     scores = {k: v for k, v in metrics.items() if k != "lm"}
     for title, table in (("", report.scores_table(scores)), ("Over fine-tuning seeds:\n", report.seeds_table(scores)),
                          ("Against the pre-trained model, paired by seed and example:\n",
-                          report.comparison_table(scores))):
+                          report.comparison_table(scores)),
+                         ("Data efficiency: test accuracy by labelled training examples (pre-trained minus scratch, "
+                          "paired):\n", report.data_efficiency_table(scores))):
         if table:
             print(f"\n{title}{table}")
     push = entries.get("export", {}).get("outputs", {})

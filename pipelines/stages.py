@@ -274,10 +274,12 @@ def run_pretrain(ctx: Context, out: str) -> dict:
                         "stopped_by_time_budget": result["stopped_by_time_budget"], **last}}
 
 
-def finetune_variant(ctx: Context, run_dir: str, task: str, init_dir: str, optim, seed: int) -> dict:
+def finetune_variant(ctx: Context, run_dir: str, task: str, init_dir: str, optim, seed: int,
+                     train_examples: int | None = None) -> dict:
     """Fine-tune one model for `task` from `init_dir` ("" = no pre-training) with
     the `FinetuneSpec` `optim`; writes a model directory to `run_dir`. `seed`
-    draws the head, the special-token rows, dropout and the order of batches."""
+    draws the head, the special-token rows, dropout and the order of batches
+    (and, with `train_examples`, which training examples are used)."""
     from gpt_keras import saving
     from pipelines.trainer import FnArgs, run_fn
 
@@ -288,12 +290,13 @@ def finetune_variant(ctx: Context, run_dir: str, task: str, init_dir: str, optim
         model_run_dir=os.path.join(run_dir, "logs"), custom_config={
             "mode": "finetune", "seed": seed, "vocab_dir": ctx.artifact("vocab", "vocab_dir"),
             "init_model_dir": init_dir, "model": saving.read_config(ctx.artifact("pretrain", "model_dir")),
-            "optim": optim}))
+            "optim": optim, "train_examples": train_examples}))
     result["seconds"], result["seed"] = round(time.time() - start, 1), seed
     return result
 
 
-def finetune_selected(ctx: Context, run_dir: str, task: str, init_dir: str, optim, seed: int) -> dict:
+def finetune_selected(ctx: Context, run_dir: str, task: str, init_dir: str, optim, seed: int,
+                      train_examples: int | None = None) -> dict:
     """`finetune_variant` once per learning rate of `optim` (a list is a grid);
     the model that does best on the validation split is kept in `run_dir`.
     The result records the chosen rate and every rate's validation score."""
@@ -302,7 +305,8 @@ def finetune_selected(ctx: Context, run_dir: str, task: str, init_dir: str, opti
     for lr in rates:
         trial_dir = run_dir if len(rates) == 1 else f"{run_dir}_lr{lr:g}"
         trials[lr] = (trial_dir, finetune_variant(ctx, trial_dir, task, init_dir,
-                                                  optim.model_copy(update={"learning_rate": lr}), seed))
+                                                  optim.model_copy(update={"learning_rate": lr}), seed,
+                                                  train_examples))
     scores = {lr: _validation_score(result) for lr, (_, result) in trials.items()}
     # Regression keeps its lowest validation loss: scores are negated there.
     best = max(rates, key=lambda lr: scores[lr])
@@ -330,7 +334,7 @@ def _validation_score(result: dict) -> float:
 
 def _summary(result: dict) -> dict:
     return {k: v for k, v in result.items() if k.startswith("best_") or k in (
-        "seconds", "seed", "trainable_parameters", "learning_rate", "validation_by_learning_rate")}
+        "seconds", "seed", "trainable_parameters", "train_examples", "learning_rate", "validation_by_learning_rate")}
 
 
 def run_finetune(ctx: Context, out: str, task: str, seed: int, suffix: str) -> dict:
@@ -355,12 +359,16 @@ def run_finetune(ctx: Context, out: str, task: str, seed: int, suffix: str) -> d
 
 
 def run_transfer(ctx: Context, out: str, task: str, variant: str, seed: int, suffix: str) -> dict:
-    """One more model fine-tuned from the pre-trained one with `seed`, as the
-    analysis section asks (`ExperimentConfig.analysis_variants`): another
-    transfer mode, no auxiliary LM loss, or fewer transferred blocks."""
-    optim = ctx.config.finetune.model_copy(update=ctx.config.analysis_variants()[variant])
+    """One more model fine-tuned with `seed`, as the analysis section asks
+    (`ExperimentConfig.analysis_variants`): another transfer mode, no
+    auxiliary LM loss, fewer transferred blocks, or fewer labelled examples
+    (from the pre-trained model or from scratch)."""
+    changes = dict(ctx.config.analysis_variants()[variant])
+    examples = changes.pop("train_examples", None)
+    init_dir = "" if changes.pop("init", "pretrained") == "scratch" else ctx.artifact("pretrain", "model_dir")
+    optim = ctx.config.finetune.model_copy(update=changes)
     model_dir = os.path.join(out, "model")
-    result = finetune_selected(ctx, model_dir, task, ctx.artifact("pretrain", "model_dir"), optim, seed)
+    result = finetune_selected(ctx, model_dir, task, init_dir, optim, seed, examples)
     metrics = {f"{task}/{variant}{suffix}": _summary(result)}
     return {"outputs": {"models": {key: model_dir for key in metrics}, "trainable_parameters": _trained(metrics)},
             "metrics": metrics}
@@ -392,6 +400,8 @@ def run_evaluate(ctx: Context, out: str) -> dict:
     if ctx.config.analysis.figure2:
         outputs["figure2"] = report.figure2(results, [t.name for t in ctx.config.preprocess.tasks],
                                             ctx.config.n_layer, os.path.join(out, "figure2"))
+    if ctx.config.analysis.data_efficiency:
+        outputs["data_efficiency"] = report.data_efficiency(results, os.path.join(out, "data_efficiency.png"))
     return {"outputs": outputs, "metrics": results}
 
 
@@ -448,8 +458,11 @@ def _task_results(ctx: Context, task: str, fingerprint: str, predictions_dir: st
                      **_over_seeds(family, len(metadata.label_names or []) or None, labels, outputs)}
         answers[key] = {seed: predictions(family, o) for seed, o in outputs.items()}
     if family != "regression":  # correctness per example: the paired tests need it
-        _compare_to_pretrained(rows, {k: np.stack([a == labels for a in by_seed.values()])
-                                      for k, by_seed in answers.items()}, f"{task}/pretrained")
+        correct = {k: np.stack([a == labels for a in by_seed.values()]) for k, by_seed in answers.items()}
+        _compare_to_pretrained(rows, correct, f"{task}/pretrained")
+        if ctx.config.analysis.data_efficiency:
+            rows[f"{task}/data_efficiency"] = _data_efficiency(rows, correct, task, ctx.config.analysis.data_efficiency,
+                                                               metadata.splits["train"].records)
     report.write_json(os.path.join(predictions_dir, f"{task}.json"), {
         "split": split, "labels": labels.tolist(),
         "predictions": {k: {str(seed): a.tolist() for seed, a in by_seed.items()} for k, by_seed in answers.items()}})
@@ -500,6 +513,24 @@ def _compare_to_pretrained(rows: dict[str, dict], correct: dict[str, np.ndarray]
         if key != reference:
             rows[key]["vs_pretrained"] = {"reference": reference, **paired_difference(right, correct[reference]),
                                           "sign_test": sign_test(right, correct[reference])}
+
+
+def _data_efficiency(rows: dict[str, dict], correct: dict[str, np.ndarray], task: str, sizes: list[int],
+                     all_examples: int) -> dict:
+    """Test accuracy against labelled training examples: at each size (and at
+    all of them: the finetune stage's models), the pre-trained model's and
+    the scratch twin's scores over seeds, and the pre-trained minus scratch
+    difference paired by seed and example, with its 95% interval and sign
+    test. A size of all the examples or more is the full point, not a row."""
+    from gpt_keras.metrics import paired_difference, sign_test
+
+    keys = [(n, f"{task}/pretrained_n{n}", f"{task}/scratch_n{n}") for n in sorted(sizes) if n < all_examples]
+    keys.append((all_examples, f"{task}/pretrained", f"{task}/scratch"))
+    points = [{"train_examples": n, "pretrained": rows[pre]["seeds"], "scratch": rows[scratch]["seeds"],
+               "gain": {**paired_difference(correct[pre], correct[scratch]),
+                        "sign_test": sign_test(correct[pre], correct[scratch])}}
+              for n, pre, scratch in keys if pre in rows and scratch in rows]
+    return {"metric": "accuracy", "points": points}
 
 
 # ---- export ----------------------------------------------------------------
@@ -569,7 +600,8 @@ def plan(config: ExperimentConfig) -> list[Stage]:
                                  "figure2": analysis.figure2}))
     stages.append(Stage("evaluate", ["corpus", "pretrain", *[s.name for s in stages
                                                               if s.group in ("finetune", "analysis")]],
-                        run_evaluate, {"batch_size": config.finetune.batch_size, "figure2": analysis.figure2}))
+                        run_evaluate, {"batch_size": config.finetune.batch_size, "figure2": analysis.figure2,
+                                       "data_efficiency": analysis.data_efficiency}))
     if config.export_task:
         stages.append(Stage("export", [finetune_stage(config.export_task, runs[0][1])], run_export,
                             {"export": config.export.model_dump(), "model_name": config.export_task}))

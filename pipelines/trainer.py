@@ -16,6 +16,8 @@ custom_config keys:
          (finetune; "" = no pre-training), or a released one to continue (pretrain)
   vocab_dir: tokenizer directory
   checkpoint_dir, seed
+  train_examples: fine-tune on only this many training examples, drawn with
+         `seed` (finetune; unset: all of them)
 
 A TFX pipeline, whose custom_config travels as JSON, may pass `optim` and
 `model` as plain dicts; they are read into the same types.
@@ -58,11 +60,17 @@ def _data_dir(files) -> str:
     return path if os.path.isdir(path) else os.path.dirname(path)
 
 
+# Fine-tuning evaluates on the validation split at most this many times.
+MAX_EVALUATIONS = 20
+
+
 def train_settings(optim: OptimSpec, steps_per_pass: int, train_steps: int | None = None,
                    checkpoint_dir: str | None = None, log_dir: str | None = None) -> TrainSettings:
     """An optimisation section -> `TrainSettings`: passes and step caps become
-    (steps_per_epoch, epochs). Fine-tuning evaluates once per pass and runs
-    at least `min_steps` (in whole passes);
+    (steps_per_epoch, epochs). Fine-tuning evaluates once per pass (every
+    few passes when there are more than `MAX_EVALUATIONS`: a few hundred
+    labelled examples make passes of a few steps) and runs at least
+    `min_steps` (in whole passes);
     pre-training checkpoints every `steps_per_checkpoint` steps."""
     total = max(1, math.ceil(optim.epochs * steps_per_pass))
     if getattr(optim, "min_steps", 0) > total:  # fine-tuning: whole passes, so each ends with an evaluation
@@ -71,7 +79,8 @@ def train_settings(optim: OptimSpec, steps_per_pass: int, train_steps: int | Non
         total = min(total, optim.max_steps)
     if train_steps:
         total = train_steps
-    interval = steps_per_pass if isinstance(optim, FinetuneSpec) else optim.steps_per_checkpoint
+    interval = (steps_per_pass * math.ceil(total / steps_per_pass / MAX_EVALUATIONS) if isinstance(optim, FinetuneSpec)
+                else optim.steps_per_checkpoint)
     interval = max(1, min(interval, total))
     warmup = optim.warmup
     if optim.schedule == "warmup_cosine":
@@ -114,7 +123,8 @@ def run_fn(fn_args: FnArgs) -> dict[str, Any]:
         if cc.get("init_model_dir"):  # continued pre-training of a released (or earlier) model
             model = saving.load_backbone(cc["init_model_dir"])
         return _pretrain(fn_args, model, optim, seed, cc.get("checkpoint_dir"), tokenizer, metadata, strategy)
-    return _finetune(fn_args, model, optim, seed, cc.get("init_model_dir", ""), tokenizer, metadata, strategy)
+    return _finetune(fn_args, model, optim, seed, cc.get("init_model_dir", ""), tokenizer, metadata, strategy,
+                     cc.get("train_examples"))
 
 
 def _pretrain(fn_args: FnArgs, start: GPTConfig | GPTBackbone, optim: OptimSpec, seed: int,
@@ -216,7 +226,7 @@ class Snapshots(keras.callbacks.Callback):
 
 
 def _finetune(fn_args: FnArgs, config: GPTConfig | None, optim: FinetuneSpec, seed: int, init_model_dir: str,
-              tokenizer: GPTTokenizer, metadata, strategy) -> dict:
+              tokenizer: GPTTokenizer, metadata, strategy, train_examples: int | None = None) -> dict:
     if init_model_dir:
         backbone = saving.load_backbone(init_model_dir)
     else:  # the ablation: same architecture, no pre-training
@@ -228,9 +238,11 @@ def _finetune(fn_args: FnArgs, config: GPTConfig | None, optim: FinetuneSpec, se
                   config=backbone.config, pad_to_max_length=optim.jit_compile)
     # Without XLA, batches of similar lengths: about 1.6x fewer padded tokens on Rotten Tomatoes.
     train = gk_data.task_dataset(train_dir, "train", batch, shuffle=True, seed=seed,
-                                 group_by_length=not optim.jit_compile, **common)
+                                 group_by_length=not optim.jit_compile, examples=train_examples, subset_seed=seed,
+                                 **common)
     val = _capped(gk_data.task_dataset(train_dir, "validation", batch, **common), optim)
-    steps_per_pass = math.ceil(metadata.splits["train"].records / batch)
+    examples = min(metadata.splits["train"].records, train_examples or math.inf)
+    steps_per_pass = math.ceil(examples / batch)
     settings = train_settings(optim, steps_per_pass, fn_args.train_steps, None, fn_args.model_run_dir)
     monitor, mode = ("val_loss", "min") if metadata.is_regression else ("val_accuracy", "max")
     best_path = os.path.join(fn_args.model_run_dir, "best.weights.h5")
@@ -251,5 +263,5 @@ def _finetune(fn_args: FnArgs, config: GPTConfig | None, optim: FinetuneSpec, se
         saving.save_model(model, fn_args.serving_model_dir, tokenizer, vocabulary_format="hf")
     best = history.history.get(monitor, [])
     return {"steps": settings.epochs * settings.steps_per_epoch, "history": history.history,
-            "trainable_parameters": trainable_parameters(model),
+            "trainable_parameters": trainable_parameters(model), "train_examples": examples,
             "best_" + monitor: (min(best) if metadata.is_regression else max(best)) if best else None}

@@ -1,6 +1,9 @@
 """finetune.seeds end to end: each fine-tuned variant once per seed, as its own
 stage, and evaluate's spread over seeds and paired comparisons."""
+import contextlib
+import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -10,10 +13,21 @@ from pipelines.stages import plan
 from tests.test_pipeline_run import _config, _write_data
 
 
-def test_each_variant_is_fine_tuned_per_seed_and_compared_with_the_pretrained(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def seeded_run(tmp_path_factory):
+    """One run with two seeds, an analysis variant (no_aux_lm) and a data-efficiency
+    curve ([8, 500] examples; 500 is more than the toy task has): (entries, work dir, printed summary)."""
+    tmp_path = tmp_path_factory.mktemp("seeded")
     config = _config(tmp_path, _write_data(tmp_path), finetune={"seeds": [0, 1]})
-    entries = run(["--config", config, "--set", "analysis.table5=true"])  # no_aux_lm: an analysis variant
-    work = tmp_path / "work"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        entries = run(["--config", config, "--set", "analysis.table5=true", "--set", "analysis.data_efficiency=[8, 500]",
+                       "--set", "analysis.data_efficiency_min_steps=3"])
+    return entries, tmp_path / "work", printed.getvalue()
+
+
+def test_each_variant_is_fine_tuned_per_seed_and_compared_with_the_pretrained(seeded_run):
+    entries, work, out = seeded_run
     for k in (0, 1):
         for stage, model in ((f"finetune/toy-seed{k}", f"toy/pretrained-seed{k}"),
                              (f"finetune/toy-seed{k}", f"toy/scratch-seed{k}"),
@@ -27,7 +41,7 @@ def test_each_variant_is_fine_tuned_per_seed_and_compared_with_the_pretrained(tm
     assert losses[0] != losses[1]
 
     metrics = json.loads((work / "evaluate" / "metrics.json").read_text())
-    assert set(metrics) == {"lm", "toy/pretrained", "toy/scratch", "toy/no_aux_lm"}
+    assert {"lm", "toy/pretrained", "toy/scratch", "toy/no_aux_lm", "toy/data_efficiency"} <= set(metrics)
     predictions = json.loads((work / "evaluate" / "predictions" / "toy.json").read_text())
     for variant in ("pretrained", "scratch", "no_aux_lm"):
         row = metrics[f"toy/{variant}"]
@@ -49,7 +63,6 @@ def test_each_variant_is_fine_tuned_per_seed_and_compared_with_the_pretrained(tm
                                                    - metrics["toy/pretrained"]["accuracy"])
         test = comparison["sign_test"]
         assert 0 <= test["p"] <= 1 and test["wins"] + test["losses"] <= 2 * metrics["toy/pretrained"]["examples"]
-    out = capsys.readouterr().out
     assert "Over fine-tuning seeds" in out and "Against the pre-trained model" in out and "p (sign test)" in out
     # Export serves the first seed's pre-trained model.
     assert entries["export"]["inputs"].keys() == {"finetune/toy-seed0"}
@@ -66,3 +79,39 @@ def test_seeds_leave_the_split_and_a_run_without_them_unchanged(tmp_path):
     assert "seeds" not in plain["finetune/toy"].config["finetune"] and plain["finetune/toy"].config["seed"] == 0
     assert [n for n in seeded if n.startswith("finetune/")] == ["finetune/toy-seed3", "finetune/toy-seed4"]
     assert seeded["finetune/toy-seed4"].config == {**plain["finetune/toy"].config, "seed": 4}
+
+
+def test_data_efficiency_fine_tunes_both_variants_on_seeded_subsets_and_pairs_them(seeded_run):
+    entries, work, out = seeded_run
+    task_dir = entries["records/toy"]["outputs"]["task_dir"]
+    all_examples = json.loads((Path(task_dir) / "metadata.json").read_text())["splits"]["train"]["records"]
+    assert all_examples < 500
+    for k in (0, 1):
+        for variant in ("pretrained_n8", "scratch_n8"):
+            result = entries[f"transfer/toy/{variant}-seed{k}"]["metrics"][f"toy/{variant}-seed{k}"]
+            assert result["train_examples"] == 8 and result["seed"] == k
+        assert entries[f"transfer/toy/pretrained_n500-seed{k}"]["metrics"][f"toy/pretrained_n500-seed{k}"][
+            "train_examples"] == all_examples
+    # 8 examples are one batch of 16: each pass is one step, so min_steps=3 makes 3 passes.
+    history = json.loads((work / "transfer/toy/scratch_n8-seed0/model/logs/history.json").read_text())
+    assert len(history["loss"]) == 3
+
+    metrics = json.loads((work / "evaluate" / "metrics.json").read_text())
+    curve = metrics["toy/data_efficiency"]
+    # 500 is more than the split holds: that run is the full point's twin, not a point of its own.
+    assert curve["metric"] == "accuracy" and [p["train_examples"] for p in curve["points"]] == [8, all_examples]
+    predictions = json.loads((work / "evaluate" / "predictions" / "toy.json").read_text())
+    labels = predictions["labels"]
+    for point, (pre, scratch) in zip(curve["points"], [("pretrained_n8", "scratch_n8"), ("pretrained", "scratch")]):
+        assert point["pretrained"] == metrics[f"toy/{pre}"]["seeds"] and point["scratch"] == metrics[f"toy/{scratch}"]["seeds"]
+        hits = {v: [[p == y for p, y in zip(predictions["predictions"][f"toy/{v}"][k], labels)] for k in ("0", "1")]
+                for v in (pre, scratch)}
+        wins = sum(a and not b for ra, rb in zip(hits[pre], hits[scratch]) for a, b in zip(ra, rb))
+        losses = sum(b and not a for ra, rb in zip(hits[pre], hits[scratch]) for a, b in zip(ra, rb))
+        gain = point["gain"]
+        assert gain["diff"] == pytest.approx(point["pretrained"]["mean"] - point["scratch"]["mean"])
+        assert gain["interval"] == "t over 2 paired seeds" and gain["ci95"][0] <= gain["diff"] <= gain["ci95"][1]
+        assert (gain["sign_test"]["wins"], gain["sign_test"]["losses"]) == (wins, losses)
+    assert (work / "evaluate" / "data_efficiency.png").stat().st_size > 10_000
+    table = out.split("Data efficiency:")[1].splitlines()
+    assert [line.split()[:2] for line in table[3:5]] == [["toy", "8"], ["toy", str(all_examples)]]

@@ -121,6 +121,26 @@ def test_group_by_length_keeps_every_example_in_full_batches_with_less_padding(t
     assert padded < 0.75 * plain_padded
 
 
+def test_a_seeded_subset_of_examples_is_fixed_nested_and_read_every_pass(tmp_path):
+    records = [schema.encode_task_example([[97, i + 1, 99]], label=i % 2, example_id=f"r{i}") for i in range(50)]
+    d = _write(tmp_path / "cls", "train", records, _task_metadata(records=50, max_length=3))
+
+    def ids(examples, seed, **kwargs):
+        return [b.decode() for x, _ in data.task_dataset(d, "train", 4, include_example_id=True, examples=examples,
+                                                          subset_seed=seed, **kwargs) for b in x["example_id"].numpy()]
+
+    ten = ids(10, 0)
+    assert len(ten) == len(set(ten)) == 10 and ten == ids(10, 0)  # the same ten on every read
+    assert ids(25, 0)[:10] == ten  # nested: more examples add to the smaller subset
+    assert ids(10, 1) != ten  # another seed draws other examples
+    assert sorted(ids(100, 0)) == sorted(f"r{i}" for i in range(50))  # more than the split: all of it
+    # Shuffled, repeated and grouped by length (as fine-tuning reads it), the stream holds only those ten.
+    stream = data.task_dataset(d, "train", 5, include_example_id=True, examples=10, subset_seed=0, shuffle=True,
+                               seed=3, repeat=True, group_by_length=True)
+    seen = [b.decode() for x, _ in stream.take(20) for b in x["example_id"].numpy()]
+    assert len(seen) == 100 and set(seen) == set(ten)
+
+
 def test_readers_refuse_mismatched_data(tmp_path):
     d = _write(tmp_path / "clf", "train", [schema.encode_task_example([[97, 5, 99]], label=1)] * 3, _task_metadata())
     with pytest.raises(schema.SchemaMismatchError, match="task family is 'classification', but the model is for "
