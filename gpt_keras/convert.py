@@ -514,11 +514,8 @@ def load_checkpoint(src: PathLike, *, n_head: int | None = None, include_vocab: 
         if n_head is not None and n_head != backbone.config.n_head:
             raise ConversionError(f"n_head={n_head} was requested, but {src}/config.json has "
                                   f"n_head={backbone.config.n_head}")
+    # The loader (check_vocab) made vocab_size the files' largest id + 1, which is the tokenizer's n_vocab.
     tokenizer = _load_tokenizer(*vocab, mode=tokenizer_mode or fmt) if vocab else None
-    if tokenizer is not None and tokenizer.n_vocab != backbone.config.vocab_size:
-        raise VocabularyMismatchError(
-            f"The tokenizer reports n_vocab={tokenizer.n_vocab} but the embedding has "
-            f"{backbone.config.vocab_size} vocabulary rows; special-token ids would be misplaced")
     return backbone, tokenizer, fmt
 
 

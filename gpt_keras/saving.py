@@ -18,15 +18,13 @@ tokenizer must stay importable without Keras (Beam workers), and a keras-hub
 `config.json` would be indistinguishable from a HF one for `detect_format`.
 The file names follow keras-hub's where they mean the same thing.
 
-Older directories still load: format 1 (mode recorded in `config.json`) and
-the pipeline's former fine-tuning output (`model.keras`, with a warning).
-Foreign formats (the original release, HF `openai-gpt`) are `gpt_keras.convert`'s.
+Only this layout (format_version 2) is read. Foreign formats (the original
+release, HF `openai-gpt`) are `gpt_keras.convert`'s.
 """
 from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Sequence, Union
 
@@ -45,7 +43,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 TASK_FILE = "task.json"
 TASK_WEIGHTS_FILE = "task.weights.h5"
-LEGACY_KERAS_FILE = "model.keras"  # the pipeline's fine-tuning output before format 2
 
 
 class ModelDirectoryError(ValueError):
@@ -62,8 +59,6 @@ def detect_format(path: PathLike) -> str:
         return "original"
     if (path / CONFIG_FILE).is_file():
         return "gpt_keras" if _read_json(path / CONFIG_FILE).get("format") == FORMAT else "hf"
-    if (path / LEGACY_KERAS_FILE).is_file():
-        return "gpt_keras"
     raise ModelDirectoryError(f"{path} is neither an original release (params_shapes.json), a HF checkpoint "
                               "nor a gpt_keras model (config.json)")
 
@@ -92,7 +87,7 @@ def save_model(model: GPTBackbone | GPTLMModel | GPTTaskModel, directory: PathLi
     backbone.save_weights(str(directory / WEIGHTS_FILE))
     if tokenizer is not None:
         tokenizer.save(str(directory), format=vocabulary_format)
-    for stale in (TASK_FILE, TASK_WEIGHTS_FILE, LEGACY_KERAS_FILE):
+    for stale in (TASK_FILE, TASK_WEIGHTS_FILE):
         (directory / stale).unlink(missing_ok=True)
     if task is not None:
         _write_json(directory / TASK_FILE, task)
@@ -161,8 +156,6 @@ def read_task(directory: PathLike) -> dict[str, Any] | None:
 def load_backbone(directory: PathLike) -> GPTBackbone:
     """The backbone of a model directory (pre-trained or fine-tuned), with its weights."""
     directory = Path(directory)
-    if _is_legacy_keras(directory):
-        return _load_legacy_keras(directory).backbone
     backbone = GPTBackbone(**read_config(directory).to_dict())
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
@@ -180,23 +173,16 @@ def load_tokenizer(directory: PathLike) -> Any:
         vocab_io.find_files(str(directory))
     except FileNotFoundError:
         return None
-    mode = None
-    if vocab_io.read_tokenizer_info(str(directory)) is None and (directory / CONFIG_FILE).is_file():
-        mode = _read_json(directory / CONFIG_FILE).get("tokenizer_mode")  # format 1 kept the mode here
-    return GPTTokenizer.load(str(directory), mode=mode)
+    return GPTTokenizer.load(str(directory))
 
 
 def load_task_model(directory: PathLike) -> GPTTaskModel:
     """The fine-tuned task model of a directory that has a task section."""
     directory = Path(directory)
-    if _is_legacy_keras(directory):
-        return _load_legacy_keras(directory)
     task = read_task(directory)
     if task is None:
         raise ModelDirectoryError(f"{directory} holds a pre-trained model without a task head ({TASK_FILE}); "
                                   "give the head: GPTTaskModel.from_preset(dir, family=..., num_labels=...)")
-    if task.get("transfer") == "lora":  # older directories said lora, but their kernels were merged already
-        task = {**{k: v for k, v in task.items() if k != "lora_rank"}, "transfer": "full"}
     model = GPTTaskModel(load_backbone(directory), **task)
     _load_head(model, directory / TASK_WEIGHTS_FILE)
     return model
@@ -204,8 +190,7 @@ def load_task_model(directory: PathLike) -> GPTTaskModel:
 
 def is_fine_tuned(directory: PathLike) -> bool:
     """True when the directory holds a task head (a fine-tuned model)."""
-    directory = Path(directory)
-    return _is_legacy_keras(directory) or (directory / TASK_FILE).is_file()
+    return (Path(directory) / TASK_FILE).is_file()
 
 
 def load_model(directory: PathLike) -> tuple[GPTBackbone | GPTTaskModel, Any]:
@@ -213,14 +198,6 @@ def load_model(directory: PathLike) -> tuple[GPTBackbone | GPTTaskModel, Any]:
     section, else its `GPTBackbone`."""
     model = load_task_model(directory) if is_fine_tuned(directory) else load_backbone(directory)
     return model, load_tokenizer(directory)
-
-
-def is_model_dir(path: PathLike) -> bool:
-    """True for a directory in this module's format (any version)."""
-    try:
-        return detect_format(path) == "gpt_keras"
-    except ModelDirectoryError:
-        return False
 
 
 def _model_meta(directory: Path) -> dict[str, Any]:
@@ -234,25 +211,12 @@ def _model_meta(directory: Path) -> dict[str, Any]:
     if meta.get("format") != FORMAT:
         raise ModelDirectoryError(f"{directory} is not a gpt_keras model directory (a HF checkpoint? convert it: "
                                   "python -m gpt_keras.convert import SRC DST)")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ModelDirectoryError(f"{directory} was written by a newer gpt_keras (format_version "
-                                  f"{meta['format_version']} > {FORMAT_VERSION}); upgrade gpt_keras")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelDirectoryError(f"{directory} has format_version {meta.get('format_version')!r}; this gpt_keras "
+                                  f"reads format_version {FORMAT_VERSION} only")
     if not isinstance(meta.get("config"), dict):
         raise ModelDirectoryError(f"{path} has no 'config' object")
     return meta
-
-
-def _is_legacy_keras(directory: Path) -> bool:
-    return not (directory / CONFIG_FILE).is_file() and (directory / LEGACY_KERAS_FILE).is_file()
-
-
-def _load_legacy_keras(directory: Path) -> GPTTaskModel:
-    import keras  # pylint: disable=g-import-not-at-top
-
-    warnings.warn(f"{directory} holds a {LEGACY_KERAS_FILE} (the pipeline's format before gpt_keras 0.2); "
-                  "re-save it with gpt_keras.saving.save_model(model, dir, tokenizer)", DeprecationWarning,
-                  stacklevel=3)
-    return keras.models.load_model(str(directory / LEGACY_KERAS_FILE))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -291,5 +255,5 @@ def resolve_preset(preset: str | PathLike) -> Path | None:
 
 
 __all__: Sequence[str] = ["save_model", "load_model", "load_backbone", "load_task_model", "load_tokenizer",
-                          "read_config", "read_task", "detect_format", "is_model_dir", "is_fine_tuned",
+                          "read_config", "read_task", "detect_format", "is_fine_tuned",
                           "ModelDirectoryError"]

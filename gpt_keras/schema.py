@@ -286,12 +286,6 @@ class DatasetMetadata:
         test = self.splits.get("test")
         return "test" if test is not None and test.records > 0 else "validation"
 
-    @property
-    def task_family(self) -> "TaskFamily | None":
-        from gpt_keras.tasks import TaskFamily
-
-        return TaskFamily.parse(self.family) if self.family else None
-
     def validate(self) -> "DatasetMetadata":
         """Raises ValueError listing every inconsistency; returns self."""
         p = []

@@ -20,7 +20,7 @@ from serving.manager import ModelManager
 from serving.metrics import Metrics
 from serving.servable import Servable, Signature
 
-__all__ = ["Limits", "ModelSpec", "ServingCore"]  # Limits: its old home; it lives in serving.limits
+__all__ = ["ModelSpec", "ServingCore"]
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from gpt_keras import data, schema
 from gpt_keras.tokenizer import GPTTokenizer, count_words, train_bpe
-from pipelines.preprocess import PreprocessError, memory_input, pack_documents, run_corpus, run_task, run_vocab
+from pipelines.preprocess import (PreprocessError, PreprocessOptions, memory_input, pack_documents, run_corpus,
+                                  run_task, run_vocab)
 from pipelines.preprocess import task as task_module
 from pipelines.preprocess.common import content_digest
 from pipelines.preprocess.options import normalize_args, pipeline_options
@@ -20,6 +21,7 @@ from pipelines.preprocess.runner import create_pipeline
 WORDS = ("the cat sat on the mat . a dog ate the bone ! the quick brown fox jumps over the lazy dog . "
          "good movie bad film great plot awful acting").split()
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+QUIET = PreprocessOptions(verbose=False)
 
 
 def _docs(n, seed=0):
@@ -92,8 +94,8 @@ def _corpus_files(tmp_path):
 
 def test_corpus_records_stats_dead_letters_and_read_back(tmp_path, vocab, tok):
     out = str(tmp_path / "out")
-    summary = run_corpus(_corpus_files(tmp_path), out, vocab, n_ctx=6, val_fraction=0.0, text_field="body",
-                         boundary="concat", num_groups=1, max_bad_fraction=0.6, verbose=False)
+    summary = run_corpus(_corpus_files(tmp_path), out, vocab, n_ctx=6, val_fraction=0.0, boundary="concat",
+                         num_groups=1, options=QUIET.replace(text_field="body", max_bad_fraction=0.6))
     good = ["the cat sat on the mat", "the dog ate the bone", "the quick brown fox", "jumps over the lazy dog",
             "good movie", "great plot,\nawful acting", "the bone"]
     # Dead letters: source, row (line where the record starts) and reason.
@@ -132,14 +134,14 @@ def test_boundary_policies_newline_and_document(tmp_path, vocab, tok):
     docs = ["the cat sat", "a dog ate the bone", "the fox"]
     ordered = sorted(docs, key=lambda t: content_digest([t]))
     out = str(tmp_path / "nl")
-    run_corpus(memory_input(docs), out, nl_vocab, n_ctx=64, val_fraction=0.0, num_groups=1, verbose=False)
+    run_corpus(memory_input(docs), out, nl_vocab, n_ctx=64, val_fraction=0.0, num_groups=1, options=QUIET)
     nl = len(tok.encoder)
     expected = [t for i, d in enumerate(ordered) for t in ([nl] if i else []) + tok.encode(d)]
     assert _windows(out, "train") == [tuple(expected)]
     assert data.load_metadata(out).boundary_policy == "newline" and data.load_metadata(out).boundary_token_id == nl
 
     out = str(tmp_path / "doc")
-    run_corpus(memory_input(docs), out, vocab, n_ctx=3, val_fraction=0.0, boundary="document", verbose=False)
+    run_corpus(memory_input(docs), out, vocab, n_ctx=3, val_fraction=0.0, boundary="document", options=QUIET)
     expected = [tuple(tok.encode(d)[i:i + 3]) for d in docs for i in range(0, len(tok.encode(d)), 3)]
     assert _windows(out, "train") == sorted(expected)
     with pytest.raises(ValueError, match="needs the token '\\\\n</w>'"):
@@ -150,7 +152,7 @@ def test_splits_are_stable_across_runs_and_salts(tmp_path, vocab):
     docs = _docs(300, seed=2)
     (tmp_path / "docs.txt").write_text("\n".join(docs) + "\n")
     runs = [run_corpus(str(tmp_path / "docs.txt"), str(tmp_path / f"r{i}"), vocab, n_ctx=16, val_fraction=0.25,
-                       split_salt=salt, verbose=False) for i, salt in enumerate(["", "", "other"])]
+                       options=QUIET.replace(split_salt=salt)) for i, salt in enumerate(["", "", "other"])]
     a, b, c = (str(tmp_path / f"r{i}") for i in range(3))
     assert _windows(a, "train") == _windows(b, "train") and _windows(a, "validation") == _windows(b, "validation")
     assert _windows(a, "validation") != _windows(c, "validation")
@@ -165,9 +167,9 @@ def test_multi_processing_runner_gives_the_same_records(tmp_path, vocab):
     docs = _docs(120, seed=3)
     (tmp_path / "docs.txt").write_text("\n".join(docs) + "\n")
     one = run_corpus(str(tmp_path / "docs.txt"), str(tmp_path / "one"), vocab, n_ctx=16, val_fraction=0.2,
-                     verbose=False)
+                     options=QUIET)
     two = run_corpus(str(tmp_path / "docs.txt"), str(tmp_path / "two"), vocab, n_ctx=16, val_fraction=0.2,
-                     pipeline_args=MULTI, verbose=False)
+                     pipeline_args=MULTI, options=QUIET)
     assert one["counts"] == two["counts"] and one["splits"] == two["splits"]
     for split in ("train", "validation"):
         assert _windows(str(tmp_path / "one"), split) == _windows(str(tmp_path / "two"), split)
@@ -184,7 +186,7 @@ def test_task_families_exact_sequences(tmp_path, vocab, tok):
     rows = [{"premise": "the cat sat", "hypothesis": "a dog", "label": "entailment", "id": "p1"}]
     out = str(tmp_path / "ent")
     run_task(rows, "entailment", None, out, vocab, n_ctx=32, label_names=["entailment", "contradiction"],
-             val_fraction=0.0, verbose=False)
+             val_fraction=0.0, options=QUIET)
     (rec,) = _records(out, "train")
     p, h = _enc(tok, "the cat sat", "a dog")
     assert rec["token_ids"] == [S, *p, D, *h, E] and rec["label"] == [0] and rec["example_id"] == [b"p1"]
@@ -192,7 +194,7 @@ def test_task_families_exact_sequences(tmp_path, vocab, tok):
     (tmp_path / "sts.tsv").write_text("s1\ts2\tscore\nthe cat\tthe dog ate\t3.5\n")
     out = str(tmp_path / "sts")
     run_task(str(tmp_path / "sts.tsv"), "regression", {"text_a": "s1", "text_b": "s2", "label": "score"}, out,
-             vocab, n_ctx=32, val_fraction=0.0, verbose=False)
+             vocab, n_ctx=32, val_fraction=0.0, options=QUIET)
     (rec,) = _records(out, "train")
     a, b = _enc(tok, "the cat", "the dog ate")
     assert rec["token_ids"] == [S, *a, D, *b, E, S, *b, D, *a, E]
@@ -206,7 +208,7 @@ def test_task_families_exact_sequences(tmp_path, vocab, tok):
     out = str(tmp_path / "mc")
     s = run_task(str(tmp_path / "mc.csv"), "multiple_choice", {"context": "ctx", "choices": ["e0", "e1", "e2"],
                                                                "label": "answer"}, out, vocab, n_ctx=32,
-                 val_fraction=0.0, max_bad_fraction=0.5, verbose=False)
+                 val_fraction=0.0, options=QUIET.replace(max_bad_fraction=0.5))
     (rec,) = _records(out, "train")
     c, *answers = _enc(tok, "the cat", "sat", "ate the bone", "jumps")
     assert rec["token_ids"] == [t for ans in answers for t in [S, *c, D, *ans, E]] and rec["label"] == [1]
@@ -216,8 +218,7 @@ def test_task_families_exact_sequences(tmp_path, vocab, tok):
 
     rows = [{"a": "the cat", "b": "a dog", "label": 1}, {"a": "the fox", "b": "the mat", "label": 0}]
     out = str(tmp_path / "sim")
-    run_task(rows, "similarity", {"text_a": "a", "text_b": "b"}, out, vocab, n_ctx=32, val_fraction=0.0,
-             verbose=False)
+    run_task(rows, "similarity", {"text_a": "a", "text_b": "b"}, out, vocab, n_ctx=32, val_fraction=0.0, options=QUIET)
     assert data.load_metadata(out).label_names == ["0", "1"]  # derived, numerically
     a, b = _enc(tok, "the cat", "a dog")
     rec = next(r for r in _records(out, "train") if r["label"] == [1])
@@ -253,8 +254,8 @@ def test_task_classification_dead_letters_truncation_and_stats(tmp_path, vocab, 
                                           '", "label": "neg"}\n{"label": "pos"}\n').encode())
     out = str(tmp_path / "clf")
     s = run_task({"train": str(tmp_path / "train.csv"), "validation": str(tmp_path / "dev.jsonl")}, "classification",
-                 {"text": "sentence"}, out, vocab, n_ctx=16, label_names=["neg", "pos"], max_bad_fraction=0.5,
-                 verbose=False)
+                 {"text": "sentence"}, out, vocab, n_ctx=16, label_names=["neg", "pos"],
+                 options=QUIET.replace(max_bad_fraction=0.5))
     reasons = [(os.path.basename(d["source"]), d["row"], d["reason"]) for d in _dead(out)]
     assert reasons == [("dev.jsonl", 3, "missing_field"), ("train.csv", 4, "empty_text"),
                        ("train.csv", 5, "unknown_label"), ("train.csv", 6, "malformed_csv")]
@@ -279,11 +280,11 @@ def test_max_bad_fraction_fails_with_a_clear_message(tmp_path, vocab):
     out = str(tmp_path / "bad")
     with pytest.raises(PreprocessError, match=r"1 of 3 input rows \(33.3%\) were rejected \(empty_text: 1\), more "
                                               r"than max_bad_fraction=0.1. See .*dead_letter.jsonl"):
-        run_task(rows, "classification", None, out, vocab, n_ctx=16, verbose=False)
+        run_task(rows, "classification", None, out, vocab, n_ctx=16, options=QUIET)
     assert not os.path.exists(os.path.join(out, schema.METADATA_FILENAME))  # a failed run is not readable
     assert [d["reason"] for d in _dead(out)] == ["empty_text"]
     with pytest.raises(FileExistsError, match="already holds preprocessing output"):
-        run_task(rows, "classification", None, out, vocab, n_ctx=16, verbose=False)
+        run_task(rows, "classification", None, out, vocab, n_ctx=16, options=QUIET)
 
 
 def test_fail_fast_before_any_work(tmp_path, vocab):
@@ -311,8 +312,8 @@ def test_vocab_step_counts_like_count_words(tmp_path):
     with gzip.open(tmp_path / "b.jsonl.gz", "wt") as f:
         f.write("".join(json.dumps({"text": d}) + "\n" for d in docs[40:]) + "{oops\n")
     out = str(tmp_path / "vocab")
-    s = run_vocab([str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl.gz")], out, 50, max_bad_fraction=0.5,
-                  verbose=False)
+    s = run_vocab([str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl.gz")], out, 50,
+                  options=QUIET.replace(max_bad_fraction=0.5))
     direct = train_bpe(count_words(docs), 50)
     assert GPTTokenizer.load(out).fingerprint == direct.fingerprint == s["vocab_fingerprint"]
     assert s["counts"] == {"input": 81, "written": 80, "rejected": 1, "records": 0}
@@ -348,9 +349,10 @@ def test_dataflow_job_builds_offline(tmp_path, vocab):
     pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient", reason="needs apache-beam[gcp]")
     pytest.importorskip("google.cloud.dataflow", reason="needs apache-beam[gcp]")
     (tmp_path / "x.txt").write_text("the cat\n")
-    s = run_corpus(str(tmp_path / "x.txt"), "gs://example-bucket/lm", vocab, n_ctx=8, verbose=False,
+    s = run_corpus(str(tmp_path / "x.txt"), "gs://example-bucket/lm", vocab, n_ctx=8,
                    pipeline_args=["--runner=DataflowRunner", "--project=example-project", "--region=us-central1",
-                                  "--temp_location=gs://example-bucket/tmp", "--dry_run=True", "--no_auth"])
+                                  "--temp_location=gs://example-bucket/tmp", "--dry_run=True", "--no_auth"],
+                   options=QUIET)
     assert s["dry_run"] and s["state"] == "DONE" and s["transforms"] > 20
     assert s["setup_file"] == os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
 
@@ -391,10 +393,11 @@ def test_tfds_input_keeps_splits_and_class_names(tmp_path, vocab):
     _tiny_tfds(data_dir)
     out = str(tmp_path / "sst")
     s = run_task("tfds:tiny_sst", "classification", {"text": "sentence", "id": "idx"}, out, vocab, n_ctx=16,
-                 tfds_data_dir=data_dir, max_bad_fraction=0.5, verbose=False)
+                 options=QUIET.replace(tfds_data_dir=data_dir, max_bad_fraction=0.5))
     md = data.load_metadata(out)
     assert md.label_names == ["negative", "positive"] and sorted(md.splits) == ["train", "validation"]
     assert s["counts"] == {"input": 4, "written": 3, "rejected": 1, "records": 3}
     assert [(d["row"], d["reason"]) for d in _dead(out)] == [(2, "invalid_utf8")]
     with pytest.raises(FileNotFoundError, match="not prepared|not found"):
-        run_task("tfds:glue/sst2", "classification", None, str(tmp_path / "glue"), vocab, tfds_data_dir=data_dir)
+        run_task("tfds:glue/sst2", "classification", None, str(tmp_path / "glue"), vocab,
+                 options=PreprocessOptions(tfds_data_dir=data_dir))

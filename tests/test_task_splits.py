@@ -117,7 +117,7 @@ def test_a_split_column_without_validation_rows_is_a_clear_error(tmp_path, capsy
 
 def test_tfds_split_names_are_kept_and_validation_is_carved_when_missing(tmp_path):
     from test_preprocess import _store_tfds
-    from pipelines.preprocess import run_task
+    from pipelines.preprocess import PreprocessOptions, run_task
     from gpt_keras.tokenizer import count_words, train_bpe
 
     data_dir = str(tmp_path / "tfds")
@@ -128,8 +128,9 @@ def test_tfds_split_names_are_kept_and_validation_is_carved_when_missing(tmp_pat
     vocab = str(tmp_path / "vocab")
     train_bpe(count_words([t.decode() for t in train]), num_merges=30).save(vocab)
     out = str(tmp_path / "out")
+    options = PreprocessOptions(tfds_data_dir=data_dir, verbose=False)
     run_task("tfds:tiny_imdb:train,test", "classification", {"text": "sentence", "id": "idx"}, out, vocab,
-             n_ctx=16, tfds_data_dir=data_dir, verbose=False, carve_validation=0.25, allowed_splits=schema.TASK_SPLITS)
+             n_ctx=16, options=options, carve_validation=0.25, allowed_splits=schema.TASK_SPLITS)
     ids = _ids_by_split(out)
     assert sorted(ids["test"], key=int) == [str(i) for i in range(9)]
     assert sorted(ids["train"] + ids["validation"], key=int) == [str(i) for i in range(40)]
@@ -137,7 +138,7 @@ def test_tfds_split_names_are_kept_and_validation_is_carved_when_missing(tmp_pat
     with pytest.raises(ValueError, match=r"give split\(s\) \['unsupervised'\], but only"):
         _store_tfds(data_dir, "tiny_unsup", {"train": (train, [0] * 40), "unsupervised": (test, [0] * 9)})
         run_task("tfds:tiny_unsup:train,unsupervised", "classification", {"text": "sentence"}, str(tmp_path / "u"),
-                 vocab, tfds_data_dir=data_dir, verbose=False, allowed_splits=schema.TASK_SPLITS)
+                 vocab, options=options, allowed_splits=schema.TASK_SPLITS)
 
 
 @pytest.mark.parametrize("task,message", [

@@ -208,12 +208,7 @@ def test_special_tokens(tok_hf):
     n = tok_hf.n_vocab
     assert (tok_hf.start_id, tok_hf.delimiter_id, tok_hf.classify_id) == (n, n + 1, n + 2)
     assert tok_hf.vocab_size == n + 3 and tok_hf.pad_id == 0
-    assert [tok_hf.special_token_id(t) for t in SPECIAL_TOKENS] == [n, n + 1, n + 2]
-    assert tok_hf.token_to_id("_classify_") == n + 2
-    with pytest.raises(ValueError, match="unknown special token '_end_'"):
-        tok_hf.special_token_id("_end_")
-    with pytest.raises(ValueError, match="unknown token"):
-        tok_hf.token_to_id("not-a-token")
+    assert [tok_hf.special_ids[t] for t in SPECIAL_TOKENS] == [n, n + 1, n + 2]
     # Text spelling a special token is plain text, never the special id.
     assert not set(tok_hf.encode("_start_ _delimiter_ _classify_")) & {n, n + 1, n + 2}
     ids = [tok_hf.start_id] + tok_hf.encode("good movie") + [tok_hf.classify_id]

@@ -1,8 +1,6 @@
 """Transfer modes: frozen is a probe on an inference-mode backbone that stays
 as it was, LoRA trains only its adapters (and the special rows), merges
 exactly and saves plain, layer_mix learns which block to read."""
-import json
-
 import keras
 import numpy as np
 import pytest
@@ -111,12 +109,6 @@ def test_a_saved_lora_model_is_plain_and_reloads_without_adapters(tmp_path):
     assert not [w.path for w in loaded.weights if "lora" in w.path]
     np.testing.assert_array_equal(loaded(x, training=False).numpy(), transfer.merged(model)(x, training=False).numpy())
     np.testing.assert_allclose(loaded(x, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
-    # A directory saved before this fix says lora over merged kernels: it loads plain too.
-    task = saving.read_task(tmp_path / "m")
-    (tmp_path / "m" / saving.TASK_FILE).write_text(json.dumps({**task, "transfer": "lora", "lora_rank": 2}))
-    older = saving.load_task_model(tmp_path / "m")
-    assert older.transfer == "full" and not transfer.has_adapters(older)
-    np.testing.assert_array_equal(older(x, training=False).numpy(), loaded(x, training=False).numpy())
     from gpt_keras.tokenizer import count_words, train_bpe
     tok = train_bpe(count_words(["a b c"]), 0)
     with pytest.raises(ValueError, match="BPE tokens"):  # exports check the tokenizer first

@@ -165,20 +165,6 @@ class GPTTokenizer:
         text = "".join(parts).replace(EOW, " ")
         return text[:-1] if text.endswith(" ") else text
 
-    def token_to_id(self, token: str) -> int:
-        """Id of a BPE token (e.g. 'the</w>') or special token; ValueError if unknown."""
-        if token in self.special_ids:
-            return self.special_ids[token]
-        if token not in self.encoder:
-            raise ValueError(f"unknown token {token!r}; special tokens are {SPECIAL_TOKENS}.")
-        return self.encoder[token]
-
-    def special_token_id(self, name: str) -> int:
-        """Id of `_start_`, `_delimiter_` or `_classify_`; ValueError otherwise."""
-        if name not in self.special_ids:
-            raise ValueError(f"unknown special token {name!r}; GPT-1 has {SPECIAL_TOKENS}.")
-        return self.special_ids[name]
-
     # ---------------------------------------------------------------- graph
 
     def cache_words(self) -> list[str]:

@@ -134,7 +134,10 @@ def build_options(args: argparse.Namespace) -> PreprocessOptions:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pipelines.preprocess import PreprocessError, run_corpus, run_task, run_vocab
+    from pipelines.preprocess.common import PreprocessError
+    from pipelines.preprocess.corpus import run_corpus
+    from pipelines.preprocess.task import run_task
+    from pipelines.preprocess.vocab import run_vocab
 
     args, pipeline_args = build_parser().parse_known_args(argv)
     try:

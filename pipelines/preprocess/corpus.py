@@ -35,7 +35,8 @@ from pipelines.preprocess import readers, sinks
 from pipelines.preprocess import stats as st
 from pipelines.preprocess.common import (NAMESPACE, SplitAssigner, TokenizerDoFn, TokenizerSpec, content_digest,
                                          load_tokenizer, resolve_split_fractions)
-from pipelines.preprocess.options import PreprocessOptions, resolve_options
+from pipelines.preprocess.inputs import local_path, parse_inputs, resolve_inputs
+from pipelines.preprocess.options import PreprocessOptions
 from pipelines.preprocess.runner import execute
 
 BOUNDARY_CHOICES = ("auto",) + schema.BOUNDARY_POLICIES
@@ -126,7 +127,7 @@ class PackWindows(beam.DoFn):
 def run_corpus(inputs: Any, out_dir: str, vocab_dir: str | None = None, n_ctx: int = 512,
                val_fraction: float | None = 0.01, pipeline_args: Sequence[str] | None = None, *,
                options: PreprocessOptions | None = None, split_fractions: Mapping[str, float] | None = None,
-               boundary: str = "auto", num_groups: int = 16, num_merges: int | None = None, **legacy: Any) -> dict:
+               boundary: str = "auto", num_groups: int = 16, num_merges: int | None = None) -> dict:
     """Raw text -> pre-training TFRecords in `out_dir`; returns the summary dict.
 
     Args:
@@ -140,17 +141,15 @@ def run_corpus(inputs: Any, out_dir: str, vocab_dir: str | None = None, n_ctx: i
         "train"); or `split_fractions` {name: fraction} for other splits.
       pipeline_args: Beam argv, e.g. ["--direct_num_workers=2",
         "--direct_running_mode=multi_processing"] or Dataflow options.
-      options: how to read, check and run (`PreprocessOptions`); the old
-        keyword arguments (text_field=..., where=..., ...) still work, with a
-        DeprecationWarning.
+      options: how to read, check and run (`PreprocessOptions`; None: the defaults).
       boundary: document-boundary policy, see the module docstring.
       num_groups: packing groups per split; each holds ~1/num_groups of the
         split in one worker's memory, and leaves one short window.
     """
-    options = resolve_options(options, legacy, "run_corpus")
-    specs = readers.parse_inputs(inputs, options.where, options.clean_html)
-    out_dir = readers.local_path(out_dir)
-    resolved = readers.resolve_inputs(specs, options.tfds_data_dir)  # fail fast on missing inputs
+    options = options or PreprocessOptions()
+    specs = parse_inputs(inputs, options.where, options.clean_html)
+    out_dir = local_path(out_dir)
+    resolved = resolve_inputs(specs, options.tfds_data_dir)  # fail fast on missing inputs
     if not isinstance(n_ctx, int) or n_ctx < 1:
         raise ValueError(f"n_ctx must be a positive int, got {n_ctx!r}")
     if num_groups < 1:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from typing import Any, Mapping, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, TestOptions
@@ -101,21 +100,6 @@ class PreprocessOptions:
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(PreprocessOptions))
 
 
-def resolve_options(options: PreprocessOptions | None, legacy: Mapping[str, Any], caller: str) -> PreprocessOptions:
-    """`options`, updated by the keyword arguments the run_* functions took
-    before `options` existed (deprecated: they warn)."""
-    options = options or PreprocessOptions()
-    unknown = sorted(set(legacy) - set(OPTION_NAMES))
-    if unknown:
-        raise TypeError(f"{caller}() got unexpected keyword argument(s) {unknown}")
-    if not legacy:
-        return options
-    warnings.warn(f"{caller}({', '.join(f'{k}=' for k in legacy)}...) is deprecated: pass "
-                  f"options=PreprocessOptions(...) instead", DeprecationWarning, stacklevel=3)
-    return options.replace(**{k: (v if v is not None or k == "tfds_data_dir" else getattr(options, k))
-                              for k, v in legacy.items()})
-
-
 def normalize_args(pipeline_args: Sequence[str] | None) -> list[str]:
     """Beam argv with `--dry_run` made unambiguous (see module docstring)."""
     out = []
@@ -152,13 +136,3 @@ def is_dataflow(options: PipelineOptions) -> bool:
 
 def is_dry_run(options: PipelineOptions) -> bool:
     return bool(options.view_as(TestOptions).dry_run)
-
-
-def __getattr__(name: str):
-    if name in ("create_pipeline", "run_pipeline", "counters"):  # moved in 0.2
-        from pipelines.preprocess import runner
-
-        warnings.warn(f"pipelines.preprocess.options.{name} moved to pipelines.preprocess.runner", DeprecationWarning,
-                      stacklevel=2)
-        return getattr(runner, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,8 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines.preprocess.common import NAMESPACE, PreprocessError
-from pipelines.preprocess.inputs import (FILE_FORMATS, InputSpec, ResolvedInput, local_path,  # noqa: F401 (re-export)
-                                         memory_input, parse_input, parse_inputs, resolve_inputs)
+from pipelines.preprocess.inputs import InputSpec, ResolvedInput
 from pipelines.preprocess.lines import CsvRecords, Line, Reject, line_problem, read_lines
 from pipelines.preprocess.options import PreprocessOptions
 

@@ -93,15 +93,3 @@ def report(events: Sequence[beam.PCollection], report_fn: st.WriteReport, max_le
     if label_names is not None:
         side["label_names"] = beam.pvalue.AsSingleton(label_names)
     return raw | "WriteReport" >> beam.ParDo(report_fn, **side)
-
-
-def __getattr__(name: str):
-    if name == "execute":  # moved with the rest of the runner
-        import warnings
-
-        from pipelines.preprocess import runner
-
-        warnings.warn("pipelines.preprocess.sinks.execute moved to pipelines.preprocess.runner.execute",
-                      DeprecationWarning, stacklevel=2)
-        return runner.execute
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,11 +35,12 @@ from gpt_keras import schema
 from gpt_keras.preprocessor import ragged_ids
 from gpt_keras.tasks import TaskFamily
 from pipelines.preprocess import labels, readers, sinks
-from pipelines.preprocess.labels import _int_like, derive_label_names, label_index  # noqa: F401 (re-export)
+from pipelines.preprocess.labels import _int_like, label_index
 from pipelines.preprocess import stats as st
 from pipelines.preprocess.common import (NAMESPACE, SplitAssigner, TokenizerDoFn, TokenizerSpec, content_digest,
                                          load_tokenizer, resolve_split_fractions)
-from pipelines.preprocess.options import PreprocessOptions, resolve_options
+from pipelines.preprocess.inputs import ResolvedInput, local_path, parse_inputs, resolve_inputs
+from pipelines.preprocess.options import PreprocessOptions
 from pipelines.preprocess.runner import execute
 
 # Field maps of TFDS datasets this project knows (family, field_map).
@@ -284,8 +285,7 @@ def run_task(inputs: Any, family: "str | TaskFamily", field_map: Mapping[str, An
              pipeline_args: Sequence[str] | None = None, *, options: PreprocessOptions | None = None,
              num_choices: int | None = None, val_fraction: float | None = 0.1,
              split_fractions: Mapping[str, float] | None = None, split_field: str | None = None,
-             carve_validation: float = 0.0, allowed_splits: Sequence[str] | None = None,
-             **legacy: Any) -> dict:
+             carve_validation: float = 0.0, allowed_splits: Sequence[str] | None = None) -> dict:
     """Labeled rows -> task TFRecords in `out_dir`; returns the summary dict.
 
     Args:
@@ -313,10 +313,10 @@ def run_task(inputs: Any, family: "str | TaskFamily", field_map: Mapping[str, An
         an input that gives another fails before any work.
       Other arguments as `run_corpus`.
     """
-    options = resolve_options(options, legacy, "run_task")
+    options = options or PreprocessOptions()
     family = TaskFamily.parse(family)
-    specs = readers.parse_inputs(inputs, options.where, options.clean_html)
-    out_dir = readers.local_path(out_dir)
+    specs = parse_inputs(inputs, options.where, options.clean_html)
+    out_dir = local_path(out_dir)
     if field_map is None and specs and specs[0].format == "tfds" and specs[0].path in TFDS_TASKS:
         field_map = TFDS_TASKS[specs[0].path][1]
     fmap = resolve_field_map(family, field_map)
@@ -327,7 +327,7 @@ def run_task(inputs: Any, family: "str | TaskFamily", field_map: Mapping[str, An
         raise ValueError(f"num_choices is only for multiple_choice, not {family.value}")
     if not isinstance(n_ctx, int) or n_ctx < 4:
         raise ValueError(f"n_ctx must be an int >= 4 (room for the special tokens), got {n_ctx!r}")
-    resolved = readers.resolve_inputs(specs, options.tfds_data_dir)
+    resolved = resolve_inputs(specs, options.tfds_data_dir)
     tokenizer = load_tokenizer(vocab_dir, options.mode)
     if family.is_regression or family is TaskFamily.MULTIPLE_CHOICE:
         label_names = None
@@ -394,7 +394,7 @@ def run_task(inputs: Any, family: "str | TaskFamily", field_map: Mapping[str, An
     return summary
 
 
-def _tfds_label_names(resolved: Sequence[readers.ResolvedInput], column: str) -> list[str] | None:
+def _tfds_label_names(resolved: Sequence[ResolvedInput], column: str) -> list[str] | None:
     for item in resolved:
         if item.builder is not None:
             try:

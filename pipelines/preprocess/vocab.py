@@ -23,7 +23,8 @@ from gpt_keras import schema
 from pipelines.preprocess import readers, sinks
 from pipelines.preprocess import stats as st
 from pipelines.preprocess.common import NAMESPACE
-from pipelines.preprocess.options import PreprocessOptions, resolve_options
+from pipelines.preprocess.inputs import local_path, parse_inputs, resolve_inputs
+from pipelines.preprocess.options import PreprocessOptions
 from pipelines.preprocess.runner import execute
 
 KIND_VOCABULARY = "vocabulary"
@@ -82,15 +83,14 @@ def _save(tokenizer, out_dir: str, save_format: str) -> list[str]:
 
 
 def run_vocab(inputs: Any, out_dir: str, num_merges: int, pipeline_args: Sequence[str] | None = None, *,
-              options: PreprocessOptions | None = None, min_frequency: int = 2, save_format: str = "original",
-              **legacy: Any) -> dict:
+              options: PreprocessOptions | None = None, min_frequency: int = 2, save_format: str = "original") -> dict:
     """Counts words with Beam and trains a BPE vocabulary of `num_merges` merges
     into `out_dir` (loadable with `GPTTokenizer.load(out_dir)`).
 
     Inputs and `options` as `run_corpus`. Returns the summary dict, with
     `vocab_fingerprint`, `n_vocab` and `vocab_files` added.
     """
-    options = resolve_options(options, legacy, "run_vocab")
+    options = options or PreprocessOptions()
     if not isinstance(num_merges, int) or num_merges < 0:
         raise ValueError(f"num_merges must be a non-negative int, got {num_merges!r}")
     if save_format not in ("original", "hf"):
@@ -98,9 +98,9 @@ def run_vocab(inputs: Any, out_dir: str, num_merges: int, pipeline_args: Sequenc
     from gpt_keras.tokenizer import train_bpe
 
     mode = options.mode
-    specs = readers.parse_inputs(inputs, options.where, options.clean_html)
-    out_dir = readers.local_path(out_dir)
-    resolved = readers.resolve_inputs(specs, options.tfds_data_dir)
+    specs = parse_inputs(inputs, options.where, options.clean_html)
+    out_dir = local_path(out_dir)
+    resolved = resolve_inputs(specs, options.tfds_data_dir)
 
     def build(p):
         read = p | "Read" >> readers.ReadRows(resolved, options, text_field=options.text_field)
