@@ -38,12 +38,14 @@ STAGE_TABLE = """
     finetune    finetune/<task>  pretrain, records/<task> + finetune, seed; with finetune.seeds one stage
                                  per seed k, finetune/<task>-seed<k>, reading k instead of seed
     analysis    transfer/<task>/<name>   pretrain, records/<task> + finetune, analysis.transfer, table5,
-                                 figure2 (if set): other modes, lambda = 0, 0..n_layer-1 blocks transferred;
+                                 figure2, data_efficiency (if set): other modes, lambda = 0, 0..n_layer-1
+                                 blocks transferred, pretrained_n<N> / scratch_n<N> on N training examples;
                                  with finetune.seeds, transfer/<task>/<name>-seed<k> per seed
                 zeroshot/<task>  pretrain (+ snapshots), records/<task> + analysis zero_shot, few_shot,
                                  prompts, figure2 (if set)
     evaluate    evaluate         corpus, pretrain, every finetune, transfer, zeroshot stage + finetune.batch_size,
-                                 analysis.figure2 (draws evaluate/figure2.png)
+                                 analysis.figure2, data_efficiency (draw evaluate/figure2.png,
+                                 evaluate/data_efficiency.png)
     export      export           finetune/<export task> (the first seed's) + export
 """
 
