@@ -435,8 +435,21 @@ def _fine_tuned(ctx: Context, task: str) -> tuple[dict[str, dict[int, str]], dic
         for stage in stages:
             for key, model_dir in ctx.artifact(stage, "models").items():
                 models.setdefault(key.removesuffix(suffix), {})[seed] = model_dir
-                trained[key.removesuffix(suffix)] = ctx.artifact(stage, "trainable_parameters")[key]
+                trained[key.removesuffix(suffix)] = _trained_count(ctx, stage, key, model_dir)
     return models, trained
+
+
+def _trained_count(ctx: Context, stage: str, key: str, model_dir: str) -> int:
+    """The parameters the fine-tuning of `key` changed, as its stage recorded
+    them. A finetune stage run before it recorded them trained every weight
+    when `finetune.transfer` is full: then the saved model's count is exact."""
+    from gpt_keras import saving
+    from gpt_keras.transfer import trainable_parameters
+
+    recorded = ctx.artifacts.get(stage, {}).get("trainable_parameters")
+    if recorded is None and group_of(stage) == "finetune" and ctx.config.finetune.transfer == "full":
+        return trainable_parameters(saving.load_task_model(model_dir))
+    return (recorded if recorded is not None else ctx.artifact(stage, "trainable_parameters"))[key]
 
 
 def _task_results(ctx: Context, task: str, fingerprint: str, predictions_dir: str) -> dict[str, dict]:

@@ -115,3 +115,21 @@ def test_data_efficiency_fine_tunes_both_variants_on_seeded_subsets_and_pairs_th
     assert (work / "evaluate" / "data_efficiency.png").stat().st_size > 10_000
     table = out.split("Data efficiency:")[1].splitlines()
     assert [line.split()[:2] for line in table[3:5]] == [["toy", "8"], ["toy", str(all_examples)]]
+
+
+def test_a_finetune_stage_recorded_before_its_parameter_count_gets_it_from_its_model(seeded_run):
+    from pipelines.stages import Context, _trained_count
+
+    entries, work, _ = seeded_run
+    outputs = {k: v for k, v in entries["finetune/toy-seed0"]["outputs"].items() if k != "trainable_parameters"}
+    recorded = entries["finetune/toy-seed0"]["outputs"]["trainable_parameters"]
+    for transfer, expected in (("full", recorded), ("lora", None)):
+        config = load_config("demo", [f"finetune.transfer={transfer}"])
+        ctx = Context(config=config, beam_args=[], artifacts={"finetune/toy-seed0": outputs}, work_dir=str(work),
+                      fingerprints={})
+        for key, model_dir in outputs["models"].items():
+            if expected is None:  # a merged LoRA model would count as full: no guess, the missing output is named
+                with pytest.raises(RuntimeError, match="finetune/toy-seed0.trainable_parameters is missing"):
+                    _trained_count(ctx, "finetune/toy-seed0", key, model_dir)
+            else:
+                assert _trained_count(ctx, "finetune/toy-seed0", key, model_dir) == expected[key]
