@@ -10,6 +10,7 @@ from the mask so that left padding does not shift them.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import keras
@@ -50,11 +51,8 @@ class GPTBackbone(keras.Model):
                  n_head: int, n_inner: int, embd_pdrop: float = 0.1, attn_pdrop: float = 0.1,
                  resid_pdrop: float = 0.1, clf_pdrop: float = 0.1, layer_norm_epsilon: float = 1e-5,
                  initializer_range: float = 0.02, normalize_first: bool = False, **kwargs):
-        config = GPTConfig(vocab_size=vocab_size, n_special=n_special, n_ctx=n_ctx, n_layer=n_layer,
-                           n_embd=n_embd, n_head=n_head, n_inner=n_inner, embd_pdrop=embd_pdrop,
-                           attn_pdrop=attn_pdrop, resid_pdrop=resid_pdrop, clf_pdrop=clf_pdrop,
-                           layer_norm_epsilon=layer_norm_epsilon, initializer_range=initializer_range,
-                           normalize_first=normalize_first)
+        arguments = locals()  # the signature is the GPTConfig fields (tests/test_model.py checks it)
+        config = GPTConfig(**{f.name: arguments[f.name] for f in dataclasses.fields(GPTConfig)})
         super().__init__(**kwargs)
         self.config = config
         self.embed = TokenAndPositionEmbedding(config.total_vocab_size, n_ctx, n_embd, embd_pdrop,
@@ -140,6 +138,7 @@ class GPTBackbone(keras.Model):
         return tuple((ops.zeros(shape, dtype=dtype), ops.zeros(shape, dtype=dtype)) for _ in range(c.n_layer))
 
     def get_config(self):
+        """The `GPTConfig` fields (what `config.json` records) plus Keras' name and trainable."""
         return {"name": self.name, "trainable": self.trainable, **self.config.to_dict()}
 
     @classmethod
@@ -252,9 +251,17 @@ class GPTLMModel(_StepModel):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        return cls(**_with_backbone(config))
+
+
+def _with_backbone(config: dict) -> dict:
+    """`config` with its backbone built: a serialized one is deserialized, a
+    built one (what `gpt_keras.saving` and `transfer.merged` pass) kept, as
+    keras-hub's `Task.from_config` does."""
+    config = dict(config)
+    if isinstance(config.get("backbone"), dict):
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
+    return config
 
 
 def _model_inputs(inputs) -> dict:
@@ -429,6 +436,4 @@ class GPTTaskModel(_StepModel):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
+        return cls(**_with_backbone(config))
