@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from gpt_keras import kernels, step
+from gpt_keras import kernels, releases, saving, step
 from gpt_keras import transfer as transfer_modes
 from gpt_keras.config import GPTConfig
 from gpt_keras.layers import DecoderBlock, TokenAndPositionEmbedding
@@ -95,9 +95,7 @@ class GPTBackbone(keras.Model):
         """A backbone from a preset name (random weights; `overrides` change
         config fields) or from a model directory (with its weights), as
         keras-hub's `from_preset` accepts a local preset directory."""
-        from gpt_keras import saving  # pylint: disable=g-import-not-at-top  (saving imports this module)
-
-        directory = saving.resolve_preset(preset)
+        directory = releases.resolve_preset(preset)
         if directory is None:
             return cls(**GPTConfig.from_preset(preset, **overrides).to_dict())
         _no_overrides(preset, overrides)
@@ -105,8 +103,6 @@ class GPTBackbone(keras.Model):
 
     def save_to_preset(self, directory: str, tokenizer: Any = None) -> None:
         """Saves weights, config and tokenizer as a model directory (`gpt_keras.saving`)."""
-        from gpt_keras import saving  # pylint: disable=g-import-not-at-top
-
         saving.save_model(self, directory, tokenizer)
 
     def call_with_cache(self, token_ids, positions, mask, caches: tuple, cache_update_index):
@@ -399,16 +395,14 @@ class GPTTaskModel(_StepModel):
         """A task model from a fine-tuned model directory (backbone and head as
         saved), or a new head (`family`, `num_labels`/`num_choices`) on a
         pre-trained directory's backbone or on a preset (random weights)."""
-        from gpt_keras import saving  # pylint: disable=g-import-not-at-top
-
         head = {"family": family, "num_labels": num_labels, "num_choices": num_choices,
                 "lm_weight": lm_weight, "label_names": label_names}
         given = {k: v for k, v in head.items() if v is not None}
-        directory = saving.resolve_preset(preset)
+        directory = releases.resolve_preset(preset)
         if directory is not None and saving.is_fine_tuned(directory):
             _no_overrides(preset, overrides)
             model = saving.load_task_model(directory)
-            saved = saving.task_section(model)
+            saved = model.task_section()
             clash = {k: (v, saved[k]) for k, v in given.items()
                      if k != "lm_weight" and (list(v) if k == "label_names" else v) != saved[k]}
             if clash:
@@ -422,17 +416,23 @@ class GPTTaskModel(_StepModel):
         return cls(backbone, **{"lm_weight": 0.5, **given})
 
     def save_to_preset(self, directory: str, tokenizer: Any = None) -> None:
-        """Saves backbone, head, task section and tokenizer as a model directory."""
-        from gpt_keras import saving  # pylint: disable=g-import-not-at-top
-
+        """Saves backbone, head, task section and tokenizer as a model directory
+        (a LoRA model merged first: it reloads as plain, `transfer: full`)."""
         saving.save_model(self, directory, tokenizer)
+
+    def task_section(self) -> dict[str, Any]:
+        """What `task.json` records: enough to rebuild the head and name its outputs
+        (`from_config` of these and the backbone)."""
+        section = {"family": self.family.value, "num_labels": self.num_labels, "num_choices": self.num_choices,
+                   "label_names": self.label_names, "lm_weight": self.lm_weight, "transfer": self.transfer}
+        if self.transfer == "lora":  # an unmerged model only: `saving.save_model` merges first
+            section["lora_rank"] = self.lora_rank
+        return section
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable,
                 "backbone": keras.saving.serialize_keras_object(self.backbone),
-                "family": self.family.value, "num_labels": self.num_labels,
-                "num_choices": self.num_choices, "lm_weight": self.lm_weight, "label_names": self.label_names,
-                "transfer": self.transfer, "lora_rank": self.lora_rank}
+                **self.task_section(), "lora_rank": self.lora_rank}
 
     @classmethod
     def from_config(cls, config):
