@@ -10,13 +10,14 @@ from the mask so that left padding does not shift them.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
-from gpt_keras import kernels, step
+from gpt_keras import kernels, releases, saving, step
 from gpt_keras import transfer as transfer_modes
 from gpt_keras.config import GPTConfig
 from gpt_keras.layers import DecoderBlock, TokenAndPositionEmbedding
@@ -50,11 +51,8 @@ class GPTBackbone(keras.Model):
                  n_head: int, n_inner: int, embd_pdrop: float = 0.1, attn_pdrop: float = 0.1,
                  resid_pdrop: float = 0.1, clf_pdrop: float = 0.1, layer_norm_epsilon: float = 1e-5,
                  initializer_range: float = 0.02, normalize_first: bool = False, **kwargs):
-        config = GPTConfig(vocab_size=vocab_size, n_special=n_special, n_ctx=n_ctx, n_layer=n_layer,
-                           n_embd=n_embd, n_head=n_head, n_inner=n_inner, embd_pdrop=embd_pdrop,
-                           attn_pdrop=attn_pdrop, resid_pdrop=resid_pdrop, clf_pdrop=clf_pdrop,
-                           layer_norm_epsilon=layer_norm_epsilon, initializer_range=initializer_range,
-                           normalize_first=normalize_first)
+        arguments = locals()  # the signature is the GPTConfig fields (tests/test_model.py checks it)
+        config = GPTConfig(**{f.name: arguments[f.name] for f in dataclasses.fields(GPTConfig)})
         super().__init__(**kwargs)
         self.config = config
         self.embed = TokenAndPositionEmbedding(config.total_vocab_size, n_ctx, n_embd, embd_pdrop,
@@ -97,9 +95,7 @@ class GPTBackbone(keras.Model):
         """A backbone from a preset name (random weights; `overrides` change
         config fields) or from a model directory (with its weights), as
         keras-hub's `from_preset` accepts a local preset directory."""
-        from gpt_keras import saving  # pylint: disable=g-import-not-at-top  (saving imports this module)
-
-        directory = saving.resolve_preset(preset)
+        directory = releases.resolve_preset(preset)
         if directory is None:
             return cls(**GPTConfig.from_preset(preset, **overrides).to_dict())
         _no_overrides(preset, overrides)
@@ -107,8 +103,6 @@ class GPTBackbone(keras.Model):
 
     def save_to_preset(self, directory: str, tokenizer: Any = None) -> None:
         """Saves weights, config and tokenizer as a model directory (`gpt_keras.saving`)."""
-        from gpt_keras import saving  # pylint: disable=g-import-not-at-top
-
         saving.save_model(self, directory, tokenizer)
 
     def call_with_cache(self, token_ids, positions, mask, caches: tuple, cache_update_index):
@@ -140,6 +134,7 @@ class GPTBackbone(keras.Model):
         return tuple((ops.zeros(shape, dtype=dtype), ops.zeros(shape, dtype=dtype)) for _ in range(c.n_layer))
 
     def get_config(self):
+        """The `GPTConfig` fields (what `config.json` records) plus Keras' name and trainable."""
         return {"name": self.name, "trainable": self.trainable, **self.config.to_dict()}
 
     @classmethod
@@ -252,9 +247,17 @@ class GPTLMModel(_StepModel):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        return cls(**_with_backbone(config))
+
+
+def _with_backbone(config: dict) -> dict:
+    """`config` with its backbone built: a serialized one is deserialized, a
+    built one (what `gpt_keras.saving` and `transfer.merged` pass) kept, as
+    keras-hub's `Task.from_config` does."""
+    config = dict(config)
+    if isinstance(config.get("backbone"), dict):
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
+    return config
 
 
 def _model_inputs(inputs) -> dict:
@@ -392,16 +395,14 @@ class GPTTaskModel(_StepModel):
         """A task model from a fine-tuned model directory (backbone and head as
         saved), or a new head (`family`, `num_labels`/`num_choices`) on a
         pre-trained directory's backbone or on a preset (random weights)."""
-        from gpt_keras import saving  # pylint: disable=g-import-not-at-top
-
         head = {"family": family, "num_labels": num_labels, "num_choices": num_choices,
                 "lm_weight": lm_weight, "label_names": label_names}
         given = {k: v for k, v in head.items() if v is not None}
-        directory = saving.resolve_preset(preset)
+        directory = releases.resolve_preset(preset)
         if directory is not None and saving.is_fine_tuned(directory):
             _no_overrides(preset, overrides)
             model = saving.load_task_model(directory)
-            saved = saving.task_section(model)
+            saved = model.task_section()
             clash = {k: (v, saved[k]) for k, v in given.items()
                      if k != "lm_weight" and (list(v) if k == "label_names" else v) != saved[k]}
             if clash:
@@ -415,20 +416,24 @@ class GPTTaskModel(_StepModel):
         return cls(backbone, **{"lm_weight": 0.5, **given})
 
     def save_to_preset(self, directory: str, tokenizer: Any = None) -> None:
-        """Saves backbone, head, task section and tokenizer as a model directory."""
-        from gpt_keras import saving  # pylint: disable=g-import-not-at-top
-
+        """Saves backbone, head, task section and tokenizer as a model directory
+        (a LoRA model merged first: it reloads as plain, `transfer: full`)."""
         saving.save_model(self, directory, tokenizer)
+
+    def task_section(self) -> dict[str, Any]:
+        """What `task.json` records: enough to rebuild the head and name its outputs
+        (`from_config` of these and the backbone)."""
+        section = {"family": self.family.value, "num_labels": self.num_labels, "num_choices": self.num_choices,
+                   "label_names": self.label_names, "lm_weight": self.lm_weight, "transfer": self.transfer}
+        if self.transfer == "lora":  # an unmerged model only: `saving.save_model` merges first
+            section["lora_rank"] = self.lora_rank
+        return section
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable,
                 "backbone": keras.saving.serialize_keras_object(self.backbone),
-                "family": self.family.value, "num_labels": self.num_labels,
-                "num_choices": self.num_choices, "lm_weight": self.lm_weight, "label_names": self.label_names,
-                "transfer": self.transfer, "lora_rank": self.lora_rank}
+                **self.task_section(), "lora_rank": self.lora_rank}
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
+        return cls(**_with_backbone(config))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any, Sequence
 
 import h5py
 import numpy as np
+
+from gpt_keras.config import PRESETS
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST_FILE = "MANIFEST.json"
@@ -40,6 +43,22 @@ def path(name: str, root: Path | None = None) -> Path | None:
     """The model directory of released model `name`, or None."""
     directory = (root or WEIGHTS_DIR) / name
     return directory if name and "/" not in name and (directory / MANIFEST_FILE).is_file() else None
+
+
+def resolve_preset(preset: str | os.PathLike[str]) -> Path | None:
+    """The model directory `preset` names (a directory, or a released model's
+    name), or None for a preset name (`gpt_keras.config.PRESETS`: random weights)."""
+    if isinstance(preset, str) and not os.path.isdir(preset):
+        if preset in PRESETS:
+            return None
+        released = path(preset)
+        if released is not None:
+            return released
+    directory = Path(preset)
+    if directory.is_dir():
+        return directory
+    raise ValueError(f"{preset!r} is neither a preset ({sorted(PRESETS)}), a released model ({names()}) "
+                     "nor a model directory")
 
 
 def manifest(name: str, root: Path | None = None) -> dict[str, Any]:
@@ -74,7 +93,7 @@ def write_release(model_dir: str | Path, name: str, facts: dict[str, Any], root:
     """Copies model directory `model_dir` to `root/name` with float16 weights and
     a manifest of `facts` (MANIFEST_KEYS at least) plus the files' sizes and
     sha256; refuses a release over MAX_BYTES. Returns the new directory."""
-    from gpt_keras import saving  # pylint: disable=g-import-not-at-top  (saving resolves names through here)
+    from gpt_keras import saving  # pylint: disable=g-import-not-at-top  (keeps name look-ups free of Keras)
 
     missing = [k for k in MANIFEST_KEYS if k not in facts]
     if missing:

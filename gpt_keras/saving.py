@@ -1,6 +1,7 @@
 """The one model directory: what every stage, CLI and `from_preset(dir)` reads and writes.
 
-    <dir>/config.json            {"format": "gpt_keras", "format_version": 2, "config": GPTConfig fields}
+    <dir>/config.json            {"format": "gpt_keras", "format_version": 2, "class_name": ..., "module": ...,
+                                  "config": GPTConfig fields, "task": {"class_name": ..., "module": ...}}
     <dir>/model.weights.h5       the backbone's weights (Keras)
     <dir>/<vocabulary files>     the tokenizer's files; `gpt_keras_tokenizer.json` records its mode
                                  and fingerprint (written by `GPTTokenizer.save`)
@@ -12,28 +13,42 @@ A fine-tuned directory is also a pre-trained one: its backbone loads on its
 own (`GPTBackbone.from_preset(dir)`), so a fine-tuned model can be the start
 of another fine-tuning.
 
-Why not keras-hub's preset layout? Its loader rebuilds classes from a
-registered Keras config and its tokenizer is a Keras layer; this project's
-tokenizer must stay importable without Keras (Beam workers), and a keras-hub
-`config.json` would be indistinguishable from a HF one for `detect_format`.
-The file names follow keras-hub's where they mean the same thing.
+Why not keras-hub's preset layout? Its `config.json` is the whole serialized
+Keras object and its tokenizer is a Keras layer; this project's tokenizer must
+stay importable without Keras (Beam workers), and a keras-hub `config.json`
+would be indistinguishable from a HF one for `detect_format`. The file names
+follow keras-hub's where they mean the same thing, and so does the rebuilding
+(below).
 
 Only this layout (format_version 2) is read. Foreign formats (the original
 release, HF `openai-gpt`) are `gpt_keras.convert`'s.
+
+This module sits below the models it writes and reads: it never imports
+`gpt_keras.model`. `config.json` names the backbone's class (and, for a
+fine-tuned model, the task model's) by its Keras registered name
+(`keras.saving.register_keras_serializable(package="gpt_keras")`) and the
+module that registers it, and a model is rebuilt as `cls.from_config(config)`
+from Keras' registry, as keras-hub's `preset_utils` does. When that module has
+not been imported yet, it is imported by the name the file records (Keras'
+own deserializer does the same for Keras' modules), so `load_model(dir)`
+works from a bare `from gpt_keras import saving`. Directories written before
+the class names were recorded (the shipped `demo_imdb`) carry none: theirs are
+the backbone, and the task model where `task.json` is present.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Sequence, Union
 
 import h5py
+import keras
 import numpy as np
 
-from gpt_keras import releases, transfer
+from gpt_keras import transfer
 from gpt_keras.config import GPTConfig
-from gpt_keras.model import GPTBackbone, GPTLMModel, GPTTaskModel
 from gpt_keras.preprocessor import check_tokenizer
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -43,6 +58,9 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 TASK_FILE = "task.json"
 TASK_WEIGHTS_FILE = "task.weights.h5"
+# The classes of a directory that names none (written before they were recorded).
+LEGACY_BACKBONE_CLASS = {"class_name": "gpt_keras>GPTBackbone", "module": "gpt_keras.model"}
+LEGACY_TASK_CLASS = {"class_name": "gpt_keras>GPTTaskModel", "module": "gpt_keras.model"}
 
 
 class ModelDirectoryError(ValueError):
@@ -65,10 +83,14 @@ def detect_format(path: PathLike) -> str:
 
 # ---- write -------------------------------------------------------------------
 
-def save_model(model: GPTBackbone | GPTLMModel | GPTTaskModel, directory: PathLike, tokenizer: Any = None,
-               vocabulary_format: str = "original") -> Path:
-    """Writes `model` (a backbone, a language model or a fine-tuned task
-    model) and its tokenizer as one model directory; returns its path.
+def save_model(model: Any, directory: PathLike, tokenizer: Any = None, vocabulary_format: str = "original") -> Path:
+    """Writes `model` (a `GPTBackbone`, a `GPTLMModel` or a fine-tuned
+    `GPTTaskModel`) and its tokenizer as one model directory; returns its path.
+
+    What is asked of `model`: a backbone is one (it has `config`); a language
+    or task model has `backbone`; a task model has `task_section()` (what
+    `task.json` records) and its head's weights are its own weights that are
+    not the backbone's.
 
     The tokenizer is required in practice (every reader needs it to turn text
     into ids); `None` writes weights only, for converted checkpoints that
@@ -76,12 +98,13 @@ def save_model(model: GPTBackbone | GPTLMModel | GPTTaskModel, directory: PathLi
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    if isinstance(model, GPTTaskModel):
+    is_task = callable(getattr(model, "task_section", None))
+    if is_task:
         # LoRA adapters are written into the kernels first, so the task section
         # describes the plain model saved: it reloads without adapters.
         model = transfer.merged(model)
-    task = task_section(model) if isinstance(model, GPTTaskModel) else None
-    backbone = model if isinstance(model, GPTBackbone) else model.backbone
+    task = model.task_section() if is_task else None
+    backbone = getattr(model, "backbone", model)
     if tokenizer is not None:
         check_tokenizer(tokenizer, backbone.config)
     backbone.save_weights(str(directory / WEIGHTS_FILE))
@@ -93,33 +116,32 @@ def save_model(model: GPTBackbone | GPTLMModel | GPTTaskModel, directory: PathLi
         _write_json(directory / TASK_FILE, task)
         _save_head(model, directory / TASK_WEIGHTS_FILE)
     # config.json last: a directory without it is not mistaken for a finished model.
-    _write_json(directory / CONFIG_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION,
-                                          "config": backbone.config.to_dict()})
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **_class_of(backbone),
+            "config": backbone.config.to_dict()}
+    if task is not None:
+        meta["task"] = _class_of(model)
+    _write_json(directory / CONFIG_FILE, meta)
     return directory
 
 
-def task_section(model: GPTTaskModel) -> dict[str, Any]:
-    """What `task.json` records: enough to rebuild the head and name its outputs."""
-    section = {"family": model.family.value, "num_labels": model.num_labels, "num_choices": model.num_choices,
-               "label_names": model.label_names, "lm_weight": model.lm_weight, "transfer": model.transfer}
-    if model.transfer == "lora":  # an unmerged model only: `save_model` merges first
-        section["lora_rank"] = model.lora_rank
-    return section
+def _class_of(obj: Any) -> dict[str, str]:
+    """How `config.json` names the class of `obj`: its Keras registered name and module."""
+    return {"class_name": keras.saving.get_registered_name(type(obj)), "module": type(obj).__module__}
 
 
-def _head_weights(model: GPTTaskModel) -> dict[str, Any]:
+def _head_weights(model: Any) -> dict[str, Any]:
     """The task model's own variables (not the backbone's), by path below the model."""
     backbone = {id(v) for v in model.backbone.weights}
     return {v.path.split("/", 1)[-1]: v for v in model.weights if id(v) not in backbone}
 
 
-def _save_head(model: GPTTaskModel, path: Path) -> None:
+def _save_head(model: Any, path: Path) -> None:
     with h5py.File(path, "w") as f:
         for name, variable in _head_weights(model).items():
             f.create_dataset(name, data=np.asarray(variable.numpy()))
 
 
-def _load_head(model: GPTTaskModel, path: Path) -> None:
+def _load_head(model: Any, path: Path) -> None:
     wanted, stored = _head_weights(model), {}
 
     def read(name: str, item: Any) -> None:
@@ -143,8 +165,7 @@ def _load_head(model: GPTTaskModel, path: Path) -> None:
 
 def read_config(directory: PathLike) -> GPTConfig:
     """The backbone config of a model directory (no weights are read)."""
-    meta = _model_meta(Path(directory))
-    return GPTConfig.from_dict(meta["config"])
+    return GPTConfig.from_dict(_model_meta(Path(directory))["config"])
 
 
 def read_task(directory: PathLike) -> dict[str, Any] | None:
@@ -153,10 +174,13 @@ def read_task(directory: PathLike) -> dict[str, Any] | None:
     return _read_json(path) if path.is_file() else None
 
 
-def load_backbone(directory: PathLike) -> GPTBackbone:
-    """The backbone of a model directory (pre-trained or fine-tuned), with its weights."""
+def load_backbone(directory: PathLike) -> Any:
+    """The backbone (`GPTBackbone`) of a model directory (pre-trained or
+    fine-tuned), with its weights."""
     directory = Path(directory)
-    backbone = GPTBackbone(**read_config(directory).to_dict())
+    meta = _model_meta(directory)
+    named = {k: meta[k] for k in LEGACY_BACKBONE_CLASS if k in meta} or LEGACY_BACKBONE_CLASS
+    backbone = _registered_class(directory, named).from_config(GPTConfig.from_dict(meta["config"]).to_dict())
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelDirectoryError(f"{directory}: {WEIGHTS_FILE} is missing; the model was not saved completely")
@@ -176,16 +200,40 @@ def load_tokenizer(directory: PathLike) -> Any:
     return GPTTokenizer.load(str(directory))
 
 
-def load_task_model(directory: PathLike) -> GPTTaskModel:
-    """The fine-tuned task model of a directory that has a task section."""
+def load_task_model(directory: PathLike) -> Any:
+    """The fine-tuned task model (`GPTTaskModel`) of a directory that has a task section."""
     directory = Path(directory)
     task = read_task(directory)
     if task is None:
         raise ModelDirectoryError(f"{directory} holds a pre-trained model without a task head ({TASK_FILE}); "
                                   "give the head: GPTTaskModel.from_preset(dir, family=..., num_labels=...)")
-    model = GPTTaskModel(load_backbone(directory), **task)
+    backbone = load_backbone(directory)
+    cls = _registered_class(directory, _model_meta(directory).get("task") or LEGACY_TASK_CLASS)
+    model = cls.from_config({**task, "backbone": backbone})
     _load_head(model, directory / TASK_WEIGHTS_FILE)
     return model
+
+
+def _registered_class(directory: Path, named: Any) -> Any:
+    """The class `config.json` names ({"class_name": registered name, "module": ...}),
+    from Keras' registry; its module is imported first when it has not been
+    (only a module of this package)."""
+    if not isinstance(named, dict) or not isinstance(named.get("class_name"), str):
+        raise ModelDirectoryError(f"{directory / CONFIG_FILE}: a class is named by {{'class_name', 'module'}}, "
+                                  f"got {named!r}")
+    cls = keras.saving.get_registered_object(named["class_name"])
+    module = named.get("module")
+    if cls is None and isinstance(module, str) and module.partition(".")[0] == FORMAT:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ModelDirectoryError(f"{directory}: the module {module!r} of {named['class_name']} "
+                                      f"cannot be imported ({err})") from None
+        cls = keras.saving.get_registered_object(named["class_name"])
+    if cls is None:
+        raise ModelDirectoryError(f"{directory}: no class is registered as {named['class_name']!r} "
+                                  f"(module {module!r}); import the module that defines it first")
+    return cls
 
 
 def is_fine_tuned(directory: PathLike) -> bool:
@@ -193,7 +241,7 @@ def is_fine_tuned(directory: PathLike) -> bool:
     return (Path(directory) / TASK_FILE).is_file()
 
 
-def load_model(directory: PathLike) -> tuple[GPTBackbone | GPTTaskModel, Any]:
+def load_model(directory: PathLike) -> tuple[Any, Any]:
     """(model, tokenizer): a `GPTTaskModel` when the directory has a task
     section, else its `GPTBackbone`."""
     model = load_task_model(directory) if is_fine_tuned(directory) else load_backbone(directory)
@@ -234,24 +282,6 @@ def _write_json(path: Path, value: Any) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(value, f, indent=2, sort_keys=True)
         f.write("\n")
-
-
-def resolve_preset(preset: str | PathLike) -> Path | None:
-    """The model directory `preset` names (a directory, or a released model's
-    name: `gpt_keras.releases`), or None for a preset name (random weights)."""
-    from gpt_keras.config import PRESETS  # pylint: disable=g-import-not-at-top
-
-    if isinstance(preset, str) and not os.path.isdir(preset):
-        if preset in PRESETS:
-            return None
-        released = releases.path(preset)
-        if released is not None:
-            return released
-    path = Path(preset)
-    if path.is_dir():
-        return path
-    raise ValueError(f"{preset!r} is neither a preset ({sorted(PRESETS)}), a released model ({releases.names()}) "
-                     "nor a model directory")
 
 
 __all__: Sequence[str] = ["save_model", "load_model", "load_backbone", "load_task_model", "load_tokenizer",

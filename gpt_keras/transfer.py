@@ -115,13 +115,13 @@ def has_adapters(model: Any) -> bool:
 
 def merged(model: Any) -> Any:
     """A plain copy of a LoRA `GPTTaskModel` (adapted kernels written in), or
-    the model itself when it has no adapters."""
+    the model itself when it has no adapters. The copy is rebuilt from the
+    model's own Keras config (`type(model).from_config`), so this module never
+    imports the model classes: `gpt_keras.model` and `gpt_keras.saving` sit above it."""
     if not has_adapters(model):
         return model
-    from gpt_keras.model import GPTBackbone, GPTTaskModel  # pylint: disable=g-import-not-at-top
-
     source = model.backbone
-    backbone = GPTBackbone(**source.config.to_dict())
+    backbone = type(source).from_config(_unnamed(source.get_config()))
     # With LoRA on, Keras' `Dense.kernel` is already `_kernel + (alpha / rank) * A @ B`
     # (the stored variable is `_kernel`): write that into the plain kernel.
     plain_weights = {id(dense._kernel): dense.kernel.numpy()  # pylint: disable=protected-access
@@ -129,8 +129,12 @@ def merged(model: Any) -> Any:
     adapters = {id(v) for d in projections(source) for v in (d.lora_kernel_a, d.lora_kernel_b)}
     values = [plain_weights.get(id(v), v.numpy()) for v in source.weights if id(v) not in adapters]
     backbone.set_weights(values)
-    plain = GPTTaskModel(backbone, model.family, num_labels=model.num_labels, num_choices=model.num_choices,
-                         lm_weight=model.lm_weight, label_names=model.label_names)
+    plain = type(model).from_config({**_unnamed(model.get_config()), "backbone": backbone, "transfer": "full"})
     for target, value in zip(plain.head.weights, model.head.weights):
         target.assign(value)
     return plain
+
+
+def _unnamed(config: dict[str, Any]) -> dict[str, Any]:
+    """A Keras config without its `name`: the copy gets a fresh one, as a new model would."""
+    return {k: v for k, v in config.items() if k != "name"}

@@ -1,4 +1,7 @@
 """The GPT-1 backbone and language model: fidelity, masking, serialization, bad input."""
+import dataclasses
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -45,6 +48,16 @@ def test_config_json_round_trip_and_errors():
     # A pre-trained LM has no special rows: the answer names the ids they will get and how to add them.
     with pytest.raises(ValueError, match=r"fine-tuning adds them, with ids 1234..1236\); use config.replace"):
         config.replace(n_special=0).start_id
+
+
+def test_backbone_arguments_and_config_are_the_gpt_config_fields():
+    fields = {f.name: f.default for f in dataclasses.fields(gk.GPTConfig)}
+    parameters = inspect.signature(gk.GPTBackbone.__init__).parameters
+    assert [p for p in parameters if p not in ("self", "kwargs")] == list(fields)
+    assert all(p.default == fields[n] for n, p in parameters.items() if p.default is not inspect.Parameter.empty)
+    backbone = gk.GPTBackbone(**tiny_config(normalize_first=True).to_dict(), name="b")
+    assert backbone.get_config() == {"name": "b", "trainable": True, **backbone.config.to_dict()}
+    assert gk.GPTBackbone.from_config(backbone.get_config()).config == backbone.config
 
 
 def test_weights_start_from_the_paper_initialisation():

@@ -53,7 +53,7 @@ def test_task_model_round_trips_through_its_directory(tok, family, tmp_path):
     x = TaskPreprocessor.for_model(model, tok)(_rows(family))
     loaded = gk.GPTTaskModel.from_preset(str(tmp_path / "m"))
     np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
-    assert saving.read_task(tmp_path / "m") == saving.task_section(model)
+    assert saving.read_task(tmp_path / "m") == model.task_section()
     assert loaded.label_names == FAMILIES[family].get("label_names")
     # A fine-tuned directory is also a pre-trained one: its backbone loads alone.
     backbone = gk.GPTBackbone.from_preset(str(tmp_path / "m"))
@@ -170,3 +170,50 @@ def test_a_directory_of_another_format_version_is_refused(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps({**meta, "format_version": 1}))
     with pytest.raises(saving.ModelDirectoryError, match="has format_version 1; this gpt_keras reads format_version 2"):
         saving.load_model(tmp_path / "m")
+
+
+def test_directories_written_before_class_names_were_recorded_still_load(tok, tmp_path):
+    """config.json as every directory before it named its classes: no class_name,
+    module or task entry (the shipped demo_imdb is one). Loaded in a fresh
+    process from a bare `gpt_keras.saving`, which finds the classes without
+    importing the model module itself."""
+    model = _model(tok, "classification")
+    model.save_to_preset(str(tmp_path / "m"), tok)
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["class_name"] == "gpt_keras>GPTBackbone" and meta["task"]["class_name"] == "gpt_keras>GPTTaskModel"
+    # The two JSON files as the old code wrote them.
+    old_config = {"config": model.backbone.config.to_dict(), "format": "gpt_keras", "format_version": 2}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(old_config, indent=2, sort_keys=True) + "\n")
+    old_task = {"family": "classification", "label_names": ["neg", "neutral", "pos"], "lm_weight": 0.5,
+                "num_choices": None, "num_labels": 3, "transfer": "full"}
+    (tmp_path / "m" / "task.json").write_text(json.dumps(old_task, indent=2, sort_keys=True) + "\n")
+    x = TaskPreprocessor.for_model(model, tok)(_rows("classification"))
+    np.save(tmp_path / "x.npy", x["token_ids"].numpy())
+    np.save(tmp_path / "mask.npy", x["padding_mask"].numpy())
+    np.save(tmp_path / "expected.npy", model(x).numpy())
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from gpt_keras import saving
+        from gpt_keras.releases import path
+        assert "gpt_keras.model" not in sys.modules
+        model, tokenizer = saving.load_model({str(tmp_path / "m")!r})
+        assert type(model).__name__ == "GPTTaskModel" and tokenizer is not None, type(model)
+        assert model.label_names == ["neg", "neutral", "pos"] and model.transfer == "full"
+        x = {{"token_ids": np.load({str(tmp_path / "x.npy")!r}), "padding_mask": np.load({str(tmp_path / "mask.npy")!r})}}
+        np.testing.assert_array_equal(model(x).numpy(), np.load({str(tmp_path / "expected.npy")!r}))
+        assert "class_name" not in saving._read_json(path("demo_imdb") / saving.CONFIG_FILE)
+        demo, tokenizer = saving.load_model(path("demo_imdb"))
+        assert type(demo).__name__ == "GPTBackbone" and tokenizer is not None
+        print("ok")
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-2000:]
+
+
+def test_a_class_name_that_is_not_registered_is_a_clear_error(tmp_path):
+    gk.GPTBackbone.from_preset("tiny").save_to_preset(str(tmp_path / "m"))
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**meta, "class_name": "gpt_keras>Nothing"}))
+    with pytest.raises(saving.ModelDirectoryError, match="no class is registered as 'gpt_keras>Nothing'"):
+        saving.load_backbone(tmp_path / "m")
