@@ -50,7 +50,8 @@ def test_bad_configs_fail_with_the_key_named(override, message):
 
 
 def test_unknown_config_name_lists_the_shipped_ones(tmp_path):
-    with pytest.raises(ConfigError, match=r"neither a file nor a shipped config \['analysis', 'demo', 'gpt1', 'gpt1_finetune'\]"):
+    with pytest.raises(ConfigError, match=r"neither a file nor a shipped config "
+                                          r"\['analysis', 'demo', 'gpt1', 'gpt1_finetune', 'shipped'\]"):
         load_config("nope")
     # The released-weights config says what it needs.
     with pytest.raises(ConfigError, match=r"pretrain.enabled: false needs model.init_from .*set model.init_from=<dir>"):
