@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import cpu_flags  # noqa: E402  (bench/, next to this file)
 from pipelines.config import load_config  # noqa: E402
+from pipelines.resolve import resolve  # noqa: E402
 from pipelines.trainer import FnArgs, run_fn  # noqa: E402
 
 
@@ -58,7 +59,7 @@ def pretrain_curve(args: argparse.Namespace, policy: str, seed: int) -> dict:
             train_files=[corpus_dir], eval_files=[corpus_dir], serving_model_dir=os.path.join(tmp, "model"),
             model_run_dir=os.path.join(tmp, "logs"), custom_config={
                 "mode": "pretrain", "seed": seed, "vocab_dir": vocab_dir, "optim": optim,
-                "model": config.gpt_config(GPTTokenizer.load(vocab_dir).n_vocab)}))
+                "model": resolve(config).gpt_config(GPTTokenizer.load(vocab_dir).n_vocab)}))
         seconds = time.perf_counter() - start
     return {"policy": policy, "seed": seed, "val_loss": result["history"]["val_lm_loss"], "seconds": seconds}
 

@@ -4,6 +4,10 @@ The schema is the pydantic models below. Loading checks every key and value
 before any stage runs: unknown keys, wrong types and bad values fail with the
 full dotted path of the offending key (every bad section at once). Command-line
 overrides use the same dotted paths: `--set pretrain.learning_rate=1e-4`.
+
+A pure schema: it reads no checkpoint. What a config leaves to
+`model.init_from` (sizes, tokenizer mode) or works out from the model (the
+analysis variants) is resolved once by `pipelines.resolve`.
 """
 from __future__ import annotations
 
@@ -407,65 +411,16 @@ class ExperimentConfig(Section):
         problems.check(self.preprocess.num_merges is None, "preprocess.num_merges",
                        "asks for a learned vocabulary, but the vocabulary comes from model.init_from; remove "
                        "preprocess.num_merges (or model.init_from to pre-train from scratch)")
+
     @property
     def num_merges(self) -> int:
         """BPE merges of a learned vocabulary (`preprocess.num_merges` or the default)."""
         return self.preprocess.num_merges or DEFAULT_NUM_MERGES
 
     @property
-    def tokenizer_mode(self) -> str:
-        """`preprocess.tokenizer_mode`, else the checkpoint's (init_from), else the default."""
-        if self.preprocess.tokenizer_mode:  # with init_from, pipelines.init_from.check made sure it agrees
-            return self.preprocess.tokenizer_mode
-        if self.model.init_from:
-            from pipelines.init_from import tokenizer_mode  # reads the checkpoint (cached)
-            return tokenizer_mode(self)
-        return DEFAULT_TOKENIZER_MODE
-
-    @property
-    def n_layer(self) -> int:
-        """Blocks of the model (the preset's, or the checkpoint's with init_from)."""
-        if self.model.init_from:
-            from pipelines.init_from import describe
-            return describe(self).config.n_layer
-        return self.model.gpt_config().n_layer
-
-    def analysis_variants(self) -> dict[str, dict[str, Any]]:
-        """Name -> `finetune` changes of each extra model the analysis section
-        fine-tunes (stage `transfer/<task>/<name>`), from the pre-trained model
-        unless the changes say `"init": "scratch"`; `"train_examples": n`
-        fine-tunes on n of the training examples only."""
-        a = self.analysis
-        variants = {mode: {"transfer": mode, **({"learning_rate": a.learning_rates[mode]}
-                                                if mode in a.learning_rates else {})} for mode in a.transfer}
-        if a.table5:
-            variants["no_aux_lm"] = {"lm_weight": 0.0}
-        if a.figure2:
-            variants.update({f"layers_{n}": {"n_transfer": n} for n in range(self.n_layer)})
-        steps = {} if a.data_efficiency_min_steps is None else {"min_steps": a.data_efficiency_min_steps}
-        for n in a.data_efficiency:
-            variants[f"pretrained_n{n}"] = {"train_examples": n, **steps}
-            variants[f"scratch_n{n}"] = {"train_examples": n, "init": "scratch", **steps}
-        return variants
-
-    @property
     def export_task(self) -> str:
         """The task whose fine-tuned model `export` serves ("" without tasks)."""
         return self.export.model_name or next((t.name for t in self.preprocess.tasks), "")
-
-    def gpt_config(self, n_vocab: int):
-        """The model's `GPTConfig` for a tokenizer of `n_vocab` BPE tokens; an
-        explicit `model.overrides.vocab_size` that disagrees is an error."""
-        if self.model.init_from:  # the checkpoint's sizes (pipelines.init_from.check compared the rest)
-            from pipelines.init_from import describe
-            return describe(self).config
-        override = self.model.overrides.get("vocab_size")
-        if override is not None and override != n_vocab:
-            source = (f"preprocess.vocab_dir={self.preprocess.vocab_dir!r}" if self.preprocess.vocab_dir
-                      else f"preprocess.num_merges={self.num_merges}")
-            raise ConfigError(f"model.overrides.vocab_size={override} disagrees with the tokenizer's {n_vocab} BPE "
-                              f"tokens ({source}); remove the override")
-        return self.model.gpt_config(vocab_size=n_vocab)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()

@@ -91,10 +91,10 @@ def describe(config: ExperimentConfig) -> Source:
     return _describe(path, config.model.n_head, signature(path))
 
 
-def tokenizer_mode(config: ExperimentConfig) -> str:
+def tokenizer_mode(config: ExperimentConfig, source: Source) -> str:
     """The run's tokenizer mode when `preprocess.tokenizer_mode` is unset: the
-    checkpoint's; without a vocabulary in it, `preprocess.vocab_dir`'s."""
-    source = describe(config)
+    checkpoint's (`source`, from `check`); without a vocabulary in it,
+    `preprocess.vocab_dir`'s."""
     if source.tokenizer_mode:
         return source.tokenizer_mode
     if config.preprocess.vocab_dir:

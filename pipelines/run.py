@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from pipelines import report  # noqa: E402
 from pipelines.config import ConfigError, load_config  # noqa: E402
 from pipelines.manifest import Manifest, fingerprint  # noqa: E402
+from pipelines.resolve import resolve  # noqa: E402
 from pipelines.stages import STAGE_NAMES, STAGE_TABLE, Context, Stage, load_vocabulary, plan, select  # noqa: E402
 
 
@@ -53,11 +54,12 @@ def run(argv: list[str] | None = None) -> dict:
         raise ConfigError(f"unexpected arguments {stray}; Beam options must look like --name=value")
     overrides = list(args.set) + ([f"work_dir={args.work_dir}"] if args.work_dir else [])
     config = load_config(args.config, overrides)
-    stages = plan(config)
+    resolved = resolve(config)  # with model.init_from: the checkpoint, read and checked once
+    stages = plan(config, resolved)
     selected = select(stages, args.stages)
 
     manifest = Manifest(config.work_dir)
-    ctx = Context(config=config, beam_args=beam_args, work_dir=config.work_dir, fingerprints={},
+    ctx = Context(config=config, resolved=resolved, beam_args=beam_args, work_dir=config.work_dir, fingerprints={},
                   artifacts={k: e.get("outputs", {}) for k, e in manifest.entries.items() if e.get("status") == "complete"})
     print(f"gpt_keras pipeline {config.name!r}: work_dir={os.path.abspath(config.work_dir)} stages={selected}")
     for stage in stages:
@@ -66,7 +68,7 @@ def run(argv: list[str] | None = None) -> dict:
             _run_stage(stage, ctx, manifest, fp, args.force)
         if stage.name == "vocab" and "vocab" in ctx.artifacts:
             # Fail before packing or training if the model cannot take this vocabulary.
-            config.gpt_config(load_vocabulary(ctx).n_vocab)
+            resolved.gpt_config(load_vocabulary(ctx).n_vocab)
     print_summary(manifest, stages)
     return manifest.entries
 

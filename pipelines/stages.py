@@ -24,6 +24,7 @@ import numpy as np
 from pipelines import report
 from pipelines.analysis import run_zeroshot
 from pipelines.config import ConfigError, ExperimentConfig, InputSpec, TaskSpec
+from pipelines.resolve import ResolvedConfig, resolve
 
 # What users type in --stages: each group names the stages beside it in STAGE_TABLE.
 STAGE_NAMES = ["preprocess", "pretrain", "finetune", "analysis", "evaluate", "export"]
@@ -79,8 +80,10 @@ def transfer_stage(task: str, variant: str, suffix: str = "") -> str:
 
 @dataclasses.dataclass
 class Context:
-    """What a stage sees: the config, Beam arguments, and finished artifacts."""
+    """What a stage sees: the config (and what it leaves open, resolved), Beam
+    arguments, and finished artifacts."""
     config: ExperimentConfig
+    resolved: ResolvedConfig
     beam_args: list[str]
     artifacts: dict[str, dict]  # stage -> its manifest entry "outputs"
     work_dir: str
@@ -134,7 +137,7 @@ def _options(ctx: Context):
     from pipelines.preprocess import PreprocessOptions
 
     pp, corpus = ctx.config.preprocess, ctx.config.preprocess.corpus
-    return PreprocessOptions(mode=ctx.config.tokenizer_mode, max_bad_fraction=pp.max_bad_fraction,
+    return PreprocessOptions(mode=ctx.resolved.tokenizer_mode, max_bad_fraction=pp.max_bad_fraction,
                              split_salt=str(ctx.config.seed), text_field=corpus.text_field,
                              text_unit=corpus.text_unit, max_line_bytes=corpus.max_line_bytes,
                              max_document_bytes=corpus.max_document_bytes, num_shards=pp.num_shards)
@@ -162,10 +165,10 @@ def run_import(ctx: Context, out: str) -> dict:
     from pipelines import init_from
 
     cfg = ctx.config
-    path = init_from.checkpoint_path(cfg)
+    path = ctx.resolved.checkpoint.path
     backbone, tokenizer, fmt = init_from.load(path, cfg.model.n_head)
     if tokenizer is None:  # checked by init_from.check: preprocess.vocab_dir matches the weights
-        tokenizer = GPTTokenizer.load(cfg.preprocess.vocab_dir, mode=cfg.tokenizer_mode)
+        tokenizer = GPTTokenizer.load(cfg.preprocess.vocab_dir, mode=ctx.resolved.tokenizer_mode)
     model_dir = os.path.join(out, "model")
     saving.save_model(backbone, model_dir, tokenizer)
     summary = {"init_from": path, "format": fmt, "config": backbone.config.to_dict(),
@@ -183,7 +186,7 @@ def run_vocabulary(ctx: Context, out: str) -> dict:
     reuse = ctx.artifact("import", "model_dir") if ctx.config.model.init_from else pp.vocab_dir
     if reuse:
         from gpt_keras.tokenizer import GPTTokenizer
-        GPTTokenizer.load(reuse, mode=ctx.config.tokenizer_mode).save(vocab_dir, format="original")
+        GPTTokenizer.load(reuse, mode=ctx.resolved.tokenizer_mode).save(vocab_dir, format="original")
         summary = {"reused": reuse}
     else:
         summary = run_vocab(_resolved(pp.corpus.input), vocab_dir, ctx.config.num_merges, ctx.beam_args,
@@ -245,7 +248,7 @@ def _checkpoint_dir(ctx: Context, stage: str) -> str:
 def load_vocabulary(ctx: Context):
     """The vocabulary stage's tokenizer."""
     from gpt_keras.tokenizer import GPTTokenizer
-    return GPTTokenizer.load(ctx.artifact("vocab", "vocab_dir"), mode=ctx.config.tokenizer_mode)
+    return GPTTokenizer.load(ctx.artifact("vocab", "vocab_dir"), mode=ctx.resolved.tokenizer_mode)
 
 
 def run_pretrain(ctx: Context, out: str) -> dict:
@@ -263,7 +266,7 @@ def run_pretrain(ctx: Context, out: str) -> dict:
         train_files=[corpus_dir], eval_files=[corpus_dir], serving_model_dir=model_dir,
         model_run_dir=os.path.join(out, "logs"), custom_config={
             "mode": "pretrain", "seed": cfg.seed, "vocab_dir": ctx.artifact("vocab", "vocab_dir"),
-            "model": cfg.gpt_config(load_vocabulary(ctx).n_vocab), "optim": cfg.pretrain,
+            "model": ctx.resolved.gpt_config(load_vocabulary(ctx).n_vocab), "optim": cfg.pretrain,
             "init_model_dir": init_dir, "checkpoint_dir": _checkpoint_dir(ctx, "pretrain"),
             "snapshot_dir": os.path.join(out, "snapshots")}))
     history = result["history"]
@@ -362,10 +365,10 @@ def run_finetune(ctx: Context, out: str, task: str, seed: int, suffix: str) -> d
 
 def run_transfer(ctx: Context, out: str, task: str, variant: str, seed: int, suffix: str) -> dict:
     """One more model fine-tuned with `seed`, as the analysis section asks
-    (`ExperimentConfig.analysis_variants`): another transfer mode, no
+    (`ResolvedConfig.analysis_variants`): another transfer mode, no
     auxiliary LM loss, fewer transferred blocks, or fewer labelled examples
     (from the pre-trained model or from scratch)."""
-    changes = dict(ctx.config.analysis_variants()[variant])
+    changes = dict(ctx.resolved.analysis_variants[variant])
     examples = changes.pop("train_examples", None)
     init_dir = "" if changes.pop("init", "pretrained") == "scratch" else ctx.artifact("pretrain", "model_dir")
     optim = ctx.config.finetune.model_copy(update=changes)
@@ -401,7 +404,7 @@ def run_evaluate(ctx: Context, out: str) -> dict:
     outputs = {"metrics": os.path.join(out, "metrics.json"), "predictions": os.path.join(out, "predictions")}
     if ctx.config.analysis.figure2:
         outputs["figure2"] = report.figure2(results, [t.name for t in ctx.config.preprocess.tasks],
-                                            ctx.config.n_layer, os.path.join(out, "figure2"))
+                                            ctx.resolved.n_layer, os.path.join(out, "figure2"))
     if ctx.config.analysis.data_efficiency:
         outputs["data_efficiency"] = report.data_efficiency(results, os.path.join(out, "data_efficiency.png"))
     return {"outputs": outputs, "metrics": results}
@@ -431,7 +434,7 @@ def _fine_tuned(ctx: Context, task: str) -> tuple[dict[str, dict[int, str]], dic
     trained: dict[str, int] = {}
     for seed, suffix in seed_runs(ctx.config):
         stages = [finetune_stage(task, suffix)] + [transfer_stage(task, v, suffix)
-                                                   for v in ctx.config.analysis_variants()]
+                                                   for v in ctx.resolved.analysis_variants]
         for stage in stages:
             for key, model_dir in ctx.artifact(stage, "models").items():
                 models.setdefault(key.removesuffix(suffix), {})[seed] = model_dir
@@ -565,17 +568,19 @@ def run_export(ctx: Context, out: str) -> dict:
 
 # ---- the plan --------------------------------------------------------------
 
-def plan(config: ExperimentConfig) -> list[Stage]:
-    """Every stage of this config in run order, each with the config it reads."""
-    pp, seed = config.preprocess, config.seed
+def plan(config: ExperimentConfig, resolved: ResolvedConfig | None = None) -> list[Stage]:
+    """Every stage of this config in run order, each with the config it reads.
+    `resolved`: `resolve(config)`, made here when not given (with
+    `model.init_from`, that reads and checks the checkpoint: a bad checkpoint
+    or key stops before any stage)."""
+    resolved = resolved or resolve(config)
+    pp, seed, checkpoint = config.preprocess, config.seed, resolved.checkpoint
     corpus = pp.corpus.model_dump()
     imported = []
-    if config.model.init_from:  # read and checked now: a bad checkpoint or key stops before any stage
-        from pipelines import init_from
-        checkpoint = init_from.check(config)
+    if checkpoint:
         imported = [Stage("import", [], run_import, {"init_from": checkpoint.path, "signature": checkpoint.signature,
                                                       "n_head": config.model.n_head, "vocab_dir": pp.vocab_dir})]
-    tokens = {"tokenizer_mode": config.tokenizer_mode, "max_bad_fraction": pp.max_bad_fraction}
+    tokens = {"tokenizer_mode": resolved.tokenizer_mode, "max_bad_fraction": pp.max_bad_fraction}
     source = ({"init_from": True} if imported else {"vocab_dir": pp.vocab_dir} if pp.vocab_dir
               else {"corpus": corpus, "num_merges": config.num_merges})
     tasks = [t.name for t in pp.tasks]
@@ -600,7 +605,7 @@ def plan(config: ExperimentConfig) -> list[Stage]:
                 {"finetune": finetune_reads, "seed": k}) for t in tasks for k, suffix in runs],
     ]
     analysis = config.analysis
-    variants = config.analysis_variants()
+    variants = resolved.analysis_variants
     for t in tasks:  # the analysis section's extra fine-tuned models and zero/few-shot scoring
         stages += [Stage(transfer_stage(t, name, suffix), ["pretrain", f"records/{t}"],
                          functools.partial(run_transfer, task=t, variant=name, seed=k, suffix=suffix),

@@ -13,6 +13,7 @@ from gpt_keras.config import GPTConfig
 from gpt_keras.model import GPTBackbone
 from gpt_keras.tokenizer import count_words, train_bpe
 from pipelines.config import ConfigError, load_config
+from pipelines.resolve import resolve
 from pipelines.run import run
 from pipelines.stages import plan
 
@@ -177,6 +178,14 @@ def test_bad_combinations_stop_before_any_stage(tmp_path, hf_checkpoint, sets, e
     with pytest.raises(ConfigError, match=error):
         plan(load_config(config, sets))
     assert not os.path.exists(tmp_path / "work")
+
+
+def test_resolve_takes_the_sizes_and_tokenizer_mode_from_the_checkpoint(tmp_path, hf_checkpoint):
+    resolved = resolve(load_config(_config(tmp_path, hf_checkpoint, "hf"), ["analysis.figure2=true"]))
+    assert (resolved.checkpoint.format, resolved.checkpoint.path) == ("hf", hf_checkpoint)
+    assert (resolved.tokenizer_mode, resolved.n_layer) == ("hf", 2)
+    assert resolved.gpt_config(1) == resolved.checkpoint.config  # the checkpoint's sizes, whatever the tokenizer
+    assert resolved.analysis_variants == {"layers_0": {"n_transfer": 0}, "layers_1": {"n_transfer": 1}}
 
 
 def test_corrupt_or_missing_checkpoint_files_name_the_key(tmp_path):

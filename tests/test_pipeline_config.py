@@ -2,6 +2,7 @@
 import pytest
 
 from pipelines.config import ConfigError, load_config
+from pipelines.resolve import resolve
 
 
 def test_shipped_configs_load_with_the_papers_settings():
@@ -50,7 +51,8 @@ def test_bad_configs_fail_with_the_key_named(override, message):
 
 
 def test_unknown_config_name_lists_the_shipped_ones(tmp_path):
-    with pytest.raises(ConfigError, match=r"neither a file nor a shipped config \['analysis', 'demo', 'gpt1', 'gpt1_finetune'\]"):
+    with pytest.raises(ConfigError, match=r"neither a file nor a shipped config "
+                                          r"\['analysis', 'demo', 'gpt1', 'gpt1_finetune', 'shipped'\]"):
         load_config("nope")
     # The released-weights config says what it needs.
     with pytest.raises(ConfigError, match=r"pretrain.enabled: false needs model.init_from .*set model.init_from=<dir>"):
@@ -72,16 +74,33 @@ def test_mismatched_sizes_fail_when_the_config_loads(overrides, message):
         load_config("demo", overrides)
 
 
+def _resolved(*overrides: str):
+    return resolve(load_config("demo", list(overrides)))
+
+
 def test_the_vocabulary_size_comes_from_the_tokenizer():
-    demo = load_config("demo")
     # The preset's 8,000 is a default: the learned vocabulary's size wins.
-    config = demo.gpt_config(8140)
+    config = _resolved().gpt_config(8140)
     assert (config.vocab_size, config.n_ctx) == (8140, 128)
-    assert load_config("demo", ["model.overrides.n_ctx=256"]).gpt_config(8140).n_ctx == 256
-    assert load_config("demo", ["model.overrides.vocab_size=8140"]).gpt_config(8140).vocab_size == 8140
+    assert _resolved("model.overrides.n_ctx=256").gpt_config(8140).n_ctx == 256
+    assert _resolved("model.overrides.vocab_size=8140").gpt_config(8140).vocab_size == 8140
     with pytest.raises(ConfigError, match=r"^model.overrides.vocab_size=8000 disagrees with the tokenizer's 8140 BPE "
                                           r"tokens \(preprocess.num_merges=8000\); remove the override$"):
-        load_config("demo", ["model.overrides.vocab_size=8000"]).gpt_config(8140)
+        _resolved("model.overrides.vocab_size=8000").gpt_config(8140)
+
+
+def test_resolve_fills_in_what_the_config_leaves_open_without_a_checkpoint():
+    demo = _resolved()
+    assert (demo.checkpoint, demo.tokenizer_mode, demo.n_layer, demo.analysis_variants) == (None, "hf", 4, {})
+    assert _resolved("preprocess.tokenizer_mode=original", "model.overrides.n_layer=2").tokenizer_mode == "original"
+    assert _resolved("model.overrides.n_layer=2").n_layer == 2
+    analysis = resolve(load_config("analysis", ["analysis.transfer=[lora]", "analysis.learning_rates={lora: 0.001}",
+                                                "analysis.data_efficiency=[50]"]))
+    assert analysis.analysis_variants == {
+        "lora": {"transfer": "lora", "learning_rate": 0.001}, "no_aux_lm": {"lm_weight": 0.0},
+        **{f"layers_{n}": {"n_transfer": n} for n in range(4)},
+        "pretrained_n50": {"train_examples": 50, "min_steps": 300},
+        "scratch_n50": {"train_examples": 50, "init": "scratch", "min_steps": 300}}
 
 
 def test_an_override_can_append_a_task_and_names_a_bad_index():
