@@ -118,6 +118,7 @@ def test_data_efficiency_fine_tunes_both_variants_on_seeded_subsets_and_pairs_th
 
 
 def test_a_finetune_stage_recorded_before_its_parameter_count_gets_it_from_its_model(seeded_run):
+    from pipelines.resolve import resolve
     from pipelines.stages import Context, _trained_count
 
     entries, work, _ = seeded_run
@@ -125,8 +126,8 @@ def test_a_finetune_stage_recorded_before_its_parameter_count_gets_it_from_its_m
     recorded = entries["finetune/toy-seed0"]["outputs"]["trainable_parameters"]
     for transfer, expected in (("full", recorded), ("lora", None)):
         config = load_config("demo", [f"finetune.transfer={transfer}"])
-        ctx = Context(config=config, beam_args=[], artifacts={"finetune/toy-seed0": outputs}, work_dir=str(work),
-                      fingerprints={})
+        ctx = Context(config=config, resolved=resolve(config), beam_args=[], artifacts={"finetune/toy-seed0": outputs},
+                      work_dir=str(work), fingerprints={})
         for key, model_dir in outputs["models"].items():
             if expected is None:  # a merged LoRA model would count as full: no guess, the missing output is named
                 with pytest.raises(RuntimeError, match="finetune/toy-seed0.trainable_parameters is missing"):
