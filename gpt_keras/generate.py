@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from gpt_keras import precision
 from gpt_keras.compress import WEIGHT_FORMATS, compressed_backbone, compressed_logits
-from gpt_keras.layers import _in_xla_context
+from gpt_keras.decode_ops import in_xla_context
 from gpt_keras.model import GPTBackbone, position_ids
 from gpt_keras.preprocessor import pad, ragged_ids
 
@@ -199,7 +199,7 @@ def generate_tokens(backbone: GPTBackbone, token_ids, padding_mask, max_new_toke
     if static_len is not None and static_len + budget > n_ctx:
         raise ValueError(f"prompt length {static_len} + max_new_tokens {budget} exceeds n_ctx={n_ctx}")
     checks = []
-    if not _in_xla_context():  # asserts are dropped under XLA; the static check above covers it
+    if not in_xla_context():  # asserts are dropped under XLA; the static check above covers it
         checks.append(tf.debugging.assert_less_equal(
             prompt_len + budget, n_ctx, message=f"prompt length + max_new_tokens budget > n_ctx={n_ctx}"))
     with tf.control_dependencies(checks):
