@@ -8,7 +8,8 @@ from helpers import tiny_config
 
 import gpt_keras as gk
 from gpt_keras import compress, convert
-from gpt_keras.generate import generate, head_logits
+from gpt_keras.generate import generate
+from gpt_keras.generate.core import head_logits
 
 PROMPTS = [[5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8, 9], [42]]
 
@@ -106,7 +107,7 @@ def test_backbone_state_dequantizes_int8_and_refuses_other_quantized_kernels():
 
 
 def test_cli_weights_flag(tmp_path, capsys):
-    from gpt_keras import generate as gen
+    from gpt_keras.generate.__main__ import main
     from gpt_keras import saving
     from gpt_keras.tokenizer import count_words, train_bpe
 
@@ -114,6 +115,6 @@ def test_cli_weights_flag(tmp_path, capsys):
     keras.utils.set_random_seed(0)
     model = gk.GPTBackbone(**tiny_config(vocab_size=tok.n_vocab, initializer_range=0.5).to_dict())
     model_dir = saving.save_model(model, tmp_path / "model", tokenizer=tok)
-    assert gen.main(["--model", str(model_dir), "--prompt", "the cat", "--max_new_tokens", "4", "--weights", "bf16"]) == 0
+    assert main(["--model", str(model_dir), "--prompt", "the cat", "--max_new_tokens", "4", "--weights", "bf16"]) == 0
     new = generate(model, [tok.encode("the cat")], 4, weights="bf16")[0]
     assert capsys.readouterr().out.strip() == tok.decode(tok.encode("the cat") + new)
