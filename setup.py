@@ -48,8 +48,8 @@ setup(
     extras_require=EXTRAS,
     package_data={"serving": ["*.config"], "pipelines": ["configs/*.yaml"], "gpt_keras": ["weights/*/*"]},
     entry_points={"console_scripts": [
-        "gpt-keras-generate=gpt_keras.generate:main",
-        "gpt-keras-convert=gpt_keras.convert:main",
+        "gpt-keras-generate=gpt_keras.generate.__main__:main",
+        "gpt-keras-convert=gpt_keras.convert.__main__:main",
         "gpt-keras-serve=serving.server:main",
         "gpt-keras-client=serving.clients.cli:main",
     ]},

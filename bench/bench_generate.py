@@ -114,7 +114,7 @@ def weight_stream_ceiling(backbone, steps: int = 64, repeats: int = 3,
     import tensorflow as tf
 
     from gpt_keras.compress import BF16Dense
-    from gpt_keras.generate import lm_head
+    from gpt_keras.generate.core import lm_head
 
     kernels = [w for block in backbone.blocks
                for w in (block.attn.c_attn.kernel, block.attn.c_proj.kernel, block.c_fc.kernel, block.c_proj.kernel)]
@@ -397,7 +397,8 @@ def quality(args: argparse.Namespace) -> dict:
 
     from gpt_keras import saving
     from gpt_keras.compress import compressed_backbone
-    from gpt_keras.generate import generate, head_logits
+    from gpt_keras.generate import generate
+    from gpt_keras.generate.core import head_logits
 
     backbone, tokenizer = saving.load_backbone(args.quality), saving.load_tokenizer(args.quality)
     view = compressed_backbone(backbone, "bf16")

@@ -6,7 +6,9 @@ Names follow the original release / HF `openai-gpt` (`c_attn`, `c_proj`,
 Own layers instead of keras-hub's: keras-hub's `TransformerDecoder` is pre-LN
 (GPT-2) and its `PositionEmbedding` cannot take per-sequence position ids,
 which left-padded batched generation needs. Everything here is plain
-`keras.ops`, so the training step stays XLA-compilable.
+`keras.ops`, so the training step stays XLA-compilable. With a key/value
+cache (generation), the projections and cache writes go through
+`gpt_keras.decode_ops`, which picks their form for XLA or plain TF.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import tensorflow as tf
 from keras import ops
 
 from gpt_keras import kernels
+from gpt_keras.decode_ops import in_xla_context, project, write_cache
 
 # Large negative logit for masked attention scores, as the original code
 # (`w * b + -1e9 * (1 - b)`); finite so that an all-masked row stays finite.
@@ -94,37 +97,12 @@ def check_token_ids(token_ids, positions, vocabulary_size: int, sequence_length:
         pos = ops.convert_to_numpy(positions)
         if pos.size and pos.max() >= sequence_length:
             raise ValueError(f"Position {pos.max()} exceeds the model context n_ctx={sequence_length}.")
-    elif not _in_xla_context():
+    elif not in_xla_context():  # asserts are dropped under XLA anyway; skipping them avoids warnings
         tf.debugging.assert_non_negative(token_ids, message="token id < 0")
         tf.debugging.assert_less(token_ids, tf.cast(vocabulary_size, token_ids.dtype),
                                  message=f"token id >= vocabulary size {vocabulary_size}")
         tf.debugging.assert_less(positions, tf.cast(sequence_length, positions.dtype),
                                  message=f"position >= n_ctx {sequence_length}")
-
-
-def _in_xla_context() -> bool:
-    # Asserts are dropped under XLA anyway; skipping them avoids warnings.
-    from tensorflow.python.ops import control_flow_util  # pylint: disable=g-import-not-at-top
-    graph = tf.compat.v1.get_default_graph()
-    return control_flow_util.GraphOrParentsInXlaContext(graph)
-
-
-def _write_cache(cache, new, index):
-    """cache[:, :, index:index+len(new)] = new, for `[batch, n_head, len, head_dim]` tensors.
-
-    Under XLA this is one dynamic-update-slice on the loop-carried buffer, done
-    in place. `ops.slice_update` is XlaDynamicUpdateSlice on TF, an XLA-only op
-    that an exported SavedModel cannot carry (the stock server leaves CPU XLA
-    off); outside XLA the same write is done with core ops.
-    """
-    if _in_xla_context():
-        return ops.slice_update(cache, [0, 0, index, 0], new)
-    # A scatter of the new rows (TF may reuse the cache's buffer when nothing
-    # else holds it); a pad + select rewrote every layer's whole cache: in a
-    # gpt1 bf16-weights profile 3.9 ms of a 29 ms token, the scatter 1.3 ms.
-    batch, heads, length = tf.unstack(tf.shape(new)[:3])
-    rows, head_ids, slots = tf.meshgrid(tf.range(batch), tf.range(heads), index + tf.range(length), indexing="ij")
-    return tf.tensor_scatter_nd_update(cache, tf.stack([rows, head_ids, slots], axis=-1), new)
 
 
 @keras.saving.register_keras_serializable(package="gpt_keras")
@@ -162,14 +140,14 @@ class CausalSelfAttention(keras.layers.Layer):
     def call(self, x, attention_mask=None, cache=None, cache_update_index=None, training=None):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         decoding = cache is not None
-        qkv = ops.reshape(_dense(self.c_attn, x, decoding), (batch, length, 3, self.n_head, self.head_dim))
+        qkv = ops.reshape(project(self.c_attn, x, decoding), (batch, length, 3, self.n_head, self.head_dim))
         # One transpose and an unstack, not three slices: the gradient of a
         # slice is a zero-filled tensor of the whole input (3 per layer, ~10%
         # of a bf16 step on CPU without XLA); an unstack's is one stack.
         q, k, v = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), 3)  # each [batch, head, len, dim]
-        if cache is not None:
-            k = _write_cache(cache[0], k, cache_update_index)
-            v = _write_cache(cache[1], v, cache_update_index)
+        if decoding:  # the new positions join the cached ones
+            k = write_cache(cache[0], k, cache_update_index)
+            v = write_cache(cache[1], v, cache_update_index)
             cache = (k, v)
         # Scores, mask and softmax in float32 whatever the compute dtype (mixed
         # precision): -1e9 overflows float16, and bf16 softmax sums lose mass.
@@ -178,9 +156,9 @@ class CausalSelfAttention(keras.layers.Layer):
             scores = ops.where(attention_mask[:, None, :, :], scores, _MASK_VALUE)
         probs = self.attn_dropout(ops.cast(ops.softmax(scores, axis=-1), v.dtype), training=training)
         out = ops.transpose(ops.einsum("bhqk,bhkd->bhqd", probs, v), (0, 2, 1, 3))
-        out = self.resid_dropout(_dense(self.c_proj, ops.reshape(out, (batch, length, self.n_embd)), decoding),
+        out = self.resid_dropout(project(self.c_proj, ops.reshape(out, (batch, length, self.n_embd)), decoding),
                                  training=training)
-        return out if cache is None else (out, cache)
+        return (out, cache) if decoding else out
 
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return input_shape
@@ -231,20 +209,29 @@ class DecoderBlock(keras.layers.Layer):
         self.built = True
 
     def call(self, x, attention_mask=None, cache=None, cache_update_index=None, training=None):
-        pre, post = (self.ln_1, self.ln_2), (None, None)
-        if not self.normalize_first:
-            pre, post = post, pre
-        attn_out = self.attn(_norm(pre[0], x), attention_mask=attention_mask, cache=cache,
-                             cache_update_index=cache_update_index, training=training)
-        if cache is not None:
-            attn_out, cache = attn_out
-        n = _norm(post[0], x + attn_out)
         decoding = cache is not None
-        a = _dense(self.c_fc, _norm(pre[1], n), decoding)
+        if self.normalize_first:  # pre-LN (GPT-2)
+            a, cache = self._attend(self.ln_1(x), attention_mask, cache, cache_update_index, training)
+            n = x + a
+            h = n + self._mlp(self.ln_2(n), decoding, training)
+        else:  # post-LN (GPT-1)
+            a, cache = self._attend(x, attention_mask, cache, cache_update_index, training)
+            n = self.ln_1(x + a)
+            h = self.ln_2(n + self._mlp(n, decoding, training))
+        return (h, cache) if decoding else h
+
+    def _attend(self, x, attention_mask, cache, cache_update_index, training):
+        """`(attn(x), the updated cache)`; the cache is None without one."""
+        out = self.attn(x, attention_mask=attention_mask, cache=cache, cache_update_index=cache_update_index,
+                        training=training)
+        return out if cache is not None else (out, None)
+
+    def _mlp(self, x, decoding: bool, training):
+        """`dropout(c_proj(gelu_tanh(c_fc(x))))`."""
+        a = project(self.c_fc, x, decoding)
+        # Under a 16-bit compute dtype the GELU is one fused XLA island (`gpt_keras.kernels`).
         a = kernels.gelu_tanh(a) if kernels.wanted(a.dtype) else keras.activations.gelu(a, approximate=True)
-        m = _dense(self.c_proj, a, decoding)
-        h = _norm(post[1], n + self.mlp_dropout(m, training=training))
-        return h if cache is None else (h, cache)
+        return self.mlp_dropout(project(self.c_proj, a, decoding), training=training)
 
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return input_shape
@@ -256,23 +243,3 @@ class DecoderBlock(keras.layers.Layer):
                       layer_norm_epsilon=self.layer_norm_epsilon, initializer_range=self.initializer_range,
                       normalize_first=self.normalize_first)
         return config
-
-
-def _dense(layer, x, decoding: bool):
-    """`layer(x)`; in an XLA decode step, with the bias added apart from the matmul.
-
-    XLA:CPU fuses `dot + bias` into one fusion that it emits as its own
-    single-threaded matrix-vector loop; an unfused dot runs on the runtime's
-    multi-threaded kernel. For a batch-1 gpt1 decode step, 35.9 ms per token
-    fused against 27.6 ms unfused (a profile). A second use of the product
-    (`0 * y[..., :1]`, exact for finite values) is what keeps XLA from fusing.
-    """
-    if not (decoding and isinstance(layer, keras.layers.Dense) and _in_xla_context()):
-        return layer(x)
-    y = ops.matmul(x, ops.cast(layer.kernel, x.dtype))
-    return y + ops.cast(layer.bias, y.dtype) + 0.0 * y[..., :1]
-
-
-def _norm(layer, x):
-    """`layer(x)`, or `x` where the block order puts no LayerNorm."""
-    return x if layer is None else layer(x)

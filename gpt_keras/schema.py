@@ -1,6 +1,6 @@
 """TFRecord feature specs and dataset metadata: the one contract between the
 Beam writers (`pipelines.preprocess`), the tf.data readers (`gpt_keras.data`)
-and export.
+and export. Records are serialized without TensorFlow (`gpt_keras.tf_example`).
 
 An output directory holds, for each split `S`:
 
@@ -22,11 +22,10 @@ Task records (`kind="task"`):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-
+from gpt_keras import tf_example
 from gpt_keras.config import SPECIAL_TOKENS
 
 if TYPE_CHECKING:  # TensorFlow and the task module (Keras) load only where records are parsed
@@ -107,69 +106,11 @@ def task_features(is_regression: bool) -> dict[str, Any]:
     return features
 
 
-# tf.train.Example without TensorFlow: the same two .proto files
-# (tensorflow/core/example/{feature,example}.proto), declared here in a private
-# descriptor pool and compiled by protobuf's own runtime, so that Beam workers
-# serialize records without importing TensorFlow (~6 s per worker). Same wire
-# format, same bytes as TF's `SerializeToString(deterministic=True)`
-# (tests/test_schema_data.py checks it).
-
-@functools.lru_cache(maxsize=None)
-def _example_classes():
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-    F = descriptor_pb2.FieldDescriptorProto
-    proto = descriptor_pb2.FileDescriptorProto(name="gpt_keras/example.proto", package="tensorflow",
-                                               syntax="proto3")
-
-    def message(name, *fields):
-        m = proto.message_type.add(name=name)
-        for number, (field, kind, label, type_name, oneof) in enumerate(fields, start=1):
-            f = m.field.add(name=field, number=number, type=kind, label=label)
-            if type_name:
-                f.type_name = type_name
-            if oneof:
-                f.oneof_index = 0
-        return m
-
-    rep, opt = F.LABEL_REPEATED, F.LABEL_OPTIONAL
-    message("BytesList", ("value", F.TYPE_BYTES, rep, None, False))
-    message("FloatList", ("value", F.TYPE_FLOAT, rep, None, False)).field[0].options.packed = True
-    message("Int64List", ("value", F.TYPE_INT64, rep, None, False)).field[0].options.packed = True
-    message("Feature", ("bytes_list", F.TYPE_MESSAGE, opt, ".tensorflow.BytesList", True),
-            ("float_list", F.TYPE_MESSAGE, opt, ".tensorflow.FloatList", True),
-            ("int64_list", F.TYPE_MESSAGE, opt, ".tensorflow.Int64List", True)).oneof_decl.add(name="kind")
-    features = message("Features", ("feature", F.TYPE_MESSAGE, rep, ".tensorflow.Features.FeatureEntry", False))
-    entry = features.nested_type.add(name="FeatureEntry")
-    entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=opt)
-    entry.field.add(name="value", number=2, type=F.TYPE_MESSAGE, label=opt, type_name=".tensorflow.Feature")
-    entry.options.map_entry = True
-    message("Example", ("features", F.TYPE_MESSAGE, opt, ".tensorflow.Features", False))
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(proto)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.{name}"))
-            for name in ("Example", "Feature", "Int64List", "FloatList", "BytesList")}
-
-
-def _feature(kind: str, values: Sequence) -> Any:
-    c = _example_classes()
-    list_class = {"int64_list": "Int64List", "float_list": "FloatList", "bytes_list": "BytesList"}[kind]
-    return c["Feature"](**{kind: c[list_class](value=values)})
-
-
-def _serialize(feature: Mapping[str, Any]) -> bytes:
-    """Deterministic bytes (map entries sorted by key), as TF writes them."""
-    example = _example_classes()["Example"]()
-    for name, value in feature.items():
-        example.features.feature[name].CopyFrom(value)
-    return example.SerializeToString(deterministic=True)
-
-
 def encode_pretraining_example(token_ids: Sequence[int]) -> bytes:
     """Serialized tf.train.Example of one packed window."""
     if not len(token_ids):
         raise ValueError("a pre-training record needs at least one token")
-    return _serialize({"token_ids": _feature("int64_list", token_ids)})
+    return tf_example.serialize({"token_ids": tf_example.feature("int64_list", token_ids)})
 
 
 def encode_task_example(sequences: Sequence[Sequence[int]], *, label: int | None = None,
@@ -180,15 +121,15 @@ def encode_task_example(sequences: Sequence[Sequence[int]], *, label: int | None
         raise ValueError("a task record needs exactly one of label (classification, choice) or target (regression)")
     flat = [int(t) for seq in sequences for t in seq]
     feature = {
-        "token_ids": _feature("int64_list", flat),
-        "seq_lengths": _feature("int64_list", [len(seq) for seq in sequences]),
-        "example_id": _feature("bytes_list", [example_id.encode("utf-8")]),
+        "token_ids": tf_example.feature("int64_list", flat),
+        "seq_lengths": tf_example.feature("int64_list", [len(seq) for seq in sequences]),
+        "example_id": tf_example.feature("bytes_list", [example_id.encode("utf-8")]),
     }
     if label is not None:
-        feature["label"] = _feature("int64_list", [int(label)])
+        feature["label"] = tf_example.feature("int64_list", [int(label)])
     else:
-        feature["target"] = _feature("float_list", [float(target)])
-    return _serialize(feature)
+        feature["target"] = tf_example.feature("float_list", [float(target)])
+    return tf_example.serialize(feature)
 
 
 # --------------------------------------------------------------------------- metadata

@@ -15,6 +15,11 @@ from safetensors.numpy import save_file
 
 import gpt_keras as gk
 from gpt_keras import convert, saving
+from gpt_keras.convert.__main__ import main
+from gpt_keras.convert.hf import export_hf, load_hf
+from gpt_keras.convert.original import load_original, write_original
+from gpt_keras.convert.state import backbone_state
+from gpt_keras.convert.vocab import vocab_size_of
 
 
 def _random_backbone(seed: int = 0, **overrides) -> gk.GPTBackbone:
@@ -74,7 +79,7 @@ IDS = random_ids(np.random.default_rng(0), (2, 16), 97)
 def test_original_release_loads_exactly(tmp_path, conv_3d):
     source = _random_backbone()
     src = _write_release(tmp_path / "release", _release_arrays(source, conv_3d), n_shards=2)
-    loaded = convert.load_original(src, n_head=4, embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0, clf_pdrop=0.0)
+    loaded = load_original(src, n_head=4, embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0, clf_pdrop=0.0)
     _assert_same_weights(source, loaded)
     np.testing.assert_array_equal(_outputs(source, IDS), _outputs(loaded, IDS))
 
@@ -85,8 +90,8 @@ def test_original_release_shard_count_and_n_ctx(tmp_path):
     for n_shards in (1, 3, 7):  # counted, not assumed
         src = _write_release(tmp_path / f"s{n_shards}", arrays, n_shards=n_shards)
         assert len(list(src.glob("params_*.npy"))) == n_shards
-        _assert_same_weights(source, convert.load_original(src, n_head=4, **_no_dropout()))
-    short = convert.load_original(tmp_path / "s3", n_head=4, n_ctx=8)
+        _assert_same_weights(source, load_original(src, n_head=4, **_no_dropout()))
+    short = load_original(tmp_path / "s3", n_head=4, n_ctx=8)
     assert short.config.n_ctx == 8
     np.testing.assert_array_equal(short.embed.position_embeddings.numpy(),
                                   source.embed.position_embeddings.numpy()[:8])
@@ -98,15 +103,15 @@ def _no_dropout():
 
 def test_write_original_round_trip(tmp_path):
     source = _random_backbone(seed=1)
-    dst = convert.write_original(source, tmp_path / "out", n_shards=3)
+    dst = write_original(source, tmp_path / "out", n_shards=3)
     shapes = json.loads((dst / "params_shapes.json").read_text())
     assert len(shapes) == 2 + 12 * 2 and shapes[2] == [1, 32, 96]  # c_attn as [1, in, out]
-    _assert_same_weights(source, convert.load_original(dst, n_head=4, **_no_dropout()))
+    _assert_same_weights(source, load_original(dst, n_head=4, **_no_dropout()))
 
 
 def test_hf_export_layout_and_round_trip(tmp_path):
     source = gk.with_special_tokens(_random_backbone(seed=2), seed=0)
-    dst = convert.export_hf(source, tmp_path / "hf")
+    dst = export_hf(source, tmp_path / "hf")
     from safetensors import safe_open
     with safe_open(str(dst / "model.safetensors"), framework="np") as f:
         keys = set(f.keys())
@@ -120,14 +125,14 @@ def test_hf_export_layout_and_round_trip(tmp_path):
     assert hf_config["model_type"] == "openai-gpt" and hf_config["afn"] == "gelu"
     assert hf_config["vocab_size"] == 100 and hf_config["gpt_keras_n_special"] == 3
     assert (hf_config["n_positions"], hf_config["n_embd"], hf_config["n_layer"], hf_config["n_head"]) == (32, 32, 2, 4)
-    _assert_same_weights(source, convert.load_hf(dst))
+    _assert_same_weights(source, load_hf(dst))
 
 
 def test_hf_hub_style_checkpoint(tmp_path):
     """The hub's `openai-gpt` stores keys without prefix plus old causal-mask buffers;
     a DoubleHeads checkpoint adds `lm_head` and a task head."""
     source = _random_backbone(seed=3)
-    state = convert.backbone_state(source)
+    state = backbone_state(source)
     state.update({f"h.{i}.attn.bias": np.tril(np.ones((1, 1, 32, 32), "float32")) for i in range(2)})
     state["lm_head.weight"] = state["tokens_embed.weight"]
     state["multiple_choice_head.summary.weight"] = np.ones((1, 32), "float32")
@@ -137,7 +142,7 @@ def test_hf_hub_style_checkpoint(tmp_path):
     (path / "config.json").write_text(json.dumps(
         {"model_type": "openai-gpt", "afn": "gelu", "vocab_size": 97, "n_positions": 32, "n_embd": 32,
          "n_layer": 2, "n_head": 4, **_no_dropout()}))
-    loaded = convert.load_hf(path, clf_pdrop=0.0)
+    loaded = load_hf(path, clf_pdrop=0.0)
     _assert_same_weights(source, loaded)
 
 
@@ -155,7 +160,7 @@ def test_convert_checkpoint_adds_special_rows_and_loads_back(tmp_path):
     np.testing.assert_array_equal(
         _outputs(backbone, IDS), _outputs(gk.with_special_tokens(source, seed=7), IDS))
     # Any supported directory loads through one entry point; gpt_keras -> HF -> gpt_keras is exact.
-    _assert_same_weights(backbone, convert.load_any(convert.export_hf(backbone, tmp_path / "hf")))
+    _assert_same_weights(backbone, convert.load_any(export_hf(backbone, tmp_path / "hf")))
     plain = convert.convert_checkpoint(src, tmp_path / "plain", n_head=4, add_special_tokens=False)
     assert saving.load_backbone(plain).config.n_special == 0
 
@@ -166,22 +171,22 @@ def test_vocabulary_sizes_against_the_embedding(tmp_path):
     encoder = {f"t{i}": i for i in range(97)} | {"<unk>": 0}
     assert len(encoder) == 98
     src = _write_release(tmp_path / "alias", arrays, encoder=encoder)
-    assert convert.vocab_size_of(src / "encoder_bpe.json") == 97
-    assert convert.load_original(src, n_head=4).config.n_special == 0
+    assert vocab_size_of(src / "encoder_bpe.json") == 97
+    assert load_original(src, n_head=4).config.n_special == 0
     # Three rows more than the vocabulary: the trailing rows are the special tokens.
     src = _write_release(tmp_path / "specials", arrays, encoder={f"t{i}": i for i in range(94)})
-    config = convert.load_original(src, n_head=4).config
+    config = load_original(src, n_head=4).config
     assert (config.vocab_size, config.n_special) == (94, 3)
     # Special tokens stored at the end of an encoder do not count as BPE ids.
     named = {f"t{i}": i for i in range(94)} | {t: 94 + k for k, t in enumerate(gk.SPECIAL_TOKENS)}
-    assert convert.vocab_size_of(_write_release(tmp_path / "named", arrays, encoder=named) / "encoder_bpe.json") == 94
+    assert vocab_size_of(_write_release(tmp_path / "named", arrays, encoder=named) / "encoder_bpe.json") == 94
     # More ids than rows: those ids could never be embedded.
     src = _write_release(tmp_path / "bigger", arrays, encoder={f"t{i}": i for i in range(98)})
     with pytest.raises(convert.VocabularyMismatchError, match="98 ids but the checkpoint token embedding has 97 rows"):
-        convert.load_original(src, n_head=4)
+        load_original(src, n_head=4)
     src = _write_release(tmp_path / "smaller", arrays, encoder={f"t{i}": i for i in range(90)})
     with pytest.raises(convert.VocabularyMismatchError, match="90 ids .* 97 rows"):
-        convert.load_original(src, n_head=4)
+        load_original(src, n_head=4)
 
 
 def _trained_tokenizer():
@@ -206,7 +211,7 @@ def test_convert_checkpoint_with_vocabulary(tmp_path):
     assert (loaded.start_id, loaded.classify_id) == (backbone.config.start_id, backbone.config.classify_id)
     assert loaded.encode("the dog sat") == tok.encode("the dog sat")
     # HF export carries the vocabulary; the way back finds the special rows from it.
-    hf = convert.export_hf(backbone, tmp_path / "hf", loaded)
+    hf = export_hf(backbone, tmp_path / "hf", loaded)
     assert (hf / "vocab.json").is_file() and (hf / "merges.txt").is_file()
     again = convert.convert_checkpoint(hf, tmp_path / "again")
     _assert_same_weights(backbone, saving.load_backbone(again))
@@ -219,7 +224,7 @@ def test_vocabulary_the_tokenizer_rejects(tmp_path):
     src = _write_release(tmp_path / "release", _release_arrays(_random_backbone()), encoder=encoder)
     with pytest.raises(convert.ConversionError, match="cannot be loaded by the project tokenizer.*--no-vocab"):
         convert.convert_checkpoint(src, tmp_path / "model", n_head=4)
-    assert convert.main(["import", str(src), str(tmp_path / "weights"), "--n-head", "4", "--no-vocab"]) == 0
+    assert main(["import", str(src), str(tmp_path / "weights"), "--n-head", "4", "--no-vocab"]) == 0
     backbone, tokenizer = saving.load_model(tmp_path / "weights")
     assert tokenizer is None and backbone.config.vocab_size == 97
 
@@ -229,41 +234,41 @@ def test_bad_original_release(tmp_path):
     src = _write_release(tmp_path / "gap", arrays, n_shards=3)
     (src / "params_1.npy").unlink()
     with pytest.raises(convert.ConversionError, match=r"Missing shard\(s\) params_1.npy .*found 2 of 3"):
-        convert.load_original(src, n_head=4)
+        load_original(src, n_head=4)
     src = _write_release(tmp_path / "last", arrays, n_shards=3)
     (src / "params_2.npy").unlink()
     with pytest.raises(convert.ConversionError, match="2 shard.* hold .* values but params_shapes.json describes"):
-        convert.load_original(src, n_head=4)
+        load_original(src, n_head=4)
     src = _write_release(tmp_path / "none", arrays)
     for p in src.glob("*.npy"):
         p.unlink()
     with pytest.raises(convert.ConversionError, match="No params_\\*.npy shards"):
-        convert.load_original(src, n_head=4)
+        load_original(src, n_head=4)
     # A block whose MLP is wider than the others': named in the error with both shapes.
     bad = list(arrays)
     bad[2 + 12 + 6] = np.zeros((1, 32, 80), "float32")
     message = r"h\.1\.mlp\.c_fc\.weight: checkpoint shape \(32, 80\) != model shape \(32, 128\)"
     with pytest.raises(convert.ConversionError, match=message):
-        convert.load_original(_write_release(tmp_path / "shape", bad), n_head=4)
+        load_original(_write_release(tmp_path / "shape", bad), n_head=4)
     with pytest.raises(convert.ConversionError, match="lists 25 arrays; expected 2 \\+ 12 \\* n_layer"):
-        convert.load_original(_write_release(tmp_path / "count", arrays[:-1]), n_head=4)
+        load_original(_write_release(tmp_path / "count", arrays[:-1]), n_head=4)
     odd = _random_backbone(n_embd=36, n_head=4, n_inner=64)
     with pytest.raises(convert.ConversionError, match="Cannot infer n_head for n_embd=36.*pass n_head"):
-        convert.load_original(_write_release(tmp_path / "odd", _release_arrays(odd)))
+        load_original(_write_release(tmp_path / "odd", _release_arrays(odd)))
     with pytest.raises(convert.ConversionError, match="n_ctx=64 must be in 1..32"):
-        convert.load_original(tmp_path / "shape", n_head=4, n_ctx=64)
+        load_original(tmp_path / "shape", n_head=4, n_ctx=64)
 
 
 def test_bad_hf_and_project_dirs(tmp_path):
-    good = convert.export_hf(_random_backbone(), tmp_path / "good")
+    good = export_hf(_random_backbone(), tmp_path / "good")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(convert.ConversionError, match="no config.json: not a HF checkpoint"):
-        convert.load_hf(empty)
+        load_hf(empty)
     with pytest.raises(convert.ConversionError, match="neither an original release"):
-        convert.detect_format(empty)
+        saving.detect_format(empty)
     with pytest.raises(convert.ConversionError, match="is not a directory"):
-        convert.detect_format(tmp_path / "missing")
+        saving.detect_format(tmp_path / "missing")
 
     def variant(name, config_changes=None, state_changes=None, drop_weights=False, state=None):
         path = tmp_path / name
@@ -272,46 +277,46 @@ def test_bad_hf_and_project_dirs(tmp_path):
         (path / "config.json").write_text(json.dumps(config))
         if not drop_weights:
             if state is None:
-                state = convert.backbone_state(_random_backbone()) | (state_changes or {})
+                state = backbone_state(_random_backbone()) | (state_changes or {})
             save_file(state, str(path / "model.safetensors"))
         return path
 
     with pytest.raises(convert.ConversionError, match="No model.safetensors"):
-        convert.load_hf(variant("noweights", drop_weights=True))
+        load_hf(variant("noweights", drop_weights=True))
     with pytest.raises(convert.ConversionError, match="Unsupported activation afn='relu'"):
-        convert.load_hf(variant("relu", {"afn": "relu"}))
+        load_hf(variant("relu", {"afn": "relu"}))
     with pytest.raises(convert.ConversionError, match="vocab_size=120 but tokens_embed.weight has 97 rows"):
-        convert.load_hf(variant("vocab", {"vocab_size": 120}))
+        load_hf(variant("vocab", {"vocab_size": 120}))
     # pytorch-pretrained-bert era: specials counted apart from vocab_size.
-    legacy = convert.load_hf(variant("legacy", {"vocab_size": 94, "n_special": 3, "gpt_keras_n_special": None}))
+    legacy = load_hf(variant("legacy", {"vocab_size": 94, "n_special": 3, "gpt_keras_n_special": None}))
     assert (legacy.config.vocab_size, legacy.config.n_special) == (94, 3)
     with pytest.raises(convert.ConversionError, match="n_special=2: gpt_keras models have 0 or 3"):
-        convert.load_hf(variant("legacy2", {"vocab_size": 95, "n_special": 2, "gpt_keras_n_special": None}))
+        load_hf(variant("legacy2", {"vocab_size": 95, "n_special": 2, "gpt_keras_n_special": None}))
     with pytest.raises(convert.ConversionError, match="lm_head.weight differs from tokens_embed.weight"):
-        convert.load_hf(variant("untied", state_changes={"lm_head.weight": np.zeros((97, 32), "float32")}))
+        load_hf(variant("untied", state_changes={"lm_head.weight": np.zeros((97, 32), "float32")}))
     with pytest.raises(convert.ConversionError, match="missing weight h.1.ln_2.bias.*unexpected weight h.1.ln_3.bias"):
-        state = convert.backbone_state(_random_backbone())
+        state = backbone_state(_random_backbone())
         state["h.1.ln_3.bias"] = state.pop("h.1.ln_2.bias")
-        convert.load_hf(variant("renamed", state=state))
+        load_hf(variant("renamed", state=state))
     with pytest.raises(convert.ConversionError, match="not a gpt_keras model directory"):
         saving.load_model(good)
     with pytest.raises(convert.ConversionError, match="already in the gpt_keras format"):
         convert.convert_checkpoint(saving.save_model(_random_backbone(), tmp_path / "ours"), tmp_path / "x")
     with pytest.raises(convert.ConversionError, match="fixes the MLP width to 4 \\* n_embd"):
-        convert.export_hf(_random_backbone(n_inner=100), tmp_path / "wide")
+        export_hf(_random_backbone(n_inner=100), tmp_path / "wide")
 
 
 def test_command_line(tmp_path, capsys):
     source = _random_backbone(seed=5)
     src = _write_release(tmp_path / "release", _release_arrays(source))
-    assert convert.main(["import", str(src), str(tmp_path / "model"), "--n-head", "4", "--seed", "1"]) == 0
-    assert convert.main(["export-hf", str(tmp_path / "model"), str(tmp_path / "hf")]) == 0
-    assert convert.main(["export-original", str(tmp_path / "hf"), str(tmp_path / "orig"), "--shards", "4"]) == 0
+    assert main(["import", str(src), str(tmp_path / "model"), "--n-head", "4", "--seed", "1"]) == 0
+    assert main(["export-hf", str(tmp_path / "model"), str(tmp_path / "hf")]) == 0
+    assert main(["export-original", str(tmp_path / "hf"), str(tmp_path / "orig"), "--shards", "4"]) == 0
     assert len(list((tmp_path / "orig").glob("params_*.npy"))) == 4
-    back = convert.load_original(tmp_path / "orig", n_head=4)  # no vocabulary: n_special is not implied
+    back = load_original(tmp_path / "orig", n_head=4)  # no vocabulary: n_special is not implied
     assert back.config.vocab_size == 100
     np.testing.assert_array_equal(back.embed.token_embeddings.numpy()[:97], source.embed.token_embeddings.numpy())
-    assert convert.main(["import", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
+    assert main(["import", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
     assert "is not a directory" in capsys.readouterr().err
 
 
@@ -329,7 +334,7 @@ def test_allennlp_fixture(tmp_path):
         tar.extractall(tmp_path, filter="data")
     src = tmp_path / "model"
     assert len(json.loads((src / "encoder_bpe.json").read_text())) == 51
-    backbone = convert.load_original(src, n_head=2)
+    backbone = load_original(src, n_head=2)
     c = backbone.config
     assert (c.vocab_size, c.n_special, c.n_ctx, c.n_layer, c.n_embd, c.n_inner) == (50, 0, 50, 2, 10, 40)
     ids = random_ids(np.random.default_rng(0), (1, 8), 50)

@@ -6,9 +6,11 @@ import tensorflow as tf
 from helpers import tiny_config
 
 import gpt_keras as gk
-from gpt_keras import generate as gen
 from gpt_keras import saving
-from gpt_keras.generate import Generator, generate, select_tokens
+from gpt_keras.generate import generate
+from gpt_keras.generate.__main__ import main
+from gpt_keras.generate.core import Generator, generate_tokens
+from gpt_keras.generate.sampling import select_tokens
 from gpt_keras.preprocessor import pad, ragged_ids
 
 PROMPTS = [[5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8, 9], [42]]  # different lengths -> left padding
@@ -181,7 +183,7 @@ def test_the_core_needs_no_xla(backbone):
     its graph must hold only ordinary TF ops."""
     ids, mask = _left_pad(PROMPTS)
     b = len(PROMPTS)
-    fn = tf.function(lambda i, m: gen.generate_tokens(backbone, i, m, [4] * b, [0.0, 1.0, 1.0], [0, 5, 0],
+    fn = tf.function(lambda i, m: generate_tokens(backbone, i, m, [4] * b, [0.0, 1.0, 1.0], [0, 5, 0],
                                                        [1.0, 1.0, 0.9], [1, 2, 3], tf.zeros([0], tf.int32), 4))
     graph = fn.get_concrete_function(ids, mask).graph.as_graph_def()
     ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
@@ -197,7 +199,7 @@ def _tokenizer():
 
 def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        gen.main(["--help"])
+        main(["--help"])
     assert exit_info.value.code == 0 and "--max_new_tokens" in capsys.readouterr().out
 
     convert = pytest.importorskip("gpt_keras.convert")
@@ -206,7 +208,7 @@ def test_cli(tmp_path, capsys):
     backbone = gk.GPTBackbone(**tiny_config(vocab_size=tok.n_vocab).to_dict())
     model_dir = saving.save_model(backbone, tmp_path / "model", tokenizer=tok)
     args = ["--prompt", "the cat", "--max_new_tokens", "4", "--no_xla"]
-    assert gen.main(["--model", str(model_dir), *args]) == 0
+    assert main(["--model", str(model_dir), *args]) == 0
     out = capsys.readouterr().out.strip()
     expected = tok.decode(tok.encode("the cat") + generate(backbone, [tok.encode("the cat")], 4, jit_compile=False)[0])
     assert out == expected and out.startswith("the cat")
@@ -214,11 +216,11 @@ def test_cli(tmp_path, capsys):
     # A .keras GPTLMModel plus a vocabulary directory.
     gk.GPTLMModel(backbone).save(str(tmp_path / "lm.keras"))
     tok.save(str(tmp_path / "vocab"))
-    assert gen.main(["--model", str(tmp_path / "lm.keras"), "--tokenizer", str(tmp_path / "vocab"), *args]) == 0
+    assert main(["--model", str(tmp_path / "lm.keras"), "--tokenizer", str(tmp_path / "vocab"), *args]) == 0
     assert capsys.readouterr().out.strip() == expected
-    assert gen.main(["--model", str(tmp_path / "lm.keras"), *args]) == 2
+    assert main(["--model", str(tmp_path / "lm.keras"), *args]) == 2
     assert "pass --tokenizer DIR" in capsys.readouterr().err
-    assert gen.main(["--model", str(model_dir), *args, "--top_p", "2"]) == 2
+    assert main(["--model", str(model_dir), *args, "--top_p", "2"]) == 2
     assert "top_p must be in (0, 1]" in capsys.readouterr().err
 
 

@@ -1,5 +1,5 @@
 """Compressed (bf16) weights for generation: agreement with fp32, the source model untouched,
-the export, and `convert.backbone_state` never writing quantized kernels without their scales."""
+the export, and `gpt_keras.convert.state.backbone_state` never writing quantized kernels without their scales."""
 import keras
 import numpy as np
 import pytest
@@ -8,7 +8,9 @@ from helpers import tiny_config
 
 import gpt_keras as gk
 from gpt_keras import compress, convert
-from gpt_keras.generate import generate, head_logits
+from gpt_keras.convert.state import backbone_state
+from gpt_keras.generate import generate
+from gpt_keras.generate.core import head_logits
 
 PROMPTS = [[5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8, 9], [42]]
 
@@ -87,11 +89,11 @@ def test_bf16_export_serves_the_same_tokens_with_core_ops_only(backbone, tmp_pat
 def test_backbone_state_dequantizes_int8_and_refuses_other_quantized_kernels():
     keras.utils.set_random_seed(0)
     model = gk.GPTBackbone(**tiny_config().to_dict())
-    reference = convert.backbone_state(model)
+    reference = backbone_state(model)
     for block in model.blocks:
         for dense in (block.attn.c_attn, block.attn.c_proj, block.c_fc, block.c_proj):
             dense.quantize("int8")
-    state = convert.backbone_state(model)
+    state = backbone_state(model)
     assert all(v.dtype == np.float32 for v in state.values())
     kernel = "h.0.mlp.c_fc.weight"
     step = np.abs(reference[kernel]).max(axis=0) / 127  # one int8 step per output channel
@@ -102,11 +104,11 @@ def test_backbone_state_dequantizes_int8_and_refuses_other_quantized_kernels():
     other = gk.GPTBackbone(**tiny_config().to_dict())
     other.blocks[0].c_fc.quantize("int4")
     with pytest.raises(convert.ConversionError, match="quantized \\(int4\\)"):
-        convert.backbone_state(other)
+        backbone_state(other)
 
 
 def test_cli_weights_flag(tmp_path, capsys):
-    from gpt_keras import generate as gen
+    from gpt_keras.generate.__main__ import main
     from gpt_keras import saving
     from gpt_keras.tokenizer import count_words, train_bpe
 
@@ -114,6 +116,6 @@ def test_cli_weights_flag(tmp_path, capsys):
     keras.utils.set_random_seed(0)
     model = gk.GPTBackbone(**tiny_config(vocab_size=tok.n_vocab, initializer_range=0.5).to_dict())
     model_dir = saving.save_model(model, tmp_path / "model", tokenizer=tok)
-    assert gen.main(["--model", str(model_dir), "--prompt", "the cat", "--max_new_tokens", "4", "--weights", "bf16"]) == 0
+    assert main(["--model", str(model_dir), "--prompt", "the cat", "--max_new_tokens", "4", "--weights", "bf16"]) == 0
     new = generate(model, [tok.encode("the cat")], 4, weights="bf16")[0]
     assert capsys.readouterr().out.strip() == tok.decode(tok.encode("the cat") + new)

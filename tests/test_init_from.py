@@ -9,6 +9,8 @@ import tensorflow as tf
 import yaml
 
 from gpt_keras import convert, saving
+from gpt_keras.convert.hf import export_hf, load_hf
+from gpt_keras.convert.original import load_original, write_original
 from gpt_keras.config import GPTConfig
 from gpt_keras.model import GPTBackbone
 from gpt_keras.tokenizer import count_words, train_bpe
@@ -32,10 +34,10 @@ def _checkpoint(tmp_path, layout: str) -> str:
     backbone = GPTBackbone(**config.to_dict())
     path = tmp_path / f"ckpt_{layout}"
     if layout == "original":
-        convert.write_original(backbone, path, n_shards=3)
+        write_original(backbone, path, n_shards=3)
         tok.save(str(path), format="original")
     else:
-        convert.export_hf(backbone, path, tok)
+        export_hf(backbone, path, tok)
     return str(path)
 
 
@@ -102,7 +104,7 @@ def test_fine_tuning_starts_from_exactly_the_checkpoint_weights(tmp_path):
     from gpt_keras.train import TrainSettings, finetune
 
     checkpoint = _checkpoint(tmp_path, "hf")
-    source = convert.load_hf(checkpoint)
+    source = load_hf(checkpoint)
     ids = np.array([[[1, 5, 9, 2, 7]]], np.int32)
     x = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
     seen = {}
@@ -243,7 +245,7 @@ def test_allennlp_fixture_weights_fine_tune_with_a_vocabulary_of_our_own(tmp_pat
     entries = _shipped_config_run(tmp_path, str(weights), "model.n_head=2", f"preprocess.vocab_dir={tmp_path / 'vocab'}")
     imported = saving.load_backbone(entries["import"]["outputs"]["model_dir"])
     np.testing.assert_array_equal(_outputs(imported, [[1, 2, 3]]),
-                                  _outputs(convert.load_original(weights, n_head=2), [[1, 2, 3]]))
+                                  _outputs(load_original(weights, n_head=2), [[1, 2, 3]]))
     assert _served(entries)["probabilities"].shape == (2, 2)
 
 
@@ -255,7 +257,7 @@ def test_continued_pretraining_starts_from_the_checkpoint(tmp_path):
     entries = run(["--config", config, "--stages", "preprocess,pretrain"])
     assert entries["pretrain"]["metrics"]["steps"] == 2
     trained = saving.load_backbone(entries["pretrain"]["outputs"]["model_dir"])
-    source = convert.load_hf(checkpoint)
+    source = load_hf(checkpoint)
     assert trained.config == source.config  # the checkpoint's sizes, still without special rows
     moved = [float(np.abs(a.numpy() - b.numpy()).max()) for a, b in zip(trained.weights, source.weights)]
     assert 0 < max(moved) < 0.05  # two small steps away from the checkpoint, not a fresh model

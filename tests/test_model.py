@@ -129,6 +129,8 @@ def test_pre_ln_is_gpt2s_block_order_and_is_kept_out_of_gpt1_formats(tmp_path):
     """normalize_first: x + attn(LN(x)), x + mlp(LN(x)), then ln_f; the model
     format keeps it, and the HF and original-layout writers refuse it."""
     from gpt_keras import convert
+    from gpt_keras.convert.hf import export_hf
+    from gpt_keras.convert.original import write_original
     config = tiny_config().replace(normalize_first=True, n_inner=4 * tiny_config().n_embd)
     backbone = gk.GPTBackbone(**config.to_dict())
     ids = random_ids(np.random.default_rng(4), (2, 6), 97)
@@ -143,8 +145,8 @@ def test_pre_ln_is_gpt2s_block_order_and_is_kept_out_of_gpt1_formats(tmp_path):
     loaded = gk.GPTBackbone.from_preset(str(tmp_path / "pre"))
     assert loaded.config.normalize_first
     np.testing.assert_allclose(loaded(_inputs(ids)).numpy(), expected, atol=1e-5)
-    for write in (lambda: convert.export_hf(backbone, tmp_path / "hf"),
-                  lambda: convert.write_original(backbone, tmp_path / "orig")):
+    for write in (lambda: export_hf(backbone, tmp_path / "hf"),
+                  lambda: write_original(backbone, tmp_path / "orig")):
         with pytest.raises(convert.ConversionError, match="pre-LN .* not GPT-1"):
             write()
     assert not (tmp_path / "hf" / "model.safetensors").exists() and not (tmp_path / "orig").exists()

@@ -13,7 +13,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import gpt_keras as gk  # noqa: E402
-from gpt_keras import convert  # noqa: E402
+from gpt_keras.convert.hf import export_hf, load_hf  # noqa: E402
+from gpt_keras.convert.original import load_original  # noqa: E402
 from gpt_keras.preprocessor import pad  # noqa: E402
 
 pytestmark = pytest.mark.parity
@@ -73,7 +74,7 @@ def _assert_close(ours, ref):
 
 
 def test_hf_checkpoint_logits(hf_lm, hf_dir):
-    backbone = convert.load_hf(hf_dir)
+    backbone = load_hf(hf_dir)
     assert backbone.config.n_special == 0 and backbone.config.vocab_size == VOCAB
     _assert_close(_our_logits(backbone, IDS), _hf_logits(hf_lm, IDS))
 
@@ -81,7 +82,7 @@ def test_hf_checkpoint_logits(hf_lm, hf_dir):
 def test_padding_matches_hf_with_explicit_positions(hf_lm, hf_dir):
     """Right and left padding: HF given the mask (and, for left padding, the
     positions our model derives from it) agrees on every real token."""
-    backbone = convert.load_hf(hf_dir)
+    backbone = load_hf(hf_dir)
     mask = np.ones_like(IDS)
     mask[0, 20:] = 0            # right padding
     mask[1, :9] = 0             # left padding
@@ -99,7 +100,7 @@ def test_pytorch_bin_checkpoint(hf_lm, tmp_path):
     torch.save(state, tmp_path / "pytorch_model.bin")
     hf_lm.config.save_pretrained(tmp_path)
     assert (tmp_path / "pytorch_model.bin").is_file() and not (tmp_path / "model.safetensors").exists()
-    _assert_close(_our_logits(convert.load_hf(tmp_path), IDS), _hf_logits(hf_lm, IDS))
+    _assert_close(_our_logits(load_hf(tmp_path), IDS), _hf_logits(hf_lm, IDS))
 
 
 def _write_release_from_torch(model, path):
@@ -120,24 +121,24 @@ def _write_release_from_torch(model, path):
 
 def test_original_release_logits(hf_lm, tmp_path):
     src = _write_release_from_torch(hf_lm, tmp_path / "release")
-    backbone = convert.load_original(src, n_head=4)
+    backbone = load_original(src, n_head=4)
     _assert_close(_our_logits(backbone, IDS), _hf_logits(hf_lm, IDS))
 
 
 def test_hf_export_round_trip(hf_lm, hf_dir, tmp_path):
-    backbone = convert.load_hf(hf_dir)
-    exported = transformers.OpenAIGPTLMHeadModel.from_pretrained(convert.export_hf(backbone, tmp_path / "plain"))
+    backbone = load_hf(hf_dir)
+    exported = transformers.OpenAIGPTLMHeadModel.from_pretrained(export_hf(backbone, tmp_path / "plain"))
     _assert_close(_hf_logits(exported.eval(), IDS), _hf_logits(hf_lm, IDS))
     # With the special-token rows: HF sees them as ordinary vocabulary rows,
     # and the way back restores n_special.
     special = gk.with_special_tokens(backbone, seed=0)
-    dst = convert.export_hf(special, tmp_path / "special")
+    dst = export_hf(special, tmp_path / "special")
     exported = transformers.OpenAIGPTLMHeadModel.from_pretrained(dst).eval()
     assert exported.config.vocab_size == VOCAB + 3
     ids = IDS.copy()
     ids[:, 0], ids[:, 10], ids[:, -1] = VOCAB, VOCAB + 1, VOCAB + 2
     _assert_close(_our_logits(special, ids), _hf_logits(exported, ids))
-    assert convert.load_hf(dst).config == special.config
+    assert load_hf(dst).config == special.config
 
 
 def test_double_heads_mc_logits(tmp_path):
@@ -145,7 +146,7 @@ def test_double_heads_mc_logits(tmp_path):
     torch.manual_seed(1)
     hf = _randomize(transformers.OpenAIGPTDoubleHeadsModel(_hf_config(vocab_size=VOCAB + 3)), seed=1)
     hf.save_pretrained(tmp_path)
-    backbone = convert.load_hf(tmp_path, n_special=3)  # no vocabulary files: say where the specials are
+    backbone = load_hf(tmp_path, n_special=3)  # no vocabulary files: say where the specials are
     task = gk.GPTTaskModel(backbone, "multiple_choice", num_choices=3)
     summary = hf.multiple_choice_head.summary  # nn.Linear(n_embd, 1): weight [out, in]
     task.head.kernel.assign(summary.weight.detach().numpy().T)
@@ -188,7 +189,7 @@ def test_scores_match_hf_log_probabilities(hf_lm, hf_dir):
     from gpt_keras.scoring import LMScorer
 
     rows = [list(IDS[0]), list(IDS[1][:20]), list(IDS[2][:7])]
-    ours = LMScorer(convert.load_hf(hf_dir), batch_size=2).score_ids(rows)
+    ours = LMScorer(load_hf(hf_dir), batch_size=2).score_ids(rows)
     for row, lp in zip(rows, ours):
         with torch.no_grad():
             logp = torch.log_softmax(hf_lm(torch.tensor([row], dtype=torch.long)).logits[0], -1).numpy()

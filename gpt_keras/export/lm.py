@@ -26,7 +26,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from gpt_keras.compress import compressed_backbone
-from gpt_keras.generate import generate_tokens
+from gpt_keras.generate.core import generate_tokens
 from gpt_keras.model import GPTBackbone
 from gpt_keras.preprocessor import BYTES_PER_POSITION, check_tokenizer, cut_text, last_bytes, pad
 from gpt_keras.scoring import next_token_logprobs
