@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import os
 import types
@@ -230,21 +231,46 @@ class ModelSpec(Section):
             _check(False, "", str(e))
 
 
+@functools.cache
+def _finetune_recipe() -> dict[str, Any]:
+    """The paper's fine-tuning recipe where gpt_keras defines it (its one home):
+    `TrainSettings`' defaults and those of `gpt_keras.train.finetune`'s
+    arguments (lm_weight, lora_rank). Read on first use, not at import, so that
+    importing the schema (`run.py --help`) needs no TensorFlow."""
+    import inspect  # pylint: disable=g-import-not-at-top
+    from gpt_keras import train  # pylint: disable=g-import-not-at-top
+
+    arguments = inspect.signature(train.finetune).parameters
+    return {**dataclasses.asdict(train.TrainSettings()), **{k: arguments[k].default for k in ("lm_weight", "lora_rank")}}
+
+
+def _recipe(key: str, **constraints: Any) -> Any:
+    """A field whose default is the fine-tuning recipe's `key` (`_finetune_recipe`),
+    validated like a given value (so TrainSettings' `epochs=3` is this schema's 3.0)."""
+    return Field(default_factory=lambda: _finetune_recipe()[key], validate_default=True, **constraints)
+
+
+Schedule = Literal["warmup_cosine", "warmup_linear", "constant"]
+
+
 class OptimSpec(Section):
+    """What pre-training and fine-tuning share. The defaults are pre-training's
+    (the paper's section 4.1); weight decay, clipping and the dtype policy are
+    the same for both: the fine-tuning recipe's (`_finetune_recipe`)."""
     batch_size: int = Field(32, gt=0)
     learning_rate: float = Field(2.5e-4, gt=0)
-    schedule: Literal["warmup_cosine", "warmup_linear", "constant"] = "warmup_cosine"
+    schedule: Schedule = "warmup_cosine"
     warmup: float = Field(2000, ge=0)  # steps (warmup_cosine) or fraction of steps (warmup_linear)
     epochs: float = Field(1.0, gt=0)   # passes over the training data
     max_steps: int = Field(0, ge=0)    # cap on optimizer steps (0: none)
     steps_per_checkpoint: int = Field(200, gt=0)
     validation_batches: int = Field(0, ge=0)  # batches of the validation split per evaluation (0: all of it)
-    l2: float = 0.01
-    max_grad_norm: float = 1.0
+    l2: float = _recipe("l2")
+    max_grad_norm: float = _recipe("max_grad_norm")
     jit_compile: StrictBool | None = None  # None: XLA for float32 (and on GPUs), none for bf16 on CPUs
     # Variables stay float32; mixed policies compute in bf16/fp16; auto: bf16 where the
     # machine has it in hardware and the model is wide enough (gpt_keras.precision).
-    dtype_policy: str = "auto"
+    dtype_policy: str = _recipe("dtype_policy")
 
     @model_validator(mode="after")
     def _dtype_policy(self) -> "OptimSpec":
@@ -272,14 +298,14 @@ class PretrainSpec(OptimSpec):
 class FinetuneSpec(OptimSpec):
     # A list is a grid: one model per value, and the one that does best on the
     # validation split is kept (each variant - pre-trained, scratch - picks its own).
-    learning_rate: float | list[float] = 6.25e-5
-    schedule: Literal["warmup_cosine", "warmup_linear", "constant"] = "warmup_linear"
-    warmup: float = Field(0.002, ge=0)
-    epochs: float = Field(3.0, gt=0)
+    learning_rate: float | list[float] = _recipe("learning_rate")
+    schedule: Schedule = _recipe("schedule")
+    warmup: float = _recipe("warmup", ge=0)
+    epochs: float = _recipe("epochs", gt=0)
     # Small tasks get more passes: epochs are raised until training takes at least this
     # many steps (whole passes; the best pass on the validation split is kept anyway).
     min_steps: int = Field(0, ge=0)
-    lm_weight: float = Field(0.5, ge=0)
+    lm_weight: float = _recipe("lm_weight", ge=0)
     # The paper's Figure 2 (left), the original's --n_transfer: the embeddings and the
     # first n blocks come from the pre-trained model, the rest start fresh (unset: all).
     n_transfer: int | None = Field(None, ge=0)
@@ -287,9 +313,9 @@ class FinetuneSpec(OptimSpec):
     early_stopping_patience: int = 0                 # evaluations without improvement (0: off)
     # Task batches vary in length; without XLA each batch is padded only to its
     # longest row instead of recompiling or padding everything to n_ctx.
-    jit_compile: StrictBool = False
-    transfer: str = "full"           # what learns: full | frozen | lora | layer_mix (gpt_keras.transfer)
-    lora_rank: int = Field(8, gt=0)  # adapter rank with transfer: lora
+    jit_compile: StrictBool = _recipe("jit_compile")
+    transfer: str = "full"                     # what learns: full | frozen | lora | layer_mix (gpt_keras.transfer)
+    lora_rank: int = _recipe("lora_rank", gt=0)  # adapter rank with transfer: lora
     # Paired seeds (docs/seeds.md): every fine-tuned variant once per seed, each its own
     # stage (`finetune/<task>-seed<k>`); the seed drives head init, dropout and data order,
     # never the data split (the experiment `seed`). Empty: one run with the experiment `seed`.

@@ -17,14 +17,17 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from pipelines import report
 from pipelines.analysis import run_zeroshot
-from pipelines.config import ConfigError, ExperimentConfig, InputSpec, TaskSpec
+from pipelines.config import ConfigError, ExperimentConfig, FinetuneSpec, InputSpec, TaskSpec
 from pipelines.resolve import ResolvedConfig, resolve
+
+if TYPE_CHECKING:  # the trainer imports TensorFlow: the stages import it when they run
+    from pipelines.trainer import FinetuneResult
 
 # What users type in --stages: each group names the stages beside it in STAGE_TABLE.
 STAGE_NAMES = ["preprocess", "pretrain", "finetune", "analysis", "evaluate", "export"]
@@ -237,7 +240,7 @@ def run_task_records(ctx: Context, out: str, task: TaskSpec) -> dict:
     return _written(out, {"task_dir": task_dir}, summary)
 
 
-# ---- pretrain / finetune (through the TFX-style trainer) ----------------------
+# ---- pretrain / finetune (through pipelines.trainer) ---------------------------
 
 def _checkpoint_dir(ctx: Context, stage: str) -> str:
     # Outside the atomic artifact so that a killed run resumes from it; keyed by
@@ -254,92 +257,65 @@ def load_vocabulary(ctx: Context):
 def run_pretrain(ctx: Context, out: str) -> dict:
     """Pre-training from scratch, or continued from `model.init_from`; with
     `pretrain.enabled: false` the imported checkpoint as it is."""
-    from pipelines.trainer import FnArgs, run_fn
+    from gpt_keras import saving
+    from pipelines import trainer
 
     cfg = ctx.config
     init_dir = ctx.artifact("import", "model_dir") if cfg.model.init_from else ""
     if not cfg.pretrain.enabled:
         return {"outputs": {"model_dir": init_dir}, "metrics": {"steps": 0}}
-    corpus_dir = ctx.artifact("corpus", "corpus_dir")
-    model_dir = os.path.join(out, "model")
-    result = run_fn(FnArgs(
-        train_files=[corpus_dir], eval_files=[corpus_dir], serving_model_dir=model_dir,
-        model_run_dir=os.path.join(out, "logs"), custom_config={
-            "mode": "pretrain", "seed": cfg.seed, "vocab_dir": ctx.artifact("vocab", "vocab_dir"),
-            "model": ctx.resolved.gpt_config(load_vocabulary(ctx).n_vocab), "optim": cfg.pretrain,
-            "init_model_dir": init_dir, "checkpoint_dir": _checkpoint_dir(ctx, "pretrain"),
-            "snapshot_dir": os.path.join(out, "snapshots")}))
-    history = result["history"]
-    report.plot_curves({"pretrain": history}, ["lm_loss", "perplexity"], os.path.join(out, "curves.png"),
+    model_dir, snapshot_dir = os.path.join(out, "model"), os.path.join(out, "snapshots")
+    start = saving.load_backbone(init_dir) if init_dir else ctx.resolved.gpt_config(load_vocabulary(ctx).n_vocab)
+    result = trainer.pretrain(cfg.pretrain, start, ctx.artifact("corpus", "corpus_dir"),
+                              ctx.artifact("vocab", "vocab_dir"), model_dir, os.path.join(out, "logs"),
+                              seed=cfg.seed, checkpoint_dir=_checkpoint_dir(ctx, "pretrain"),
+                              snapshot_dir=snapshot_dir)
+    report.plot_curves({"pretrain": result.history}, ["lm_loss", "perplexity"], os.path.join(out, "curves.png"),
                        "Pre-training (L1)")
-    last = {k: v[-1] for k, v in history.items() if v}
-    return {"outputs": {"model_dir": model_dir, "curves": os.path.join(out, "curves.png"),
-                        "snapshots": os.path.join(out, "snapshots")},
-            "metrics": {"steps": result["steps"], "planned_steps": result["planned_steps"],
-                        "stopped_by_time_budget": result["stopped_by_time_budget"], **last}}
+    last = {k: v[-1] for k, v in result.history.items() if v}
+    return {"outputs": {"model_dir": model_dir, "curves": os.path.join(out, "curves.png"), "snapshots": snapshot_dir},
+            "metrics": {"steps": result.steps, "planned_steps": result.planned_steps,
+                        "stopped_by_time_budget": result.stopped_by_time_budget, **last}}
 
 
-def finetune_variant(ctx: Context, run_dir: str, task: str, init_dir: str, optim, seed: int,
-                     train_examples: int | None = None) -> dict:
-    """Fine-tune one model for `task` from `init_dir` ("" = no pre-training) with
-    the `FinetuneSpec` `optim`; writes a model directory to `run_dir`. `seed`
-    draws the head, the special-token rows, dropout and the order of batches
-    (and, with `train_examples`, which training examples are used)."""
+def finetune_selected(ctx: Context, run_dir: str, task: str, init_dir: str, spec: FinetuneSpec, seed: int,
+                      train_examples: int | None = None) -> tuple[FinetuneResult, dict]:
+    """Fine-tune one model for `task` from `init_dir` ("" = no pre-training:
+    the pre-trained model's architecture, fresh weights) with `spec`, once per
+    learning rate (a list is a grid); the model that does best on the
+    validation split is kept in `run_dir`. `seed` draws the head, the
+    special-token rows, dropout and the order of batches (and, with
+    `train_examples`, which training examples are used). Returns the kept
+    run's result and the metrics the stage records: the chosen rate and, with
+    a grid, every rate's validation score."""
     from gpt_keras import saving
-    from pipelines.trainer import FnArgs, run_fn
+    from pipelines import trainer
 
-    start = time.time()
-    result = run_fn(FnArgs(
-        train_files=[ctx.artifact(f"records/{task}", "task_dir")],
-        eval_files=[ctx.artifact(f"records/{task}", "task_dir")], serving_model_dir=run_dir,
-        model_run_dir=os.path.join(run_dir, "logs"), custom_config={
-            "mode": "finetune", "seed": seed, "vocab_dir": ctx.artifact("vocab", "vocab_dir"),
-            "init_model_dir": init_dir, "model": saving.read_config(ctx.artifact("pretrain", "model_dir")),
-            "optim": optim, "train_examples": train_examples}))
-    result["seconds"], result["seed"] = round(time.time() - start, 1), seed
-    return result
-
-
-def finetune_selected(ctx: Context, run_dir: str, task: str, init_dir: str, optim, seed: int,
-                      train_examples: int | None = None) -> dict:
-    """`finetune_variant` once per learning rate of `optim` (a list is a grid);
-    the model that does best on the validation split is kept in `run_dir`.
-    The result records the chosen rate and every rate's validation score."""
-    rates = optim.learning_rates
+    start_time = time.time()
+    task_dir, vocab_dir = ctx.artifact(f"records/{task}", "task_dir"), ctx.artifact("vocab", "vocab_dir")
+    rates = spec.learning_rates
     trials = {}
     for lr in rates:
         trial_dir = run_dir if len(rates) == 1 else f"{run_dir}_lr{lr:g}"
-        trials[lr] = (trial_dir, finetune_variant(ctx, trial_dir, task, init_dir,
-                                                  optim.model_copy(update={"learning_rate": lr}), seed,
-                                                  train_examples))
-    scores = {lr: _validation_score(result) for lr, (_, result) in trials.items()}
-    # Regression keeps its lowest validation loss: scores are negated there.
-    best = max(rates, key=lambda lr: scores[lr])
+        start = saving.load_backbone(init_dir) if init_dir else saving.read_config(ctx.artifact("pretrain", "model_dir"))
+        trials[lr] = (trial_dir, trainer.finetune(spec.model_copy(update={"learning_rate": lr}), start, task_dir,
+                                                  vocab_dir, trial_dir, os.path.join(trial_dir, "logs"), seed=seed,
+                                                  train_examples=train_examples))
+    # Regression keeps its lowest validation loss: its scores are negated.
+    best = max(rates, key=lambda lr: trials[lr][1].validation_score)
     for lr, (trial_dir, _) in trials.items():
         if trial_dir != run_dir:
             if lr == best:
                 os.replace(trial_dir, run_dir)
             else:
                 shutil.rmtree(trial_dir)
-    result = dict(trials[best][1])
-    result["learning_rate"] = best
-    result["seconds"] = round(sum(r["seconds"] for _, r in trials.values()), 1)
+    result = trials[best][1]
+    metrics = {"best_" + result.monitor: result.best, "trainable_parameters": result.trainable_parameters,
+               "train_examples": result.train_examples, "seconds": round(time.time() - start_time, 1),
+               "seed": seed, "learning_rate": best}
     if len(rates) > 1:
-        result["validation_by_learning_rate"] = {f"{lr:g}": abs(scores[lr]) for lr in rates}
-    return result
-
-
-def _validation_score(result: dict) -> float:
-    """Higher is better: validation accuracy, or minus the validation loss (regression)."""
-    if result.get("best_val_accuracy") is not None:
-        return result["best_val_accuracy"]
-    loss = result.get("best_val_loss")
-    return -loss if loss is not None else -math.inf
-
-
-def _summary(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k.startswith("best_") or k in (
-        "seconds", "seed", "trainable_parameters", "train_examples", "learning_rate", "validation_by_learning_rate")}
+        metrics["validation_by_learning_rate"] = {f"{lr:g}": abs(r.validation_score) for lr, (_, r) in trials.items()}
+    return result, metrics
 
 
 def run_finetune(ctx: Context, out: str, task: str, seed: int, suffix: str) -> dict:
@@ -352,10 +328,10 @@ def run_finetune(ctx: Context, out: str, task: str, seed: int, suffix: str) -> d
     outputs, metrics, histories = {}, {}, {}
     for variant, init_dir in variants.items():
         run_dir = os.path.join(out, variant)
-        result = finetune_selected(ctx, run_dir, task, init_dir, cfg.finetune, seed)
-        histories[variant] = result["history"]
+        result, metrics[f"{task}/{variant}{suffix}"] = finetune_selected(ctx, run_dir, task, init_dir, cfg.finetune,
+                                                                          seed)
+        histories[variant] = result.history
         outputs[f"{task}/{variant}{suffix}"] = run_dir
-        metrics[f"{task}/{variant}{suffix}"] = _summary(result)
     report.plot_curves(histories, ["task_loss", "accuracy", "lm_loss"], os.path.join(out, "curves.png"),
                        f"Fine-tuning {task}: with vs without pre-training (seed {seed})")
     return {"outputs": {"models": outputs, "task_dir": ctx.artifact(f"records/{task}", "task_dir"),
@@ -373,8 +349,8 @@ def run_transfer(ctx: Context, out: str, task: str, variant: str, seed: int, suf
     init_dir = "" if changes.pop("init", "pretrained") == "scratch" else ctx.artifact("pretrain", "model_dir")
     optim = ctx.config.finetune.model_copy(update=changes)
     model_dir = os.path.join(out, "model")
-    result = finetune_selected(ctx, model_dir, task, init_dir, optim, seed, examples)
-    metrics = {f"{task}/{variant}{suffix}": _summary(result)}
+    _, summary = finetune_selected(ctx, model_dir, task, init_dir, optim, seed, examples)
+    metrics = {f"{task}/{variant}{suffix}": summary}
     return {"outputs": {"models": {key: model_dir for key in metrics}, "trainable_parameters": _trained(metrics)},
             "metrics": metrics}
 
