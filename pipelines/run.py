@@ -27,7 +27,9 @@ from pipelines import report  # noqa: E402
 from pipelines.config import ConfigError, load_config  # noqa: E402
 from pipelines.manifest import Manifest, fingerprint  # noqa: E402
 from pipelines.resolve import resolve  # noqa: E402
-from pipelines.stages import STAGE_NAMES, STAGE_TABLE, Context, Stage, load_vocabulary, plan, select  # noqa: E402
+from pipelines.plan import STAGE_NAMES, STAGE_TABLE, Stage, plan, select  # noqa: E402
+from pipelines.stages.context import Context  # noqa: E402
+from pipelines.stages.preprocess import load_vocabulary  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

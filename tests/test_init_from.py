@@ -15,7 +15,7 @@ from gpt_keras.tokenizer import count_words, train_bpe
 from pipelines.config import ConfigError, load_config
 from pipelines.resolve import resolve
 from pipelines.run import run
-from pipelines.stages import plan
+from pipelines.plan import plan
 
 from tests.test_pipeline_run import NEGATIVE, POSITIVE, _task, _write_data
 

@@ -251,7 +251,7 @@ def _check_analysis_values(work, metrics: dict, figure: dict) -> None:
     from gpt_keras.scoring import LMScorer
     from gpt_keras.transfer import trainable_parameters
     from gpt_keras.zeroshot import LabelWordClassifier
-    from pipelines.analysis import read_task_rows
+    from pipelines.stages.zeroshot import read_task_rows
 
     stages = json.loads((work / "manifest.json").read_text())["stages"]
     backbone, tok = saving.load_model(stages["pretrain"]["outputs"]["model_dir"])

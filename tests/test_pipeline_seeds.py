@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.config import load_config
 from pipelines.run import run
-from pipelines.stages import plan
+from pipelines.plan import plan
 from tests.test_pipeline_run import _config, _write_data
 
 
@@ -119,7 +119,8 @@ def test_data_efficiency_fine_tunes_both_variants_on_seeded_subsets_and_pairs_th
 
 def test_a_finetune_stage_recorded_before_its_parameter_count_gets_it_from_its_model(seeded_run):
     from pipelines.resolve import resolve
-    from pipelines.stages import Context, _trained_count
+    from pipelines.stages.context import Context
+    from pipelines.stages.evaluate import _trained_count
 
     entries, work, _ = seeded_run
     outputs = {k: v for k, v in entries["finetune/toy-seed0"]["outputs"].items() if k != "trainable_parameters"}

@@ -1,6 +1,6 @@
-"""The analysis stages: a task solved by the pre-trained LM alone, zero- and
-few-shot (`zeroshot/<task>`), scored on the same test split as the
-fine-tuned models. Settings: the config's `analysis` section.
+"""The zeroshot stages (group analysis): a task solved by the pre-trained LM
+alone, zero- and few-shot (`zeroshot/<task>`), scored on the same test split
+as the fine-tuned models. Settings: the config's `analysis` section.
 
 The task records hold token ids (`[_start_] text [_classify_]`, or one
 `[_start_] context [_delimiter_] answer [_classify_]` per choice); the text is

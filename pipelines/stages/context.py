@@ -1,0 +1,62 @@
+"""What every stage shares: how stages are named and grouped, and the
+`Context` a stage runs with."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pipelines.config import ExperimentConfig
+from pipelines.resolve import ResolvedConfig
+
+
+def group_of(stage: str) -> str:
+    """`records/x` -> preprocess, `finetune/x` -> finetune, `transfer/x/m` -> analysis."""
+    prefix = stage.split("/")[0]
+    if prefix in ("import", "vocab", "corpus", "records"):
+        return "preprocess"
+    return "analysis" if prefix in ("transfer", "zeroshot") else prefix
+
+
+def seed_runs(config: ExperimentConfig) -> list[tuple[int, str]]:
+    """(seed, name suffix) of each fine-tuning run of every variant: one per
+    `finetune.seeds`, its stages and models named with `-seed<k>`; without
+    seeds, one run with the experiment `seed` under the plain names."""
+    if config.finetune.seeds:
+        return [(k, f"-seed{k}") for k in config.finetune.seeds]
+    return [(config.seed, "")]
+
+
+def finetune_stage(task: str, suffix: str = "") -> str:
+    """The stage that fine-tunes `task` (pre-trained, and from scratch) for the seed of `suffix`."""
+    return f"finetune/{task}{suffix}"
+
+
+def transfer_stage(task: str, variant: str, suffix: str = "") -> str:
+    """The stage of an analysis variant of `task` for the seed of `suffix`."""
+    return f"transfer/{task}/{variant}{suffix}"
+
+
+def has_zeroshot(config: ExperimentConfig) -> bool:
+    """Whether the plan has a `zeroshot/<task>` stage per task (the analysis section asks for one)."""
+    a = config.analysis
+    return bool(a.zero_shot or a.few_shot or a.figure2)
+
+
+@dataclasses.dataclass
+class Context:
+    """What a stage sees: the config (and what it leaves open, resolved), Beam
+    arguments, and finished artifacts."""
+    config: ExperimentConfig
+    resolved: ResolvedConfig
+    beam_args: list[str]
+    artifacts: dict[str, dict]  # stage -> its manifest entry "outputs"
+    work_dir: str
+    fingerprints: dict[str, str]
+
+    def artifact(self, stage: str, key: str) -> Any:
+        try:
+            return self.artifacts[stage][key]
+        except KeyError:
+            group = group_of(stage)
+            raise RuntimeError(f"stage output {stage}.{key} is missing: run the {group!r} stage first "
+                               f"(python pipelines/run.py --stages {group})") from None
