@@ -32,15 +32,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import cpu_flags  # noqa: E402  (bench/, next to this file)
 from pipelines.config import load_config  # noqa: E402
 from pipelines.resolve import resolve  # noqa: E402
+from pipelines.stages.outputs import CorpusOutput, T, VocabOutput  # noqa: E402
 from pipelines import trainer  # noqa: E402
 
 
 STAGE_RECORD = "stage.json"  # what `pipelines.manifest` writes in each finished stage's directory
 
 
-def _artifact(work_dir: str, stage: str, key: str) -> str:
+def _recorded(work_dir: str, stage: str, kind: type[T]) -> T:
+    """The outputs a finished stage recorded, as its record type."""
     with open(os.path.join(work_dir, stage, STAGE_RECORD), encoding="utf-8") as f:
-        return json.load(f)["outputs"][key]
+        return kind.from_dict(json.load(f)["outputs"])
 
 
 def pretrain_curve(args: argparse.Namespace, policy: str, seed: int) -> dict:
@@ -48,8 +50,8 @@ def pretrain_curve(args: argparse.Namespace, policy: str, seed: int) -> dict:
     from gpt_keras.tokenizer import GPTTokenizer
 
     config = load_config(args.config, args.set)
-    vocab_dir = _artifact(args.work_dir, "vocab", "vocab_dir")
-    corpus_dir = _artifact(args.work_dir, "corpus", "corpus_dir")
+    vocab_dir = _recorded(args.work_dir, "vocab", VocabOutput).vocab_dir
+    corpus_dir = _recorded(args.work_dir, "corpus", CorpusOutput).corpus_dir
     optim = config.pretrain.model_copy(update={
         "max_steps": args.steps, "steps_per_checkpoint": max(1, args.steps // args.points),
         "dtype_policy": policy, "snapshots": 0})

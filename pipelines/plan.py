@@ -13,9 +13,11 @@ from typing import Any, Callable
 
 from pipelines.config import ConfigError, ExperimentConfig
 from pipelines.resolve import ResolvedConfig, resolve
-from pipelines.stages.context import Context, finetune_stage, group_of, has_zeroshot, seed_runs, transfer_stage
+from pipelines.stages.context import (Context, finetune_stage, group_of, has_zeroshot, records_stage, seed_runs,
+                                      transfer_stage)
 from pipelines.stages.evaluate import run_evaluate
 from pipelines.stages.export import run_export
+from pipelines.stages.outputs import StageResult
 from pipelines.stages.finetune import run_finetune, run_transfer
 from pipelines.stages.preprocess import run_import, run_packed_corpus, run_task_records, run_vocabulary
 from pipelines.stages.pretrain import run_pretrain
@@ -51,7 +53,7 @@ class Stage:
     """One step of the plan: what it is called, what it reads, and how it runs."""
     name: str                        # e.g. "records/rt_polarity"; also its directory under work_dir
     upstream: list[str]              # the stages whose artifacts it reads
-    run: Callable[[Context, str], dict]
+    run: Callable[[Context, str], StageResult]
     config: Any                      # the config values it reads (fingerprinted)
 
     @property
@@ -87,25 +89,25 @@ def plan(config: ExperimentConfig, resolved: ResolvedConfig | None = None) -> li
         Stage("corpus", ["vocab"], run_packed_corpus,
               {"corpus": corpus, "n_ctx": pp.n_ctx, "val_fraction": pp.val_fraction, "seed": seed,
                "num_shards": pp.num_shards, **tokens}),
-        *[Stage(f"records/{t.name}", ["vocab"], functools.partial(run_task_records, task=t),
+        *[Stage(records_stage(t.name), ["vocab"], functools.partial(run_task_records, task=t),
                 {"task": t.model_dump(), "n_ctx": pp.n_ctx, "seed": seed, "num_shards": pp.num_shards, **tokens})
           for t in pp.tasks],
         Stage("pretrain", pretrain_reads, run_pretrain,
               {"model": config.model.model_dump(), "pretrain": config.pretrain.model_dump(), "seed": seed}),
-        *[Stage(finetune_stage(t, suffix), ["pretrain", f"records/{t}"],
+        *[Stage(finetune_stage(t, suffix), ["pretrain", records_stage(t)],
                 functools.partial(run_finetune, task=t, seed=k, suffix=suffix),
                 {"finetune": finetune_reads, "seed": k}) for t in tasks for k, suffix in runs],
     ]
     analysis = config.analysis
     variants = resolved.analysis_variants
     for t in tasks:  # the analysis section's extra fine-tuned models and zero/few-shot scoring
-        stages += [Stage(transfer_stage(t, name, suffix), ["pretrain", f"records/{t}"],
+        stages += [Stage(transfer_stage(t, name, suffix), ["pretrain", records_stage(t)],
                          functools.partial(run_transfer, task=t, variant=name, seed=k, suffix=suffix),
                          {"finetune": finetune_reads, "variant": changes, "seed": k})
                    for name, changes in variants.items() for k, suffix in runs]
         if has_zeroshot(config):
             prompt = analysis.prompts.get(t)
-            stages.append(Stage(f"zeroshot/{t}", ["pretrain", f"records/{t}"],
+            stages.append(Stage(f"zeroshot/{t}", ["pretrain", records_stage(t)],
                                 functools.partial(run_zeroshot, task=t),
                                 {"zero_shot": analysis.zero_shot, "few_shot": analysis.few_shot,
                                  "calibrate": analysis.calibrate, "prompt": prompt and prompt.model_dump(),

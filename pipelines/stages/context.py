@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from pipelines.config import ExperimentConfig
 from pipelines.resolve import ResolvedConfig
+from pipelines.stages.outputs import RECORDS, T
 
 
 def group_of(stage: str) -> str:
@@ -31,6 +31,11 @@ def finetune_stage(task: str, suffix: str = "") -> str:
     return f"finetune/{task}{suffix}"
 
 
+def records_stage(task: str) -> str:
+    """The stage that writes `task`'s records."""
+    return f"records/{task}"
+
+
 def transfer_stage(task: str, variant: str, suffix: str = "") -> str:
     """The stage of an analysis variant of `task` for the seed of `suffix`."""
     return f"transfer/{task}/{variant}{suffix}"
@@ -42,21 +47,35 @@ def has_zeroshot(config: ExperimentConfig) -> bool:
     return bool(a.zero_shot or a.few_shot or a.figure2)
 
 
+def missing_output(stage: str, key: str) -> RuntimeError:
+    """The error for a stage output that is not recorded: it names the group to run."""
+    group = group_of(stage)
+    return RuntimeError(f"stage output {stage}.{key} is missing: run the {group!r} stage first "
+                        f"(python pipelines/run.py --stages {group})")
+
+
 @dataclasses.dataclass
 class Context:
     """What a stage sees: the config (and what it leaves open, resolved), Beam
-    arguments, and finished artifacts."""
+    arguments, and the outputs of finished stages."""
     config: ExperimentConfig
     resolved: ResolvedConfig
     beam_args: list[str]
-    artifacts: dict[str, dict]  # stage -> its manifest entry "outputs"
+    artifacts: dict[str, dict]  # stage -> its manifest entry "outputs", as recorded (`StageOutput.to_dict`)
     work_dir: str
     fingerprints: dict[str, str]
 
-    def artifact(self, stage: str, key: str) -> Any:
-        try:
-            return self.artifacts[stage][key]
-        except KeyError:
-            group = group_of(stage)
-            raise RuntimeError(f"stage output {stage}.{key} is missing: run the {group!r} stage first "
-                               f"(python pipelines/run.py --stages {group})") from None
+    def output(self, stage: str, kind: type[T]) -> T:
+        """The outputs of the finished `stage` as the record it writes, which
+        must be a `kind` (`outputs.RECORDS`): e.g. `ctx.output("pretrain",
+        PretrainOutput).model_dir`. A field it did not record raises a
+        RuntimeError that names the stage to run."""
+        recorded = RECORDS.get(stage.split("/")[0])
+        if recorded is None or not issubclass(recorded, kind):
+            raise TypeError(f"stage {stage!r} does not record a {kind.__name__}"
+                            + (f" but a {recorded.__name__}" if recorded else ""))
+        values = self.artifacts.get(stage, {})
+        missing = recorded.missing(values)
+        if missing:
+            raise missing_output(stage, missing[0])
+        return recorded.from_dict(values)

@@ -9,10 +9,13 @@ import os
 import numpy as np
 
 from pipelines import report
-from pipelines.stages.context import Context, finetune_stage, group_of, has_zeroshot, seed_runs, transfer_stage
+from pipelines.stages.context import (Context, finetune_stage, group_of, has_zeroshot, missing_output, seed_runs,
+                                      transfer_stage)
+from pipelines.stages.outputs import (CorpusOutput, EvaluateOutput, FinetuneOutput, PretrainOutput, StageResult,
+                                      TransferOutput, ZeroShotOutput)
 
 
-def run_evaluate(ctx: Context, out: str) -> dict:
+def run_evaluate(ctx: Context, out: str) -> StageResult:
     """Held-out LM perplexity, and every fine-tuned and zero-shot model's
     scores on each task's test split, in metrics.json. Each fine-tuned
     variant's row also holds its score per seed with their mean and spread,
@@ -22,16 +25,16 @@ def run_evaluate(ctx: Context, out: str) -> dict:
     results, fingerprint = _lm_results(ctx)
     for task in ctx.config.preprocess.tasks:
         if has_zeroshot(ctx.config):
-            results.update(ctx.artifact(f"zeroshot/{task.name}", "metrics"))
+            results.update(ctx.output(f"zeroshot/{task.name}", ZeroShotOutput).metrics)
         results.update(_task_results(ctx, task.name, fingerprint, os.path.join(out, "predictions")))
     report.write_json(os.path.join(out, "metrics.json"), results)
-    outputs = {"metrics": os.path.join(out, "metrics.json"), "predictions": os.path.join(out, "predictions")}
-    if ctx.config.analysis.figure2:
-        outputs["figure2"] = report.figure2(results, [t.name for t in ctx.config.preprocess.tasks],
-                                            ctx.resolved.n_layer, os.path.join(out, "figure2"))
-    if ctx.config.analysis.data_efficiency:
-        outputs["data_efficiency"] = report.data_efficiency(results, os.path.join(out, "data_efficiency.png"))
-    return {"outputs": outputs, "metrics": results}
+    analysis = ctx.config.analysis
+    figure2 = (report.figure2(results, [t.name for t in ctx.config.preprocess.tasks], ctx.resolved.n_layer,
+                              os.path.join(out, "figure2")) if analysis.figure2 else None)
+    efficiency = (report.data_efficiency(results, os.path.join(out, "data_efficiency.png"))
+                  if analysis.data_efficiency else None)
+    return StageResult(EvaluateOutput(os.path.join(out, "metrics.json"), os.path.join(out, "predictions"), figure2,
+                                      efficiency), results)
 
 
 def _lm_results(ctx: Context) -> tuple[dict, str]:
@@ -40,10 +43,10 @@ def _lm_results(ctx: Context) -> tuple[dict, str]:
     from gpt_keras import saving
     from gpt_keras.model import GPTLMModel
 
-    backbone, tokenizer = saving.load_model(ctx.artifact("pretrain", "model_dir"))
+    backbone, tokenizer = saving.load_model(ctx.output("pretrain", PretrainOutput).model_dir)
     lm = GPTLMModel(backbone)
     lm.compile()
-    held_out = gk_data.pretrain_dataset(ctx.artifact("corpus", "corpus_dir"), "validation",
+    held_out = gk_data.pretrain_dataset(ctx.output("corpus", CorpusOutput).corpus_dir, "validation",
                                         ctx.config.finetune.batch_size, expected_fingerprint=tokenizer.fingerprint,
                                         config=backbone.config)
     loss = lm.evaluate(held_out, verbose=0, return_dict=True)["lm_loss"]
@@ -60,23 +63,26 @@ def _fine_tuned(ctx: Context, task: str) -> tuple[dict[str, dict[int, str]], dic
         stages = [finetune_stage(task, suffix)] + [transfer_stage(task, v, suffix)
                                                    for v in ctx.resolved.analysis_variants]
         for stage in stages:
-            for key, model_dir in ctx.artifact(stage, "models").items():
+            fine_tuned = ctx.output(stage, TransferOutput)
+            for key, model_dir in fine_tuned.models.items():
                 models.setdefault(key.removesuffix(suffix), {})[seed] = model_dir
-                trained[key.removesuffix(suffix)] = _trained_count(ctx, stage, key, model_dir)
+                trained[key.removesuffix(suffix)] = _trained_count(ctx, stage, fine_tuned, key)
     return models, trained
 
 
-def _trained_count(ctx: Context, stage: str, key: str, model_dir: str) -> int:
+def _trained_count(ctx: Context, stage: str, fine_tuned: TransferOutput, key: str) -> int:
     """The parameters the fine-tuning of `key` changed, as its stage recorded
     them. A finetune stage run before it recorded them trained every weight
     when `finetune.transfer` is full: then the saved model's count is exact."""
     from gpt_keras import saving
     from gpt_keras.transfer import trainable_parameters
 
-    recorded = ctx.artifacts.get(stage, {}).get("trainable_parameters")
-    if recorded is None and group_of(stage) == "finetune" and ctx.config.finetune.transfer == "full":
-        return trainable_parameters(saving.load_task_model(model_dir))
-    return (recorded if recorded is not None else ctx.artifact(stage, "trainable_parameters"))[key]
+    recorded = fine_tuned.trainable_parameters
+    if recorded is not None:
+        return recorded[key]
+    if group_of(stage) == "finetune" and ctx.config.finetune.transfer == "full":
+        return trainable_parameters(saving.load_task_model(fine_tuned.models[key]))
+    raise missing_output(stage, "trainable_parameters")
 
 
 def _task_results(ctx: Context, task: str, fingerprint: str, predictions_dir: str) -> dict[str, dict]:
@@ -86,7 +92,7 @@ def _task_results(ctx: Context, task: str, fingerprint: str, predictions_dir: st
     from gpt_keras import data as gk_data
     from gpt_keras.metrics import predictions
 
-    task_dir = ctx.artifact(finetune_stage(task, seed_runs(ctx.config)[0][1]), "task_dir")
+    task_dir = ctx.output(finetune_stage(task, seed_runs(ctx.config)[0][1]), FinetuneOutput).task_dir
     metadata = gk_data.load_metadata(task_dir)
     split, family = metadata.evaluation_split, metadata.family
     rows, answers = {}, {}

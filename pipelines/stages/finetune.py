@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 
 from pipelines import report
 from pipelines.config import FinetuneSpec
-from pipelines.stages.context import Context
+from pipelines.stages.context import Context, records_stage
+from pipelines.stages.outputs import (FinetuneOutput, PretrainOutput, RecordsOutput, StageResult, TransferOutput,
+                                       VocabOutput)
 
 if TYPE_CHECKING:  # the trainer imports TensorFlow: the stages import it when they run
     from pipelines.trainer import FinetuneResult
@@ -30,13 +32,15 @@ def finetune_selected(ctx: Context, run_dir: str, task: str, init_dir: str, spec
     from gpt_keras import saving
     from pipelines import trainer
 
-    start_time = time.time()
-    task_dir, vocab_dir = ctx.artifact(f"records/{task}", "task_dir"), ctx.artifact("vocab", "vocab_dir")
+    began = time.time()
+    task_dir = ctx.output(records_stage(task), RecordsOutput).task_dir
+    vocab_dir = ctx.output("vocab", VocabOutput).vocab_dir
     rates = spec.learning_rates
     trials = {}
     for lr in rates:
         trial_dir = run_dir if len(rates) == 1 else f"{run_dir}_lr{lr:g}"
-        start = saving.load_backbone(init_dir) if init_dir else saving.read_config(ctx.artifact("pretrain", "model_dir"))
+        start = (saving.load_backbone(init_dir) if init_dir
+                 else saving.read_config(ctx.output("pretrain", PretrainOutput).model_dir))
         trials[lr] = (trial_dir, trainer.finetune(spec.model_copy(update={"learning_rate": lr}), start, task_dir,
                                                   vocab_dir, trial_dir, os.path.join(trial_dir, "logs"), seed=seed,
                                                   train_examples=train_examples))
@@ -50,48 +54,45 @@ def finetune_selected(ctx: Context, run_dir: str, task: str, init_dir: str, spec
                 shutil.rmtree(trial_dir)
     result = trials[best][1]
     metrics = {"best_" + result.monitor: result.best, "trainable_parameters": result.trainable_parameters,
-               "train_examples": result.train_examples, "seconds": round(time.time() - start_time, 1),
+               "train_examples": result.train_examples, "seconds": round(time.time() - began, 1),
                "seed": seed, "learning_rate": best}
     if len(rates) > 1:
         metrics["validation_by_learning_rate"] = {f"{lr:g}": abs(r.validation_score) for lr, (_, r) in trials.items()}
     return result, metrics
 
 
-def run_finetune(ctx: Context, out: str, task: str, seed: int, suffix: str) -> dict:
+def run_finetune(ctx: Context, out: str, task: str, seed: int, suffix: str) -> StageResult:
     """One task, from the pre-trained model and (the paper's ablation) from
     scratch, with `seed`; the models are `<task>/<variant><suffix>`."""
     cfg = ctx.config
-    variants = {"pretrained": ctx.artifact("pretrain", "model_dir")}
+    variants = {"pretrained": ctx.output("pretrain", PretrainOutput).model_dir}
     if cfg.finetune.ablation_without_pretraining:
         variants["scratch"] = ""
-    outputs, metrics, histories = {}, {}, {}
+    models, metrics, histories = {}, {}, {}
     for variant, init_dir in variants.items():
-        run_dir = os.path.join(out, variant)
-        result, metrics[f"{task}/{variant}{suffix}"] = finetune_selected(ctx, run_dir, task, init_dir, cfg.finetune,
-                                                                          seed)
-        histories[variant] = result.history
-        outputs[f"{task}/{variant}{suffix}"] = run_dir
+        key, run_dir = f"{task}/{variant}{suffix}", os.path.join(out, variant)
+        result, metrics[key] = finetune_selected(ctx, run_dir, task, init_dir, cfg.finetune, seed)
+        histories[variant], models[key] = result.history, run_dir
     report.plot_curves(histories, ["task_loss", "accuracy", "lm_loss"], os.path.join(out, "curves.png"),
                        f"Fine-tuning {task}: with vs without pre-training (seed {seed})")
-    return {"outputs": {"models": outputs, "task_dir": ctx.artifact(f"records/{task}", "task_dir"),
-                        "trainable_parameters": _trained(metrics)},
-            "metrics": metrics}
+    task_dir = ctx.output(records_stage(task), RecordsOutput).task_dir
+    return StageResult(FinetuneOutput(models, _trained(metrics), task_dir=task_dir), metrics)
 
 
-def run_transfer(ctx: Context, out: str, task: str, variant: str, seed: int, suffix: str) -> dict:
+def run_transfer(ctx: Context, out: str, task: str, variant: str, seed: int, suffix: str) -> StageResult:
     """One more model fine-tuned with `seed`, as the analysis section asks
     (`ResolvedConfig.analysis_variants`): another transfer mode, no
     auxiliary LM loss, fewer transferred blocks, or fewer labelled examples
     (from the pre-trained model or from scratch)."""
     changes = dict(ctx.resolved.analysis_variants[variant])
     examples = changes.pop("train_examples", None)
-    init_dir = "" if changes.pop("init", "pretrained") == "scratch" else ctx.artifact("pretrain", "model_dir")
-    optim = ctx.config.finetune.model_copy(update=changes)
+    scratch = changes.pop("init", "pretrained") == "scratch"
+    init_dir = "" if scratch else ctx.output("pretrain", PretrainOutput).model_dir
     model_dir = os.path.join(out, "model")
-    _, summary = finetune_selected(ctx, model_dir, task, init_dir, optim, seed, examples)
+    _, summary = finetune_selected(ctx, model_dir, task, init_dir, ctx.config.finetune.model_copy(update=changes),
+                                   seed, examples)
     metrics = {f"{task}/{variant}{suffix}": summary}
-    return {"outputs": {"models": {key: model_dir for key in metrics}, "trainable_parameters": _trained(metrics)},
-            "metrics": metrics}
+    return StageResult(TransferOutput({key: model_dir for key in metrics}, _trained(metrics)), metrics)
 
 
 def _trained(metrics: dict[str, dict]) -> dict[str, int]:

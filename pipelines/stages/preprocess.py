@@ -9,6 +9,8 @@ import os
 from pipelines import report
 from pipelines.config import ConfigError, InputSpec, TaskSpec
 from pipelines.stages.context import Context
+from pipelines.stages.outputs import (CorpusOutput, ImportOutput, RecordsOutput, StageOutput, StageResult,
+                                       VocabOutput)
 
 
 def resolve_path(path: str) -> str:
@@ -51,12 +53,12 @@ def _counts(summary: dict) -> dict:
     return {k: summary[k] for k in ("input", "written", "rejected", "tokens", "records") if k in summary}
 
 
-def _written(out: str, outputs: dict, summary: dict) -> dict:
+def _written(out: str, outputs: StageOutput, summary: dict) -> StageResult:
     report.write_json(os.path.join(out, "summary.json"), summary)
-    return {"outputs": outputs, "metrics": _counts(summary)}
+    return StageResult(outputs, _counts(summary))
 
 
-def run_import(ctx: Context, out: str) -> dict:
+def run_import(ctx: Context, out: str) -> StageResult:
     """`model.init_from` as a model directory, weights as they are (special-token
     rows, when the checkpoint lacks them, are added fresh at fine-tuning)."""
     from gpt_keras import saving
@@ -72,17 +74,17 @@ def run_import(ctx: Context, out: str) -> dict:
     saving.save_model(backbone, model_dir, tokenizer)
     summary = {"init_from": path, "format": fmt, "config": backbone.config.to_dict(),
                "tokenizer_mode": tokenizer.mode}
-    return _written(out, {"model_dir": model_dir}, summary)
+    return _written(out, ImportOutput(model_dir), summary)
 
 
-def run_vocabulary(ctx: Context, out: str) -> dict:
+def run_vocabulary(ctx: Context, out: str) -> StageResult:
     """The BPE vocabulary: learned from the corpus, copied from `preprocess.vocab_dir`,
     or the checkpoint's (`model.init_from`, through the import stage)."""
     from pipelines.preprocess import run_vocab
 
     pp = ctx.config.preprocess
     vocab_dir = os.path.join(out, "vocab")
-    reuse = ctx.artifact("import", "model_dir") if ctx.config.model.init_from else pp.vocab_dir
+    reuse = ctx.output("import", ImportOutput).model_dir if ctx.config.model.init_from else pp.vocab_dir
     if reuse:
         from gpt_keras.tokenizer import GPTTokenizer
         GPTTokenizer.load(reuse, mode=ctx.resolved.tokenizer_mode).save(vocab_dir, format="original")
@@ -90,29 +92,29 @@ def run_vocabulary(ctx: Context, out: str) -> dict:
     else:
         summary = run_vocab(_resolved(pp.corpus.input), vocab_dir, ctx.config.num_merges, ctx.beam_args,
                             options=_options(ctx))
-    return _written(out, {"vocab_dir": vocab_dir}, summary)
+    return _written(out, VocabOutput(vocab_dir), summary)
 
 
-def run_packed_corpus(ctx: Context, out: str) -> dict:
+def run_packed_corpus(ctx: Context, out: str) -> StageResult:
     """The pre-training corpus, tokenized and packed into n_ctx-token rows."""
     from pipelines.preprocess import run_corpus
 
     pp = ctx.config.preprocess
-    vocab_dir = ctx.artifact("vocab", "vocab_dir")
+    vocab_dir = ctx.output("vocab", VocabOutput).vocab_dir
     corpus_dir = os.path.join(out, "corpus")
     summary = run_corpus(_resolved(pp.corpus.input), corpus_dir, vocab_dir, pp.n_ctx, pp.val_fraction,
                          ctx.beam_args, options=_options(ctx))
-    return _written(out, {"corpus_dir": corpus_dir}, summary)
+    return _written(out, CorpusOutput(corpus_dir), summary)
 
 
-def run_task_records(ctx: Context, out: str, task: TaskSpec) -> dict:
+def run_task_records(ctx: Context, out: str, task: TaskSpec) -> StageResult:
     """One task's records, through the paper's input transform for its family, in
     the splits the data gives or drawn by a hash (`TaskSpec`)."""
     from gpt_keras import schema
     from pipelines.preprocess import run_task
 
     pp = ctx.config.preprocess
-    vocab_dir = ctx.artifact("vocab", "vocab_dir")
+    vocab_dir = ctx.output("vocab", VocabOutput).vocab_dir
     task_dir = os.path.join(out, "records")
     test_fraction = 0.0 if task.splits_given else task.test_fraction  # given splits: the test split is given
     fractions = {"train": 1.0 - task.val_fraction - test_fraction, "validation": task.val_fraction}
@@ -133,10 +135,10 @@ def run_task_records(ctx: Context, out: str, task: TaskSpec) -> dict:
         raise ConfigError(f"preprocess.tasks[{task.name}]: no validation rows (fine-tuning selects on them); "
                           f"{task.split_field and f'give split column {task.split_field!r} validation rows, or '}"
                           "set splits.validation, or leave the splits to the hash (val_fraction)")
-    return _written(out, {"task_dir": task_dir}, summary)
+    return _written(out, RecordsOutput(task_dir), summary)
 
 
 def load_vocabulary(ctx: Context):
     """The vocabulary stage's tokenizer."""
     from gpt_keras.tokenizer import GPTTokenizer
-    return GPTTokenizer.load(ctx.artifact("vocab", "vocab_dir"), mode=ctx.resolved.tokenizer_mode)
+    return GPTTokenizer.load(ctx.output("vocab", VocabOutput).vocab_dir, mode=ctx.resolved.tokenizer_mode)
