@@ -25,6 +25,7 @@ is fitted on validation data only, through `calibrate`.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from typing import Any, Sequence
 
@@ -37,6 +38,7 @@ from gpt_keras.scoring import LMScorer
 SENTIMENT_TEMPLATE = "{text} very"
 SENTIMENT_WORDS = ("negative", "positive")
 PLACEHOLDER = "_"  # marks the pronoun in PronounResolver sentences (WinoGrande style)
+MAX_WORD_COMBINATIONS = 10_000  # candidate label words: combinations compared on validation
 
 
 @dataclasses.dataclass
@@ -149,6 +151,12 @@ class LabelWordClassifier(_PromptSolver):
       scorer: an `LMScorer` with a tokenizer.
       label_words: one word per label, in label order (e.g. ("negative",
         "positive")); each is scored with a leading space, as running text.
+        An entry may instead be a list of candidate words for its label
+        (e.g. [["negative", "bad"], ["positive", "good"]]): `calibrate` then
+        keeps the combination with the best calibrated accuracy on its
+        (validation) data, scored zero-shot because demonstrations are
+        rendered with the words being chosen; `word_selection` lists every
+        combination's accuracy. Until then `predict` refuses to guess.
       template: the query, with `{text}` where the example goes (default: the
         paper's sentiment heuristic, "{text} very").
       demonstrations, k: labeled examples (text, label index) and how many to
@@ -161,38 +169,85 @@ class LabelWordClassifier(_PromptSolver):
                  demonstrations: Sequence[tuple[str, int]] = (), k: int = 0, separator: str | None = None,
                  seed: int = 0):
         super().__init__(scorer, demonstrations, k, separator, seed)
-        if len(label_words) < 2 or len(set(label_words)) != len(label_words):
-            raise ValueError(f"label_words must be at least 2 distinct words, got {list(label_words)!r}")
+        self.candidates = [[w.strip() for w in ([c] if isinstance(c, str) else c)] for c in label_words]
+        every = [w for words in self.candidates for w in words]
+        if len(self.candidates) < 2 or not all(self.candidates) or len(set(every)) != len(every):
+            raise ValueError("label_words must give at least 2 labels, each a word or a non-empty list of "
+                             f"candidate words, no word twice; got {list(label_words)!r}")
+        combinations = int(np.prod([len(words) for words in self.candidates]))
+        if combinations > MAX_WORD_COMBINATIONS:
+            raise ValueError(f"{combinations} combinations of candidate label words; at most "
+                             f"{MAX_WORD_COMBINATIONS} are compared: give fewer candidates per label")
         if "{text}" not in template:
             raise ValueError(f"template must contain '{{text}}', got {template!r}")
-        self.label_words, self.template = [w.strip() for w in label_words], template
-        self.offsets = np.zeros(len(label_words))
+        self.label_words, self.template = [words[0] for words in self.candidates], template
+        self.chosen = combinations == 1  # candidates: chosen by calibrate, on validation data
+        self.word_selection: list[dict] = []
+        self.offsets = np.zeros(len(self.candidates))
 
     def render(self, example: str, label: int) -> str:
         return self.template.format(text=example) + " " + self.label_words[label]
 
-    def raw_scores(self, texts: Sequence[str]) -> Result:
-        words = [" " + w for w in self.label_words]
-        return self._score_options([self.template.format(text=t) for t in texts], [words] * len(texts), mean=False)
+    def raw_scores(self, texts: Sequence[str], words: Sequence[str] | None = None) -> Result:
+        """Each text's log-probability of each word (default: the label words) after its prompt."""
+        options = [" " + w for w in (self.label_words if words is None else words)]
+        return self._score_options([self.template.format(text=t) for t in texts], [options] * len(texts), mean=False)
 
     def predict(self, texts: Sequence[str]) -> Result:
+        if not self.chosen:
+            raise ValueError(f"label words not chosen among the candidates {self.candidates}: call "
+                             "calibrate(texts, labels) on validation data first")
         result = self.raw_scores(texts)
         result.scores = result.scores + self.offsets
         result.predictions = result.scores.argmax(-1)
         return result
 
     def calibrate(self, texts: Sequence[str], labels: Sequence[int]) -> "LabelWordClassifier":
-        """Per-label offsets fitted on validation data: for two labels, the
-        threshold on the score difference with the best validation accuracy;
-        for more, each label's mean score is subtracted (no label is favoured
-        by the prompt alone)."""
-        scores = self.raw_scores(texts).scores
+        """Fit on validation data: the label words, where candidates were given
+        (`choose_words`), then per-label offsets (`_offsets`)."""
         labels = np.asarray(labels)
-        if len(self.label_words) == 2:
-            self.offsets = np.array([0.0, -best_threshold(scores[:, 1] - scores[:, 0], labels == 1)])
-        else:
-            self.offsets = -scores.mean(axis=0)
+        if not self.chosen:
+            self.choose_words(texts, labels)
+        self.offsets = _offsets(self.raw_scores(texts).scores, labels)
         return self
+
+    def choose_words(self, texts: Sequence[str], labels: Sequence[int]) -> list[str]:
+        """The candidate words (one per label) whose calibrated zero-shot
+        accuracy on `texts` is best; ties go to the lower log-loss of the
+        softmax over the calibrated scores (a combination in which one word
+        alone separates the labels ties on accuracy with a pair of opposites
+        on easy data), then to the first listed. Every combination's accuracy
+        and log-loss go to `word_selection`. All candidates are scored in one
+        pass, so a combination costs no LM call."""
+        every = [w for words in self.candidates for w in words]
+        k, self.k = self.k, 0  # demonstrations are rendered with the words being chosen: leave them out
+        try:
+            table = self.raw_scores(texts, every).scores
+        finally:
+            self.k = k
+        column, labels = {w: i for i, w in enumerate(every)}, np.asarray(labels)
+        self.word_selection = []
+        for words in itertools.product(*self.candidates):
+            scores = table[:, [column[w] for w in words]]
+            scores = scores + _offsets(scores, labels)
+            log_p = scores - np.logaddexp.reduce(scores, axis=-1, keepdims=True)
+            self.word_selection.append({"label_words": list(words),
+                                        "accuracy": float(np.mean(scores.argmax(-1) == labels)),
+                                        "log_loss": float(-np.mean(log_p[np.arange(len(labels)), labels]))})
+        # max keeps the first of equals
+        best = max(self.word_selection, key=lambda row: (row["accuracy"], -row["log_loss"]))
+        self.label_words, self.chosen = list(best["label_words"]), True
+        return self.label_words
+
+
+def _offsets(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-label offsets fitted on validation scores: for two labels, the
+    threshold on the score difference with the best validation accuracy; for
+    more, each label's mean score is subtracted (no label is favoured by the
+    prompt alone)."""
+    if scores.shape[1] == 2:
+        return np.array([0.0, -best_threshold(scores[:, 1] - scores[:, 0], labels == 1)])
+    return -scores.mean(axis=0)
 
 
 class MultipleChoiceSolver(_PromptSolver):

@@ -347,7 +347,9 @@ class FinetuneSpec(OptimSpec):
 class PromptSpec(Section):
     """How a classification-like task is asked of the LM zero/few-shot."""
     template: str = "{text} very"  # the paper's sentiment heuristic: append "very"
-    label_words: list[str] = []    # one word per label, in label order (empty: the label names)
+    # One word per label, in label order (empty: the label names); or per label a list of
+    # candidate words, of which the combination best on the validation split is kept.
+    label_words: list[str | list[str]] = []
 
 
 class AnalysisSpec(Section):
@@ -381,6 +383,10 @@ class AnalysisSpec(Section):
         _check(all(v > 0 for v in self.learning_rates.values()), "learning_rates", "must be > 0")
         _check(all(n > 0 for n in self.data_efficiency) and len(set(self.data_efficiency)) == len(self.data_efficiency),
                "data_efficiency", f"must be distinct numbers of examples > 0; got {self.data_efficiency}")
+        candidates = [task for task, prompt in self.prompts.items() if any(isinstance(w, list) for w in prompt.label_words)]
+        _check(self.calibrate or not candidates, "prompts",
+               f"candidate label words ({', '.join(candidates)}) are chosen on the validation split: "
+               "set analysis.calibrate: true, or give one word per label")
         return self
 
 

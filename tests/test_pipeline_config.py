@@ -124,6 +124,10 @@ def test_analysis_config_extends_the_demo_and_checks_its_keys(tmp_path):
         load_config("demo", ["finetune.transfer=probe"])
     with pytest.raises(ConfigError, match=r"analysis.prompts: \['nope'\] are not tasks"):
         load_config("analysis", ["analysis.prompts={nope: {label_words: [a, b]}}"])
+    # Candidate label words are chosen on the validation split, which calibration reads.
+    assert analysis.analysis.prompts["rt_polarity"].label_words[0][0] == "negative"  # the paper's words first
+    with pytest.raises(ConfigError, match=r"analysis.prompts: candidate label words \(rt_polarity\) are chosen on"):
+        load_config("analysis", ["analysis.calibrate=false"])
     loop = tmp_path / "loop.yaml"
     loop.write_text(f"extends: {loop}\n")
     with pytest.raises(ConfigError, match="'extends' makes a cycle"):

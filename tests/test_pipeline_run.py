@@ -216,7 +216,7 @@ def test_analysis_stages_reuse_a_finished_run(tmp_path, capsys):
     analysis = tmp_path / "analysis.yaml"
     analysis.write_text(yaml.safe_dump({"extends": base, "analysis": {
         "transfer": ["frozen", "lora"], "learning_rates": {"frozen": 3e-3}, "zero_shot": True, "few_shot": [1],
-        "prompts": {"toy": {"template": "{text} so", "label_words": ["bad", "great"]}},
+        "prompts": {"toy": {"template": "{text} so", "label_words": [["bad", "dull"], ["great", "fun"]]}},
         "table5": True, "figure2": True}}))
     run(["--config", str(analysis)])
     out = capsys.readouterr().out
@@ -271,9 +271,12 @@ def _check_analysis_values(work, metrics: dict, figure: dict) -> None:
     (train, y_train), (val, y_val), (test, y_test) = (
         read_task_rows(task_dir, split, tok, "classification") for split in ("train", "validation", "test"))
     for k, row in ((0, "toy/zero_shot"), (1, "toy/few_shot_k1")):
-        solver = LabelWordClassifier(LMScorer(backbone, tok), ["bad", "great"], template="{text} so",
+        solver = LabelWordClassifier(LMScorer(backbone, tok), [["bad", "dull"], ["great", "fun"]], template="{text} so",
                                      demonstrations=list(zip(train, y_train.tolist())), k=k)
         result = solver.calibrate(val, y_val).predict(test)
+        # The label words are chosen on validation, once per LM, and recorded with every combination.
+        assert metrics[row]["label_words"] == solver.label_words
+        assert metrics["toy/zero_shot"]["label_word_selection"]["combinations"] == solver.word_selection
         assert metrics[row]["examples"] == len(y_test)
         assert metrics[row]["accuracy"] == pytest.approx(np.mean(result.predictions == y_test))
         assert metrics[row]["mean_demonstrations"] == pytest.approx(result.demonstrations.mean())

@@ -127,6 +127,33 @@ def test_label_words_zero_and_few_shot(scorer):
         LabelWordClassifier(scorer, ["negative", "positive"], demonstrations=demos, k=9)
 
 
+def test_candidate_label_words_are_chosen_on_the_data_given_to_calibrate(scorer):
+    texts = [f"the movie was {a}" for a in GOOD + BAD]
+    labels = [1] * len(GOOD) + [0] * len(BAD)
+    clf = LabelWordClassifier(scorer, [["meow", "negative"], ["woof", "positive"]])
+    with pytest.raises(ValueError, match="label words not chosen among the candidates"):
+        clf.predict(texts)
+    # One informative word separates this easy data as well as two (accuracy 1.0 for three of the
+    # four combinations); the pair of opposites wins on log-loss.
+    assert clf.calibrate(texts, labels).label_words == ["negative", "positive"]
+    assert clf.predict(texts).predictions.tolist() == labels
+    # Every combination is listed with the accuracy a classifier of those words, calibrated alike, gets.
+    assert [row["label_words"] for row in clf.word_selection] == [
+        ["meow", "woof"], ["meow", "positive"], ["negative", "woof"], ["negative", "positive"]]
+    for row in clf.word_selection:
+        fixed = LabelWordClassifier(scorer, row["label_words"]).calibrate(texts, labels)
+        assert row["accuracy"] == pytest.approx(np.mean(fixed.predict(texts).predictions == labels))
+    best = clf.word_selection[-1]
+    assert best["accuracy"] == 1.0 and all(best["log_loss"] < row["log_loss"] for row in clf.word_selection[:-1])
+    # With demonstrations the words are still chosen zero-shot (the demonstrations show the words).
+    few = LabelWordClassifier(scorer, [["meow", "negative"], ["woof", "positive"]],
+                              demonstrations=list(zip(texts, labels)), k=1)
+    assert few.calibrate(texts, labels).label_words == ["negative", "positive"]
+    for bad in ([["bad", "good"], ["good"]], [[], ["good"]], ["good"]):
+        with pytest.raises(ValueError, match="label_words must give at least 2 labels"):
+            LabelWordClassifier(scorer, bad)
+
+
 def test_demonstrations_are_dropped_before_the_query(scorer, tok):
     demos = [(" ".join(["the movie was great"] * 3), 1)] * 4  # ~15 tokens each: at most one fits
     result = LabelWordClassifier(scorer, ["negative", "positive"], demonstrations=demos, k=4).predict(

@@ -43,12 +43,11 @@ def read_task_rows(task_dir: str, split: str, tokenizer: Any, family: str) -> tu
     return rows, np.concatenate(labels) if labels else np.zeros([0], np.int32)
 
 
-def _solver(family: str, scorer: Any, prompt: Any, label_names: list[str], demos: list, k: int):
+def _solver(family: str, scorer: Any, prompt: Any, words: list, demos: list, k: int):
     from gpt_keras.zeroshot import LabelWordClassifier, MultipleChoiceSolver  # pylint: disable=g-import-not-at-top
 
     if family == "multiple_choice":
         return MultipleChoiceSolver(scorer, demonstrations=demos, k=k)
-    words = prompt.label_words or label_names
     return LabelWordClassifier(scorer, words, template=prompt.template, demonstrations=demos, k=k)
 
 
@@ -91,10 +90,11 @@ def run_zeroshot(ctx: Context, out: str, task: str) -> StageResult:
     ks = ([0] if spec.zero_shot else []) + [
         _max_k(tokenizer, family, demos, splits["test" if "test" in splits else "validation"][0],
                backbone.config.n_ctx) if k == "max" else int(k) for k in spec.few_shot]
-    results = {}
+    results, words = {}, None
     for k in dict.fromkeys(ks):  # unique, in order
         name = f"{task}/zero_shot" if k == 0 else f"{task}/few_shot_k{k}"
-        results[name] = _score(ctx, backbone, tokenizer, metadata, splits, demos, task, k)
+        results[name] = _score(ctx, backbone, tokenizer, metadata, splits, demos, task, k, words)
+        words = results[name].get("label_words")  # chosen once per LM, on validation
         print(f"[zeroshot/{task}] k={k}: accuracy {results[name]['accuracy']:.4f} "
               f"(demonstrations used: {results[name]['mean_demonstrations']:.2f} on average)")
     if spec.figure2:
@@ -112,8 +112,10 @@ def run_zeroshot(ctx: Context, out: str, task: str) -> StageResult:
 
 
 def _score(ctx: Context, backbone: Any, tokenizer: Any, metadata: Any, splits: dict, demos: list, task: str,
-           k: int) -> dict:
-    """Test metrics of the LM `backbone` solving the task with k demonstrations."""
+           k: int, words: list | None = None) -> dict:
+    """Test metrics of the LM `backbone` solving the task with k demonstrations;
+    `words`: label words already chosen for this LM (default: the prompt's,
+    or the label names). Candidate words are chosen on the validation split."""
     from gpt_keras.metrics import task_metrics  # pylint: disable=g-import-not-at-top
     from gpt_keras.scoring import LMScorer  # pylint: disable=g-import-not-at-top
     from pipelines.config import PromptSpec  # pylint: disable=g-import-not-at-top
@@ -122,10 +124,19 @@ def _score(ctx: Context, backbone: Any, tokenizer: Any, metadata: Any, splits: d
     split = "test" if "test" in splits else "validation"
     (test, test_labels), (val, val_labels) = splits[split], splits["validation"]
     scorer = LMScorer(backbone, tokenizer, batch_size=32)
-    solver = _solver(family, scorer, spec.prompts.get(task, PromptSpec()), metadata.label_names or [], demos, k)
+    prompt = spec.prompts.get(task, PromptSpec())
+    solver = _solver(family, scorer, prompt, words or prompt.label_words or metadata.label_names or [], demos, k)
     if spec.calibrate and hasattr(solver, "calibrate"):
         solver.calibrate(val, val_labels)
     result = _predict(solver, family, test)
+    chosen = {}
+    if family != "multiple_choice":
+        chosen = {"label_words": solver.label_words}
+        if solver.word_selection:
+            chosen["label_word_selection"] = {"split": "validation", "combinations": solver.word_selection}
+            print(f"[zeroshot/{task}] label words chosen on validation: {' / '.join(solver.label_words)} "
+                  f"(accuracy {max(r['accuracy'] for r in solver.word_selection):.4f}; "
+                  f"{len(solver.word_selection)} combinations compared)")
     return {"split": split, "examples": int(len(test_labels)), "k": k, "trainable_parameters": 0,
-            "mean_demonstrations": float(result.demonstrations.mean()),
+            "mean_demonstrations": float(result.demonstrations.mean()), **chosen,
             **task_metrics(family, test_labels, result.scores, len(metadata.label_names or []) or None)}
