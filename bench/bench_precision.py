@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import cpu_flags  # noqa: E402  (bench/, next to this file)
-from pipelines.config import load_config  # noqa: E402
+from pipelines.config.loading import load_config  # noqa: E402
 from pipelines.resolve import resolve  # noqa: E402
 from pipelines.stages.outputs import CorpusOutput, T, VocabOutput  # noqa: E402
 from pipelines import trainer  # noqa: E402

@@ -11,7 +11,8 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
-from pipelines.config import ConfigError, ExperimentConfig
+from pipelines.config.experiment import ExperimentConfig
+from pipelines.config.validation import ConfigError
 from pipelines.resolve import ResolvedConfig, resolve
 from pipelines.stages.context import (Context, finetune_stage, group_of, has_zeroshot, records_stage, seed_runs,
                                       transfer_stage)

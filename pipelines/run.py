@@ -24,7 +24,8 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pipelines import report  # noqa: E402
-from pipelines.config import ConfigError, load_config  # noqa: E402
+from pipelines.config.loading import load_config  # noqa: E402
+from pipelines.config.validation import ConfigError  # noqa: E402
 from pipelines.manifest import Manifest, fingerprint  # noqa: E402
 from pipelines.resolve import resolve  # noqa: E402
 from pipelines.plan import STAGE_NAMES, STAGE_TABLE, Stage, plan, select  # noqa: E402

@@ -25,7 +25,7 @@ from gpt_keras.config import GPTConfig
 from gpt_keras.model import GPTBackbone
 from gpt_keras.tokenizer import GPTTokenizer
 from gpt_keras.transfer import trainable_parameters
-from pipelines.config import FinetuneSpec, OptimSpec, PretrainSpec
+from pipelines.config.training import FinetuneSpec, OptimSpec, PretrainSpec
 
 # Fine-tuning evaluates on the validation split at most this many times.
 MAX_EVALUATIONS = 20

@@ -12,7 +12,8 @@ from gpt_keras import convert, saving
 from gpt_keras.config import GPTConfig
 from gpt_keras.model import GPTBackbone
 from gpt_keras.tokenizer import count_words, train_bpe
-from pipelines.config import ConfigError, load_config
+from pipelines.config.loading import load_config
+from pipelines.config.validation import ConfigError
 from pipelines.resolve import resolve
 from pipelines.run import run
 from pipelines.plan import plan

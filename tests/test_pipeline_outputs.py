@@ -1,7 +1,7 @@
 """Stage outputs: typed records, recorded as the plain dicts the manifest has always held."""
 import pytest
 
-from pipelines.config import load_config
+from pipelines.config.loading import load_config
 from pipelines.resolve import resolve
 from pipelines.stages.context import Context
 from pipelines.stages.outputs import FinetuneOutput, PretrainOutput, RecordsOutput, TransferOutput, VocabOutput

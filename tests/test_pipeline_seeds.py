@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import load_config
+from pipelines.config.loading import load_config
 from pipelines.run import run
 from pipelines.plan import plan
 from tests.test_pipeline_run import _config, _write_data

@@ -3,7 +3,8 @@ import inspect
 
 import pytest
 
-from pipelines.config import ConfigError, FinetuneSpec, OptimSpec, build_section
+from pipelines.config.training import FinetuneSpec, OptimSpec
+from pipelines.config.validation import ConfigError, build_section
 from pipelines.trainer import snapshot_steps, train_settings
 
 

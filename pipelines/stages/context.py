@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pipelines.config import ExperimentConfig
+from pipelines.config.experiment import ExperimentConfig
 from pipelines.resolve import ResolvedConfig
 from pipelines.stages.outputs import RECORDS, T
 

@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pipelines import report
-from pipelines.config import FinetuneSpec
+from pipelines.config.training import FinetuneSpec
 from pipelines.stages.context import Context, records_stage
 from pipelines.stages.outputs import (FinetuneOutput, PretrainOutput, RecordsOutput, StageResult, TransferOutput,
                                        VocabOutput)

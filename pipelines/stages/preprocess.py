@@ -7,7 +7,8 @@ import importlib.util
 import os
 
 from pipelines import report
-from pipelines.config import ConfigError, InputSpec, TaskSpec
+from pipelines.config.data import InputSpec, TaskSpec
+from pipelines.config.validation import ConfigError
 from pipelines.stages.context import Context
 from pipelines.stages.outputs import (CorpusOutput, ImportOutput, RecordsOutput, StageOutput, StageResult,
                                        VocabOutput)

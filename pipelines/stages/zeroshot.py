@@ -118,7 +118,7 @@ def _score(ctx: Context, backbone: Any, tokenizer: Any, metadata: Any, splits: d
     or the label names). Candidate words are chosen on the validation split."""
     from gpt_keras.metrics import task_metrics  # pylint: disable=g-import-not-at-top
     from gpt_keras.scoring import LMScorer  # pylint: disable=g-import-not-at-top
-    from pipelines.config import PromptSpec  # pylint: disable=g-import-not-at-top
+    from pipelines.config.experiment import PromptSpec  # pylint: disable=g-import-not-at-top
 
     spec, family = ctx.config.analysis, metadata.family
     split = "test" if "test" in splits else "validation"
