@@ -1,6 +1,6 @@
 """Does bf16 mixed precision pre-train as well as float32? On the demo's real data.
 
-Three pre-training runs through the pipeline's own trainer (`pipelines.trainer.run_fn`)
+Three pre-training runs through the pipeline's own trainer (`pipelines.trainer.pretrain`)
 on a demo work directory's corpus records, with the config's model and pre-training
 section, cut to `--steps`:
   fp32 seed 0, fp32 seed 1 (the noise floor: another init, dropout and data order),
@@ -30,17 +30,19 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import cpu_flags  # noqa: E402  (bench/, next to this file)
-from pipelines.config import load_config  # noqa: E402
+from pipelines.config.loading import load_config  # noqa: E402
 from pipelines.resolve import resolve  # noqa: E402
-from pipelines.trainer import FnArgs, run_fn  # noqa: E402
+from pipelines.stages.outputs import CorpusOutput, T, VocabOutput  # noqa: E402
+from pipelines import trainer  # noqa: E402
 
 
 STAGE_RECORD = "stage.json"  # what `pipelines.manifest` writes in each finished stage's directory
 
 
-def _artifact(work_dir: str, stage: str, key: str) -> str:
+def _recorded(work_dir: str, stage: str, kind: type[T]) -> T:
+    """The outputs a finished stage recorded, as its record type."""
     with open(os.path.join(work_dir, stage, STAGE_RECORD), encoding="utf-8") as f:
-        return json.load(f)["outputs"][key]
+        return kind.from_dict(json.load(f)["outputs"])
 
 
 def pretrain_curve(args: argparse.Namespace, policy: str, seed: int) -> dict:
@@ -48,20 +50,17 @@ def pretrain_curve(args: argparse.Namespace, policy: str, seed: int) -> dict:
     from gpt_keras.tokenizer import GPTTokenizer
 
     config = load_config(args.config, args.set)
-    vocab_dir = _artifact(args.work_dir, "vocab", "vocab_dir")
-    corpus_dir = _artifact(args.work_dir, "corpus", "corpus_dir")
+    vocab_dir = _recorded(args.work_dir, "vocab", VocabOutput).vocab_dir
+    corpus_dir = _recorded(args.work_dir, "corpus", CorpusOutput).corpus_dir
     optim = config.pretrain.model_copy(update={
         "max_steps": args.steps, "steps_per_checkpoint": max(1, args.steps // args.points),
         "dtype_policy": policy, "snapshots": 0})
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result = run_fn(FnArgs(
-            train_files=[corpus_dir], eval_files=[corpus_dir], serving_model_dir=os.path.join(tmp, "model"),
-            model_run_dir=os.path.join(tmp, "logs"), custom_config={
-                "mode": "pretrain", "seed": seed, "vocab_dir": vocab_dir, "optim": optim,
-                "model": resolve(config).gpt_config(GPTTokenizer.load(vocab_dir).n_vocab)}))
+        result = trainer.pretrain(optim, resolve(config).gpt_config(GPTTokenizer.load(vocab_dir).n_vocab), corpus_dir,
+                                  vocab_dir, os.path.join(tmp, "model"), os.path.join(tmp, "logs"), seed=seed)
         seconds = time.perf_counter() - start
-    return {"policy": policy, "seed": seed, "val_loss": result["history"]["val_lm_loss"], "seconds": seconds}
+    return {"policy": policy, "seed": seed, "val_loss": result.history["val_lm_loss"], "seconds": seconds}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,7 @@ import tensorflow as tf  # noqa: E402
 from gpt_keras import data as gk_data  # noqa: E402
 from gpt_keras.metrics import wilson_interval  # noqa: E402
 from gpt_keras.model import append_special_rows  # noqa: E402
-from pipelines.config import load_config  # noqa: E402
+from pipelines.config.loading import load_config  # noqa: E402
 
 N_SPECIAL = 3  # _start_, _delimiter_, _classify_
 

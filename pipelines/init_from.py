@@ -21,7 +21,8 @@ import functools
 import os
 from typing import Any
 
-from pipelines.config import ConfigError, ExperimentConfig
+from pipelines.config.experiment import ExperimentConfig
+from pipelines.config.validation import ConfigError
 
 SIZE_KEYS = ("n_ctx", "n_layer", "n_embd", "n_head", "n_inner")
 

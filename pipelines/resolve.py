@@ -15,7 +15,9 @@ import dataclasses
 from typing import Any
 
 from pipelines import init_from
-from pipelines.config import DEFAULT_TOKENIZER_MODE, AnalysisSpec, ConfigError, ExperimentConfig
+from pipelines.config.data import DEFAULT_TOKENIZER_MODE
+from pipelines.config.experiment import AnalysisSpec, ExperimentConfig
+from pipelines.config.validation import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,10 +24,14 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pipelines import report  # noqa: E402
-from pipelines.config import ConfigError, load_config  # noqa: E402
+from pipelines.config.loading import load_config  # noqa: E402
+from pipelines.config.validation import ConfigError  # noqa: E402
 from pipelines.manifest import Manifest, fingerprint  # noqa: E402
 from pipelines.resolve import resolve  # noqa: E402
-from pipelines.stages import STAGE_NAMES, STAGE_TABLE, Context, Stage, load_vocabulary, plan, select  # noqa: E402
+from pipelines.plan import STAGE_NAMES, STAGE_TABLE, Stage, plan, select  # noqa: E402
+from pipelines.stages.context import Context  # noqa: E402
+from pipelines.stages.outputs import ExportOutput  # noqa: E402
+from pipelines.stages.preprocess import load_vocabulary  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +85,8 @@ def _run_stage(stage: Stage, ctx: Context, manifest: Manifest, fp: str, force: b
     start = time.time()
     inputs = {u: ctx.artifacts.get(u, {}) for u in stage.upstream}
     with manifest.stage(stage.name, fp, stage.config, inputs) as (out_dir, entry):
-        entry.update(stage.run(ctx, out_dir))
+        result = stage.run(ctx, out_dir)
+        entry.update(outputs=result.outputs.to_dict(), metrics=result.metrics)
     ctx.artifacts[stage.name] = manifest.entries[stage.name]["outputs"]
     print(f"[{stage.name}] done in {time.time() - start:.0f}s")
 
@@ -112,12 +117,12 @@ def print_summary(manifest: Manifest, stages: list[Stage]) -> None:
                           "paired):\n", report.data_efficiency_table(scores))):
         if table:
             print(f"\n{title}{table}")
-    push = entries.get("export", {}).get("outputs", {})
-    if push.get("saved_model"):
-        print(f"\nModel: {push['saved_model']}")
-        print(f"Serve it: python -m serving.server --model_base_path={os.path.join(push['base_dir'], push['model_name'])} "
-              f"--model_name={push['model_name']}")
-        print(f"Query it: python -m serving.clients --model_name={push['model_name']} predict 'a gripping, funny film'")
+    if entries.get("export", {}).get("outputs"):  # a failed export records none
+        push = ExportOutput.from_dict(entries["export"]["outputs"])
+        print(f"\nModel: {push.saved_model}")
+        print(f"Serve it: python -m serving.server --model_base_path={os.path.join(push.base_dir, push.model_name)} "
+              f"--model_name={push.model_name}")
+        print(f"Query it: python -m serving.clients --model_name={push.model_name} predict 'a gripping, funny film'")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,71 +1,64 @@
-"""The trainer, in TFX's `run_fn(fn_args)` convention.
+"""The pipeline's trainer: a config section and data directories -> a saved model.
 
-TFX's Trainer component (and Vertex pipelines built on it) import a module
-file and call `run_fn(fn_args)`, where `fn_args` carries `train_files`,
-`eval_files`, `serving_model_dir`, `model_run_dir`, `train_steps` and a
-`custom_config` dict. This module follows that shape without depending on
-tfx (it does not install here): the runner's `pretrain` and `finetune/<task>`
-stages call `run_fn` with the experiment config's typed sections as they are.
-
-custom_config keys:
-  mode: "pretrain" | "finetune"
-  optim: the `OptimSpec` (pretrain) or `FinetuneSpec` (finetune) section
-  model: the `GPTConfig` to train (pretrain), or to build the ablation from
-         when `init_model_dir` is "" (finetune)
-  init_model_dir: the model directory to start from: the pre-trained model
-         (finetune; "" = no pre-training), or a released one to continue (pretrain)
-  vocab_dir: tokenizer directory
-  checkpoint_dir, seed
-  train_examples: fine-tune on only this many training examples, drawn with
-         `seed` (finetune; unset: all of them)
-
-A TFX pipeline, whose custom_config travels as JSON, may pass `optim` and
-`model` as plain dicts; they are read into the same types.
+`pretrain(spec, start, ...)` and `finetune(spec, start, ...)` read the records
+the preprocess stages wrote, turn the `PretrainSpec` or `FinetuneSpec` into
+`gpt_keras.train.TrainSettings` (`train_settings`: passes and step caps become
+steps and evaluation intervals), train under the default `tf.distribute`
+strategy, save a model directory (chief only) and return a small typed result
+for the stage to record. `start` is a `GPTConfig` (fresh weights) or a
+`GPTBackbone` (weights to continue from, or to fine-tune).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 import os
-from typing import Any
+import time
 
 import keras
 import tensorflow as tf
 
 from gpt_keras import data as gk_data
-from gpt_keras.config import GPTConfig
 from gpt_keras import saving
-from gpt_keras.transfer import trainable_parameters
+from gpt_keras import train
+from gpt_keras.config import GPTConfig
 from gpt_keras.model import GPTBackbone
 from gpt_keras.tokenizer import GPTTokenizer
-from gpt_keras.train import TrainSettings, finetune, is_chief, default_strategy, pretrain
-from pipelines.config import FinetuneSpec, OptimSpec, PretrainSpec, build_section
-
-
-@dataclasses.dataclass
-class FnArgs:
-    """The subset of `tfx.components.FnArgs` that this trainer reads."""
-    train_files: list[str]
-    eval_files: list[str]
-    serving_model_dir: str
-    model_run_dir: str
-    train_steps: int | None = None
-    custom_config: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-def _data_dir(files) -> str:
-    # TFX passes lists of file patterns; ours name a preprocessed directory.
-    path = files[0] if isinstance(files, (list, tuple)) else files
-    return path if os.path.isdir(path) else os.path.dirname(path)
-
+from gpt_keras.transfer import trainable_parameters
+from pipelines.config.training import FinetuneSpec, OptimSpec, PretrainSpec
 
 # Fine-tuning evaluates on the validation split at most this many times.
 MAX_EVALUATIONS = 20
 
 
-def train_settings(optim: OptimSpec, steps_per_pass: int, train_steps: int | None = None,
-                   checkpoint_dir: str | None = None, log_dir: str | None = None) -> TrainSettings:
+@dataclasses.dataclass(frozen=True)
+class PretrainResult:
+    """What one pre-training run did."""
+    steps: int                    # optimizer steps taken
+    planned_steps: int            # steps the config asked for
+    stopped_by_time_budget: bool  # `pretrain.max_minutes` ended it early
+    history: dict[str, list[float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneResult:
+    """What one fine-tuning run did; the saved model is its best evaluation's."""
+    history: dict[str, list[float]]
+    trainable_parameters: int  # counted while training (a saved LoRA model is merged)
+    train_examples: int        # labelled examples it trained on
+    monitor: str               # the validation metric selected on: val_accuracy, or val_loss (regression)
+    best: float | None         # its best value (None: never evaluated)
+
+    @property
+    def validation_score(self) -> float:
+        """Higher is better: the best validation accuracy, or minus the best validation loss."""
+        if self.best is None:
+            return -math.inf
+        return -self.best if self.monitor == "val_loss" else self.best
+
+
+def train_settings(optim: OptimSpec, steps_per_pass: int, checkpoint_dir: str | None = None,
+                   log_dir: str | None = None) -> train.TrainSettings:
     """An optimisation section -> `TrainSettings`: passes and step caps become
     (steps_per_epoch, epochs). Fine-tuning evaluates once per pass (every
     few passes when there are more than `MAX_EVALUATIONS`: a few hundred
@@ -77,15 +70,13 @@ def train_settings(optim: OptimSpec, steps_per_pass: int, train_steps: int | Non
         total = math.ceil(optim.min_steps / steps_per_pass) * steps_per_pass
     if optim.max_steps:
         total = min(total, optim.max_steps)
-    if train_steps:
-        total = train_steps
     interval = (steps_per_pass * math.ceil(total / steps_per_pass / MAX_EVALUATIONS) if isinstance(optim, FinetuneSpec)
                 else optim.steps_per_checkpoint)
     interval = max(1, min(interval, total))
     warmup = optim.warmup
     if optim.schedule == "warmup_cosine":
         warmup = min(int(warmup), max(0, math.ceil(total / interval) * interval - 1))
-    return TrainSettings(
+    return train.TrainSettings(
         learning_rate=optim.learning_rate, schedule=optim.schedule, warmup=warmup,
         epochs=math.ceil(total / interval), steps_per_epoch=interval, l2=optim.l2,
         max_grad_norm=optim.max_grad_norm, checkpoint_dir=checkpoint_dir, log_dir=log_dir,
@@ -99,70 +90,56 @@ def _capped(val, optim: OptimSpec):
     return val.take(optim.validation_batches) if optim.validation_batches else val
 
 
-def run_fn(fn_args: FnArgs) -> dict[str, Any]:
-    """Train as `fn_args.custom_config["mode"]` says; writes the model to
-    `fn_args.serving_model_dir` (chief only) and returns a small summary."""
-    cc = fn_args.custom_config
-    mode = cc["mode"]
-    if mode not in ("pretrain", "finetune"):
-        raise ValueError(f"custom_config['mode'] must be 'pretrain' or 'finetune', got {mode!r}")
-    optim = cc["optim"]
-    if isinstance(optim, dict):
-        optim = build_section(FinetuneSpec if mode == "finetune" else PretrainSpec, optim, "optim")
-    model = cc.get("model")
-    if isinstance(model, dict):
-        model = GPTConfig.from_dict(model)
-    seed = cc.get("seed", 0)
+def _setup(seed: int, data_dir: str, vocab_dir: str):
+    """(the data's metadata, the tokenizer, the strategy) of a run, with every random generator seeded."""
     keras.utils.set_random_seed(seed)
-    train_dir = _data_dir(fn_args.train_files)
-    metadata = gk_data.load_metadata(train_dir)
-    # The vocabulary's files record their encoding mode; the data's fingerprint is checked below.
-    tokenizer = GPTTokenizer.load(cc["vocab_dir"])
-    strategy = default_strategy()
-    if mode == "pretrain":
-        if cc.get("init_model_dir"):  # continued pre-training of a released (or earlier) model
-            model = saving.load_backbone(cc["init_model_dir"])
-        return _pretrain(fn_args, model, optim, seed, cc.get("checkpoint_dir"), tokenizer, metadata, strategy)
-    return _finetune(fn_args, model, optim, seed, cc.get("init_model_dir", ""), tokenizer, metadata, strategy,
-                     cc.get("train_examples"))
+    # The vocabulary's files record their encoding mode; the datasets check the data's fingerprint against it.
+    return gk_data.load_metadata(data_dir), GPTTokenizer.load(vocab_dir), train.default_strategy()
 
 
-def _pretrain(fn_args: FnArgs, start: GPTConfig | GPTBackbone, optim: OptimSpec, seed: int,
-              checkpoint_dir: str | None, tokenizer: GPTTokenizer, metadata, strategy) -> dict:
+def pretrain(spec: PretrainSpec, start: GPTConfig | GPTBackbone, corpus_dir: str, vocab_dir: str, model_dir: str,
+             log_dir: str, *, seed: int = 0, checkpoint_dir: str | None = None,
+             snapshot_dir: str | None = None) -> PretrainResult:
+    """Pre-train (L1) on the packed corpus in `corpus_dir` and save the LM's
+    backbone, with the model's own dropout, to `model_dir`.
+
+    `start`: a config (from scratch) or a backbone (continued pre-training).
+    `checkpoint_dir`: where an interrupted run resumes from; `snapshot_dir`:
+    where `spec.snapshots` log-spaced model directories go; `log_dir`:
+    TensorBoard logs."""
+    metadata, tokenizer, strategy = _setup(seed, corpus_dir, vocab_dir)
     config = start.config if isinstance(start, GPTBackbone) else start
     if config.vocab_size != tokenizer.n_vocab:
-        raise ValueError(f"custom_config['model'].vocab_size={config.vocab_size} disagrees with the tokenizer's "
-                         f"{tokenizer.n_vocab} BPE tokens in {fn_args.custom_config['vocab_dir']}")
-    train_dir, eval_dir = _data_dir(fn_args.train_files), _data_dir(fn_args.eval_files)
-    batch = optim.batch_size
+        raise ValueError(f"the model's vocab_size={config.vocab_size} disagrees with the tokenizer's "
+                         f"{tokenizer.n_vocab} BPE tokens in {vocab_dir}")
+    batch = spec.batch_size
     common = dict(expected_fingerprint=tokenizer.fingerprint, config=config)
-    train = gk_data.pretrain_dataset(train_dir, "train", batch, shuffle=True, seed=seed, drop_remainder=True, **common)
-    val = _capped(gk_data.pretrain_dataset(eval_dir, "validation", batch, **common), optim)
+    data = gk_data.pretrain_dataset(corpus_dir, "train", batch, shuffle=True, seed=seed, drop_remainder=True, **common)
+    val = _capped(gk_data.pretrain_dataset(corpus_dir, "validation", batch, **common), spec)
     steps_per_pass = max(1, metadata.splits["train"].records // batch)
-    settings = train_settings(optim, steps_per_pass, fn_args.train_steps, checkpoint_dir, fn_args.model_run_dir)
+    settings = train_settings(spec, steps_per_pass, checkpoint_dir, log_dir)
     total = settings.epochs * settings.steps_per_epoch
     callbacks = []
-    snapshot_dir = fn_args.custom_config.get("snapshot_dir")
-    if snapshot_dir and optim.snapshots and is_chief(strategy):
-        callbacks.append(Snapshots(snapshot_dir, snapshot_steps(total, optim.snapshots), tokenizer, config))
+    if snapshot_dir and spec.snapshots and train.is_chief(strategy):
+        callbacks.append(Snapshots(snapshot_dir, snapshot_steps(total, spec.snapshots), tokenizer, config))
     budget = None
-    if optim.max_minutes:
+    if spec.max_minutes:
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):  # workers would stop at different steps
             raise ValueError("pretrain.max_minutes is for one machine; across workers set pretrain.max_steps")
-        budget = TimeBudget(optim.max_minutes)
+        budget = TimeBudget(spec.max_minutes)
         callbacks.append(budget)
-    if optim.dropout is not None:
-        start = _with_dropout(start, optim.dropout)
-    model, history = pretrain(start, train, settings, val_data=val, strategy=strategy, callbacks=callbacks)
-    if is_chief(strategy):
+    if spec.dropout is not None:
+        start = _with_dropout(start, spec.dropout)
+    model, history = train.pretrain(start, data, settings, val_data=val, strategy=strategy, callbacks=callbacks)
+    if train.is_chief(strategy):
         # Saved with the model's own dropout, which fine-tuning then uses.
-        saving.save_model(_with_dropout(model.backbone, config), fn_args.serving_model_dir, tokenizer)
+        saving.save_model(_with_dropout(model.backbone, config), model_dir, tokenizer)
     steps = int(model.optimizer.iterations.numpy())
-    if budget is not None and budget.stopped:
-        print(f"pre-training stopped at step {steps} of {total}: pretrain.max_minutes={optim.max_minutes:g} "
+    stopped = bool(budget and budget.stopped)
+    if stopped:
+        print(f"pre-training stopped at step {steps} of {total}: pretrain.max_minutes={spec.max_minutes:g} "
               "was reached (a faster machine runs more steps; raise it or lower pretrain.max_steps)")
-    return {"steps": steps, "planned_steps": total, "stopped_by_time_budget": bool(budget and budget.stopped),
-            "history": history.history}
+    return PretrainResult(steps, total, stopped, history.history)
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -225,43 +202,47 @@ class Snapshots(keras.callbacks.Callback):
         self._save()
 
 
-def _finetune(fn_args: FnArgs, config: GPTConfig | None, optim: FinetuneSpec, seed: int, init_model_dir: str,
-              tokenizer: GPTTokenizer, metadata, strategy, train_examples: int | None = None) -> dict:
-    if init_model_dir:
-        backbone = saving.load_backbone(init_model_dir)
-    else:  # the ablation: same architecture, no pre-training
-        backbone = GPTBackbone(**config.to_dict())
-    train_dir = _data_dir(fn_args.train_files)
-    batch = optim.batch_size
+def finetune(spec: FinetuneSpec, start: GPTConfig | GPTBackbone, task_dir: str, vocab_dir: str, model_dir: str,
+             log_dir: str, *, seed: int = 0, train_examples: int | None = None) -> FinetuneResult:
+    """Fine-tune on the task records in `task_dir` and save the task model of
+    the best evaluation on the validation split to `model_dir`.
+
+    `start`: the pre-trained backbone, or a config (the ablation: the same
+    architecture without pre-training). `seed` draws the head, the
+    special-token rows, dropout and the order of batches (and, with
+    `train_examples`, which training examples are used: unset, all of them).
+    `log_dir`: TensorBoard logs and the best weights so far."""
+    metadata, tokenizer, strategy = _setup(seed, task_dir, vocab_dir)
+    pretrained = isinstance(start, GPTBackbone)
+    backbone = start if pretrained else GPTBackbone(**start.to_dict())
+    batch = spec.batch_size
     # Under XLA every new shape compiles anew: pad batches to one length.
     common = dict(expected_family=metadata.family, expected_fingerprint=tokenizer.fingerprint,
-                  config=backbone.config, pad_to_max_length=optim.jit_compile)
+                  config=backbone.config, pad_to_max_length=spec.jit_compile)
     # Without XLA, batches of similar lengths: about 1.6x fewer padded tokens on Rotten Tomatoes.
-    train = gk_data.task_dataset(train_dir, "train", batch, shuffle=True, seed=seed,
-                                 group_by_length=not optim.jit_compile, examples=train_examples, subset_seed=seed,
-                                 **common)
-    val = _capped(gk_data.task_dataset(train_dir, "validation", batch, **common), optim)
+    data = gk_data.task_dataset(task_dir, "train", batch, shuffle=True, seed=seed,
+                                group_by_length=not spec.jit_compile, examples=train_examples, subset_seed=seed,
+                                **common)
+    val = _capped(gk_data.task_dataset(task_dir, "validation", batch, **common), spec)
     examples = min(metadata.splits["train"].records, train_examples or math.inf)
-    steps_per_pass = math.ceil(examples / batch)
-    settings = train_settings(optim, steps_per_pass, fn_args.train_steps, None, fn_args.model_run_dir)
+    settings = train_settings(spec, math.ceil(examples / batch), None, log_dir)
     monitor, mode = ("val_loss", "min") if metadata.is_regression else ("val_accuracy", "max")
-    best_path = os.path.join(fn_args.model_run_dir, "best.weights.h5")
+    best_path = os.path.join(log_dir, "best.weights.h5")
     callbacks = [keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, save_best_only=True,
                                                  save_weights_only=True, mode=mode)]
-    if optim.early_stopping_patience:
+    if spec.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
-                                                       patience=optim.early_stopping_patience))
+                                                       patience=spec.early_stopping_patience))
     classes = metadata.is_regression or metadata.family == "multiple_choice"
-    model, history = finetune(
-        backbone, metadata.family, train, settings, num_labels=None if classes else len(metadata.label_names),
-        num_choices=metadata.num_choices, lm_weight=optim.lm_weight, val_data=val, strategy=strategy,
-        callbacks=callbacks, label_names=None if classes else metadata.label_names, transfer=optim.transfer,
-        lora_rank=optim.lora_rank, n_transfer=optim.n_transfer if init_model_dir else None, seed=seed)
+    model, history = train.finetune(
+        backbone, metadata.family, data, settings, num_labels=None if classes else len(metadata.label_names),
+        num_choices=metadata.num_choices, lm_weight=spec.lm_weight, val_data=val, strategy=strategy,
+        callbacks=callbacks, label_names=None if classes else metadata.label_names, transfer=spec.transfer,
+        lora_rank=spec.lora_rank, n_transfer=spec.n_transfer if pretrained else None, seed=seed)
     if os.path.exists(best_path):  # keep the best epoch by the validation metric
         model.load_weights(best_path)
-    if is_chief(strategy):
-        saving.save_model(model, fn_args.serving_model_dir, tokenizer, vocabulary_format="hf")
-    best = history.history.get(monitor, [])
-    return {"steps": settings.epochs * settings.steps_per_epoch, "history": history.history,
-            "trainable_parameters": trainable_parameters(model), "train_examples": examples,
-            "best_" + monitor: (min(best) if metadata.is_regression else max(best)) if best else None}
+    if train.is_chief(strategy):
+        saving.save_model(model, model_dir, tokenizer, vocabulary_format="hf")
+    scores = history.history.get(monitor, [])
+    best = (min(scores) if metadata.is_regression else max(scores)) if scores else None
+    return FinetuneResult(history.history, trainable_parameters(model), examples, monitor, best)

@@ -14,10 +14,11 @@ from gpt_keras.convert.original import load_original, write_original
 from gpt_keras.config import GPTConfig
 from gpt_keras.model import GPTBackbone
 from gpt_keras.tokenizer import count_words, train_bpe
-from pipelines.config import ConfigError, load_config
+from pipelines.config.loading import load_config
+from pipelines.config.validation import ConfigError
 from pipelines.resolve import resolve
 from pipelines.run import run
-from pipelines.stages import plan
+from pipelines.plan import plan
 
 from tests.test_pipeline_run import NEGATIVE, POSITIVE, _task, _write_data
 

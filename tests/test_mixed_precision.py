@@ -141,7 +141,8 @@ def test_bfloat16_pretraining_tracks_float32_within_the_seed_spread():
 
 
 def test_pipeline_key_reaches_the_train_settings():
-    from pipelines.config import ConfigError, FinetuneSpec, PretrainSpec, build_section
+    from pipelines.config.training import FinetuneSpec, PretrainSpec
+    from pipelines.config.validation import ConfigError, build_section
     from pipelines.trainer import train_settings
 
     spec = build_section(FinetuneSpec, {"dtype_policy": "mixed_float16"}, "finetune")

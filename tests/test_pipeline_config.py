@@ -1,7 +1,8 @@
 """Experiment configs: shipped configs load; bad keys and values fail before any stage."""
 import pytest
 
-from pipelines.config import ConfigError, load_config
+from pipelines.config.loading import load_config
+from pipelines.config.validation import ConfigError
 from pipelines.resolve import resolve
 
 

@@ -7,7 +7,7 @@ import yaml
 
 from gpt_keras import data as gk_data
 from gpt_keras.tokenizer import GPTTokenizer
-from pipelines.config import load_config
+from pipelines.config.loading import load_config
 from pipelines.run import run
 
 WORDS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen".split()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipelines.config import ConfigError
+from pipelines.config.validation import ConfigError
 from pipelines.run import run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -144,7 +144,7 @@ def test_adding_a_task_runs_only_that_task(tmp_path, capsys):
 def test_validation_batches_caps_each_evaluation_to_the_same_batches():
     import tensorflow as tf
 
-    from pipelines.config import OptimSpec
+    from pipelines.config.training import OptimSpec
     from pipelines.trainer import _capped
     data = tf.data.Dataset.range(10).batch(2)
     assert [b.numpy().tolist() for b in _capped(data, OptimSpec(validation_batches=2))] == [[0, 1], [2, 3]]
@@ -251,7 +251,7 @@ def _check_analysis_values(work, metrics: dict, figure: dict) -> None:
     from gpt_keras.scoring import LMScorer
     from gpt_keras.transfer import trainable_parameters
     from gpt_keras.zeroshot import LabelWordClassifier
-    from pipelines.analysis import read_task_rows
+    from pipelines.stages.zeroshot import read_task_rows
 
     stages = json.loads((work / "manifest.json").read_text())["stages"]
     backbone, tok = saving.load_model(stages["pretrain"]["outputs"]["model_dir"])

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import load_config
+from pipelines.config.loading import load_config
 from pipelines.run import run
-from pipelines.stages import plan
+from pipelines.plan import plan
 from tests.test_pipeline_run import _config, _write_data
 
 
@@ -119,7 +119,9 @@ def test_data_efficiency_fine_tunes_both_variants_on_seeded_subsets_and_pairs_th
 
 def test_a_finetune_stage_recorded_before_its_parameter_count_gets_it_from_its_model(seeded_run):
     from pipelines.resolve import resolve
-    from pipelines.stages import Context, _trained_count
+    from pipelines.stages.context import Context
+    from pipelines.stages.evaluate import _trained_count
+    from pipelines.stages.outputs import FinetuneOutput
 
     entries, work, _ = seeded_run
     outputs = {k: v for k, v in entries["finetune/toy-seed0"]["outputs"].items() if k != "trainable_parameters"}
@@ -128,9 +130,11 @@ def test_a_finetune_stage_recorded_before_its_parameter_count_gets_it_from_its_m
         config = load_config("demo", [f"finetune.transfer={transfer}"])
         ctx = Context(config=config, resolved=resolve(config), beam_args=[], artifacts={"finetune/toy-seed0": outputs},
                       work_dir=str(work), fingerprints={})
-        for key, model_dir in outputs["models"].items():
+        fine_tuned = ctx.output("finetune/toy-seed0", FinetuneOutput)
+        assert fine_tuned.trainable_parameters is None
+        for key in fine_tuned.models:
             if expected is None:  # a merged LoRA model would count as full: no guess, the missing output is named
                 with pytest.raises(RuntimeError, match="finetune/toy-seed0.trainable_parameters is missing"):
-                    _trained_count(ctx, "finetune/toy-seed0", key, model_dir)
+                    _trained_count(ctx, "finetune/toy-seed0", fine_tuned, key)
             else:
-                assert _trained_count(ctx, "finetune/toy-seed0", key, model_dir) == expected[key]
+                assert _trained_count(ctx, "finetune/toy-seed0", fine_tuned, key) == expected[key]

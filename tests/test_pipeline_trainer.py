@@ -1,7 +1,10 @@
 """The trainer's one translation from a config section to TrainSettings."""
+import inspect
+
 import pytest
 
-from pipelines.config import ConfigError, FinetuneSpec, OptimSpec, build_section
+from pipelines.config.training import FinetuneSpec, OptimSpec
+from pipelines.config.validation import ConfigError, build_section
 from pipelines.trainer import snapshot_steps, train_settings
 
 
@@ -12,9 +15,6 @@ def test_pretraining_checkpoints_every_n_steps_up_to_max_steps():
     assert (settings.epochs, settings.steps_per_epoch) == (5, 200)  # 1,000 steps, not 1,500
     assert (settings.warmup, settings.learning_rate, settings.schedule) == (100, 5e-4, "warmup_cosine")
     assert settings.checkpoint_dir == "ckpt" and settings.jit_compile is False
-    # TFX's train_steps wins over the config's caps.
-    capped = train_settings(optim, steps_per_pass=1500, train_steps=30)
-    assert (capped.epochs, capped.steps_per_epoch) == (1, 30)
 
 
 def test_finetuning_evaluates_once_per_pass():
@@ -34,7 +34,17 @@ def test_pretraining_snapshots_are_log_spaced_from_step_0():
     assert snapshot_steps(1000, 1) == [0, 1000] and snapshot_steps(5, 3) == [0, 5] and snapshot_steps(1000, 0) == []
 
 
-def test_a_tfx_custom_config_dict_is_read_into_the_same_section():
+def test_finetune_defaults_come_from_gpt_keras_train():
+    from gpt_keras.train import TrainSettings, finetune
+    recipe, spec = TrainSettings(), FinetuneSpec()
+    assert (spec.learning_rate, spec.schedule, spec.warmup, spec.epochs, spec.l2, spec.max_grad_norm) == (
+        recipe.learning_rate, recipe.schedule, recipe.warmup, recipe.epochs, recipe.l2, recipe.max_grad_norm)
+    assert isinstance(spec.epochs, float)  # the schema's type, so that stage fingerprints keep 3.0
+    assert spec.lm_weight == inspect.signature(finetune).parameters["lm_weight"].default
+    assert OptimSpec().l2 == recipe.l2 and OptimSpec().learning_rate == 2.5e-4  # pre-training keeps its own rate
+
+
+def test_a_section_from_plain_values_names_its_keys():
     assert build_section(FinetuneSpec, {"batch_size": 8}, "optim") == FinetuneSpec(batch_size=8)
     with pytest.raises(ConfigError, match=r"optim.lm_weight: must be >= 0"):
         build_section(FinetuneSpec, {"lm_weight": -1}, "optim")

@@ -134,7 +134,7 @@ def test_document_limit_is_separate_from_the_line_limit(tmp_path):
 # ------------------------------------------------------------------ options, InputSpec
 
 def test_config_input_format_reaches_the_reader(tmp_path, vocab):
-    from pipelines.config import InputSpec as ConfigInputSpec
+    from pipelines.config.data import InputSpec as ConfigInputSpec
 
     assert issubclass(ConfigInputSpec, InputSpec)
     (tmp_path / "rows.txt").write_text("text\tlabel\ngood movie\tpos\nbad film\tneg\n")
@@ -147,7 +147,8 @@ def test_config_input_format_reaches_the_reader(tmp_path, vocab):
 
 
 def test_config_input_errors_name_the_key():
-    from pipelines.config import ConfigError, load_config
+    from pipelines.config.loading import load_config
+    from pipelines.config.validation import ConfigError
 
     with pytest.raises(ConfigError, match=r"preprocess.corpus.input.format: must be one of auto, text, jsonl, csv, "
                                           r"tsv, tfds; got 'xml'"):

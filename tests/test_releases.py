@@ -11,9 +11,9 @@ from gpt_keras import releases, saving
 from gpt_keras.config import GPTConfig
 from gpt_keras.model import GPTBackbone
 from gpt_keras.tokenizer import count_words, train_bpe
-from pipelines.config import load_config
+from pipelines.config.loading import load_config
 from pipelines.init_from import checkpoint_path
-from pipelines.stages import plan
+from pipelines.plan import plan
 from tests.test_init_from import _config
 from tests.test_pipeline_run import NEGATIVE, POSITIVE
 

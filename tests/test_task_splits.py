@@ -12,7 +12,8 @@ import tensorflow as tf
 import yaml
 
 from gpt_keras import schema
-from pipelines.config import ConfigError, load_config
+from pipelines.config.loading import load_config
+from pipelines.config.validation import ConfigError
 from pipelines.run import run
 
 WORDS = "good bad great awful film movie plot story acting cast fun dull".split()

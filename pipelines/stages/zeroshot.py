@@ -1,6 +1,6 @@
-"""The analysis stages: a task solved by the pre-trained LM alone, zero- and
-few-shot (`zeroshot/<task>`), scored on the same test split as the
-fine-tuned models. Settings: the config's `analysis` section.
+"""The zeroshot stages (group analysis): a task solved by the pre-trained LM
+alone, zero- and few-shot (`zeroshot/<task>`), scored on the same test split
+as the fine-tuned models. Settings: the config's `analysis` section.
 
 The task records hold token ids (`[_start_] text [_classify_]`, or one
 `[_start_] context [_delimiter_] answer [_classify_]` per choice); the text is
@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from pipelines import report
+from pipelines.stages.context import Context, records_stage
+from pipelines.stages.outputs import PretrainOutput, RecordsOutput, StageResult, ZeroShotOutput
 
 ZERO_SHOT_FAMILIES = ("classification", "multiple_choice")
 
@@ -65,7 +67,7 @@ def _max_k(tokenizer: Any, family: str, demos: list, queries: list, n_ctx: int) 
     return max(1, int((n_ctx - query) // per_demo))
 
 
-def run_zeroshot(ctx: Any, out: str, task: str) -> dict:
+def run_zeroshot(ctx: Context, out: str, task: str) -> StageResult:
     """Zero-shot and few-shot scores of one task on its test split; with
     `analysis.figure2`, also the zero-shot score of every pre-training
     snapshot (the paper's Figure 2, right)."""
@@ -73,14 +75,15 @@ def run_zeroshot(ctx: Any, out: str, task: str) -> dict:
     from gpt_keras import saving  # pylint: disable=g-import-not-at-top
 
     spec = ctx.config.analysis
-    task_dir = ctx.artifact(f"records/{task}", "task_dir")
+    task_dir = ctx.output(records_stage(task), RecordsOutput).task_dir
     metadata = gk_data.load_metadata(task_dir)
     family = metadata.family
     if family not in ZERO_SHOT_FAMILIES:
         note = {"note": f"no zero-shot solver for the {family} family"}
         report.write_json(os.path.join(out, "metrics.json"), note)
-        return {"outputs": {"metrics": {}}, "metrics": note}
-    backbone, tokenizer = saving.load_model(ctx.artifact("pretrain", "model_dir"))
+        return StageResult(ZeroShotOutput({}), note)
+    pretrained = ctx.output("pretrain", PretrainOutput)
+    backbone, tokenizer = saving.load_model(pretrained.model_dir)
     splits = {split: read_task_rows(task_dir, split, tokenizer, family)
               for split in ("train", "validation", "test" if "test" in metadata.splits else "validation")}
     demos = list(zip(splits["train"][0], splits["train"][1].tolist()))
@@ -96,7 +99,7 @@ def run_zeroshot(ctx: Any, out: str, task: str) -> dict:
               f"(demonstrations used: {results[name]['mean_demonstrations']:.2f} on average)")
     if spec.figure2:
         results[f"{task}/zero_shot_by_step"] = curve = {}
-        snapshots = ctx.artifact("pretrain", "snapshots") or ""
+        snapshots = pretrained.snapshots or ""
         for name in sorted(os.listdir(snapshots)) if os.path.isdir(snapshots) else []:
             snapshot, _ = saving.load_model(os.path.join(snapshots, name))
             step = int(name.split("_")[-1])
@@ -105,17 +108,17 @@ def run_zeroshot(ctx: Any, out: str, task: str) -> dict:
         if not curve:
             print(f"[zeroshot/{task}] no pre-training snapshots (set pretrain.snapshots and re-run pretrain)")
     report.write_json(os.path.join(out, "metrics.json"), results)
-    return {"outputs": {"metrics": results}, "metrics": results}
+    return StageResult(ZeroShotOutput(results), results)
 
 
-def _score(ctx: Any, backbone: Any, tokenizer: Any, metadata: Any, splits: dict, demos: list, task: str,
+def _score(ctx: Context, backbone: Any, tokenizer: Any, metadata: Any, splits: dict, demos: list, task: str,
            k: int, words: list | None = None) -> dict:
     """Test metrics of the LM `backbone` solving the task with k demonstrations;
     `words`: label words already chosen for this LM (default: the prompt's,
     or the label names). Candidate words are chosen on the validation split."""
     from gpt_keras.metrics import task_metrics  # pylint: disable=g-import-not-at-top
     from gpt_keras.scoring import LMScorer  # pylint: disable=g-import-not-at-top
-    from pipelines.config import PromptSpec  # pylint: disable=g-import-not-at-top
+    from pipelines.config.experiment import PromptSpec  # pylint: disable=g-import-not-at-top
 
     spec, family = ctx.config.analysis, metadata.family
     split = "test" if "test" in splits else "validation"
