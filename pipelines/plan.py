@@ -80,8 +80,10 @@ def plan(config: ExperimentConfig, resolved: ResolvedConfig | None = None) -> li
               else {"corpus": corpus, "num_merges": config.num_merges})
     tasks = [t.name for t in pp.tasks]
     # Each fine-tuning stage reads its own seed, not the list: adding a seed runs only its stages,
-    # and a config without seeds keeps the fingerprints it had before the key existed.
-    runs, finetune_reads = seed_runs(config), config.finetune.model_dump(exclude={"seeds"})
+    # and a config without seeds (or fine-tuning dropout) keeps the fingerprints it had before
+    # the key existed.
+    unread = {"seeds"} | ({"dropout"} if config.finetune.dropout is None else set())
+    runs, finetune_reads = seed_runs(config), config.finetune.model_dump(exclude=unread)
     pretrain_reads = ["import"] if imported and not config.pretrain.enabled else ["vocab", "corpus"] + [
         s.name for s in imported]
     stages = [

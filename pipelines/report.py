@@ -58,15 +58,17 @@ def scores_table(results: Mapping[str, Mapping]) -> str:
 
 
 def selection_table(results: Mapping[str, Mapping]) -> str:
-    """One row per fine-tuned model: the learning rate kept and the best
-    validation score of each one tried (empty without a grid)."""
-    rows = {k: v for k, v in results.items() if isinstance(v, Mapping) and v.get("validation_by_learning_rate")}
+    """One row per fine-tuned model: the best validation score of each recipe
+    setting tried (empty without a grid), the kept one marked with *."""
+    rows = {k: v for k, v in results.items() if isinstance(v, Mapping) and v.get("validation_by_setting")}
     if not rows:
         return ""
-    rates = list(dict.fromkeys(r for v in rows.values() for r in v["validation_by_learning_rate"]))
-    header = ["model", "chosen"] + [f"lr {r}" for r in rates]
-    return format_table([header] + [[k, f"{v['learning_rate']:g}"] + [_cell(v["validation_by_learning_rate"].get(r))
-                                                                     for r in rates] for k, v in rows.items()])
+    settings = list(dict.fromkeys(s for v in rows.values() for s in v["validation_by_setting"]))
+    table = []
+    for key, v in rows.items():
+        scores = v["validation_by_setting"]
+        table.append([key] + [_cell(scores.get(s)) + ("*" if s == v["chosen_setting"] else "") for s in settings])
+    return format_table([["model"] + settings] + table)
 
 
 def seeds_table(results: Mapping[str, Mapping]) -> str:

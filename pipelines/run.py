@@ -105,7 +105,7 @@ def print_summary(manifest: Manifest, stages: list[Stage]) -> None:
     selection = report.selection_table({k: v for s in stages if s.name in entries and s.group in ("finetune", "analysis")
                                         for k, v in entries[s.name].get("metrics", {}).items()})
     if selection:
-        print("\nLearning rate chosen on the validation split:\n" + selection)
+        print("\nRecipe chosen on the validation split (validation score per setting, * kept):\n" + selection)
     metrics = entries.get("evaluate", {}).get("metrics", {})
     if metrics.get("lm"):
         print(f"\nHeld-out LM perplexity: {metrics['lm']['validation_perplexity']:.2f}")

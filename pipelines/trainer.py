@@ -214,6 +214,8 @@ def finetune(spec: FinetuneSpec, start: GPTConfig | GPTBackbone, task_dir: str, 
     `log_dir`: TensorBoard logs and the best weights so far."""
     metadata, tokenizer, strategy = _setup(seed, task_dir, vocab_dir)
     pretrained = isinstance(start, GPTBackbone)
+    if spec.dropout is not None:
+        start = _with_dropout(start, float(spec.dropout))
     backbone = start if pretrained else GPTBackbone(**start.to_dict())
     batch = spec.batch_size
     # Under XLA every new shape compiles anew: pad batches to one length.

@@ -162,3 +162,19 @@ def test_a_sections_checks_are_reported_together():
                  "preprocess.tasks[0].fields: classification needs a column for ['text']",
                  "preprocess.tasks[0].input.paths: needs at least one path or glob"):
         assert part in message
+
+
+def test_a_recipe_grid_is_the_product_of_its_lists():
+    """finetune.learning_rate, lm_weight and dropout given as lists make one
+    fine-tuning run per combination (each variant keeps its best on validation)."""
+    spec = load_config("demo", ["finetune.learning_rate=[1e-4, 3e-4]", "finetune.lm_weight=[0, 0.5]"]).finetune
+    assert spec.varied == ["learning_rate", "lm_weight"]
+    assert spec.grid == [{"learning_rate": lr, "lm_weight": w, "dropout": None} for lr in (1e-4, 3e-4) for w in (0, 0.5)]
+    assert load_config("demo").finetune.grid == [{"learning_rate": 1e-4, "lm_weight": 0.5, "dropout": None}]
+    with pytest.raises(ConfigError, match=r"finetune.lm_weight: must be >= 0, or a non-empty list"):
+        load_config("demo", ["finetune.lm_weight=[]"])
+    with pytest.raises(ConfigError, match=r"finetune.dropout: must be in \[0, 1\)"):
+        load_config("demo", ["finetune.dropout=[0.1, 1.5]"])
+    with pytest.raises(ConfigError, match=r"recipe grid .* has 125 settings, at most 64"):
+        load_config("demo", ["finetune.learning_rate=[1, 2, 3, 4, 5]", "finetune.lm_weight=[0, 1, 2, 3, 4]",
+                             "finetune.dropout=[0, 0.1, 0.2, 0.3, 0.4]"])

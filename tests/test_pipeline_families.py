@@ -57,7 +57,7 @@ def test_every_family_runs_end_to_end_and_prints(tmp_path, capsys):
         "preprocess": {"num_merges": 40, "n_ctx": 32, "val_fraction": 0.1,
                        "corpus": {"input": {"paths": [corpus], "format": "csv"}}, "tasks": _tasks(tmp_path)},
         "pretrain": {"batch_size": 8, "learning_rate": 1e-3, "warmup": 1, "max_steps": 3, "jit_compile": False},
-        "finetune": {"batch_size": 16, "learning_rate": [1e-3, 3e-3], "epochs": 1,
+        "finetune": {"batch_size": 16, "learning_rate": [1e-3, 3e-3], "epochs": 1, "dropout": 0.0,
                      "ablation_without_pretraining": False},
         "analysis": {"zero_shot": True},
     }
@@ -74,10 +74,17 @@ def test_every_family_runs_end_to_end_and_prints(tmp_path, capsys):
         assert f"{family}/pretrained" in out  # a row of the printed table
         # Each variant kept the learning rate that did best on validation.
         chosen = entries[f"finetune/{family}"]["metrics"][f"{family}/pretrained"]
-        assert chosen["learning_rate"] in (1e-3, 3e-3) and set(chosen["validation_by_learning_rate"]) == {"0.001", "0.003"}
+        scores = chosen["validation_by_setting"]
+        assert set(scores) == {"learning_rate=0.001", "learning_rate=0.003"}
+        best = (min if family == "regression" else max)(scores, key=scores.get)
+        assert chosen["chosen_setting"] == best and chosen["learning_rate"] == float(best.split("=")[1])
     assert "classification/zero_shot" in metrics and "multiple_choice/zero_shot" in metrics
     assert "no zero-shot solver" in entries["zeroshot/entailment"]["metrics"]["note"]
-    assert "Learning rate chosen on the validation split" in out and "Stage time in all" in out
+    assert "Recipe chosen on the validation split" in out and "Stage time in all" in out
+    # finetune.dropout: the kept model trained (and is saved) with it, whatever the model's own.
+    from gpt_keras import saving
+    config = saving.read_config(str(tmp_path / "work" / "finetune" / "classification" / "pretrained"))
+    assert (config.embd_pdrop, config.attn_pdrop, config.resid_pdrop) == (0.0, 0.0, 0.0)
     # Only the kept model of the grid remains.
     kept = sorted(p.name for p in (tmp_path / "work" / "finetune" / "entailment").iterdir() if p.is_dir())
     assert kept == ["pretrained"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from typing import Any, Literal
 
 from pydantic import Field, StrictBool, model_validator
@@ -106,9 +107,13 @@ class PretrainSpec(OptimSpec):
     max_minutes: float | None = Field(None, gt=0)
 
 
+MAX_GRID = 64  # fine-tuning runs per model that a recipe grid may ask for
+
+
 class FinetuneSpec(OptimSpec):
-    # A list is a grid: one model per value, and the one that does best on the
-    # validation split is kept (each variant - pre-trained, scratch - picks its own).
+    # A list in learning_rate, lm_weight or dropout makes a grid (their product): one model
+    # per setting, and the one that does best on the validation split is kept; each
+    # variant (pre-trained, scratch, ...) picks its own recipe (docs/seeds.md).
     learning_rate: float | list[float] = _recipe("learning_rate")
     schedule: Schedule = _recipe("schedule")
     warmup: float = _recipe("warmup", ge=0)
@@ -116,7 +121,11 @@ class FinetuneSpec(OptimSpec):
     # Small tasks get more passes: epochs are raised until training takes at least this
     # many steps (whole passes; the best pass on the validation split is kept anyway).
     min_steps: int = Field(0, ge=0)
-    lm_weight: float = _recipe("lm_weight", ge=0)
+    lm_weight: float | list[float] = _recipe("lm_weight")  # the paper's lambda (eq. 5); 0: no auxiliary LM loss
+    # Dropout (embd, attn, resid) while fine-tuning; unset: the model's (a pre-trained
+    # model's is what it was built with, not pretrain.dropout). 0.0 matches a pre-training
+    # run without dropout.
+    dropout: float | list[float] | None = None
     # The paper's Figure 2 (left), the original's --n_transfer: the embeddings and the
     # first n blocks come from the pre-trained model, the rest start fresh (unset: all).
     n_transfer: int | None = Field(None, ge=0)
@@ -137,9 +146,17 @@ class FinetuneSpec(OptimSpec):
         from gpt_keras.transfer import MODES  # pylint: disable=g-import-not-at-top  (their one home)
         problems = Problems()
         problems.check(self.transfer in MODES, "transfer", f"must be one of {', '.join(MODES)}; got {self.transfer!r}")
-        rates = self.learning_rates
+        rates, weights, dropouts = (_values(v) for v in (self.learning_rate, self.lm_weight, self.dropout))
         problems.check(bool(rates) and all(r > 0 for r in rates), "learning_rate",
                        f"must be > 0, or a non-empty list of values > 0 (a grid); got {self.learning_rate!r}")
+        problems.check(bool(weights) and all(w >= 0 for w in weights), "lm_weight",
+                       f"must be >= 0, or a non-empty list of values >= 0 (a grid); got {self.lm_weight!r}")
+        problems.check(bool(dropouts) and all(d is None or 0 <= d < 1 for d in dropouts), "dropout",
+                       f"must be in [0, 1), or a non-empty list of such values (a grid); got {self.dropout!r}")
+        size = len(rates) * len(weights) * len(dropouts)
+        problems.check(size <= MAX_GRID, "learning_rate",
+                       f"the recipe grid (learning_rate x lm_weight x dropout) has {size} settings, "
+                       f"at most {MAX_GRID} are run per model: give fewer values")
         repeated = sorted({k for k in self.seeds if self.seeds.count(k) > 1})
         negative = [k for k in self.seeds if k < 0]
         problems.check(not repeated and not negative, "seeds",
@@ -150,6 +167,19 @@ class FinetuneSpec(OptimSpec):
         return self
 
     @property
-    def learning_rates(self) -> list[float]:
-        """The learning rate(s) to try: one, or the grid."""
-        return list(self.learning_rate) if isinstance(self.learning_rate, list) else [self.learning_rate]
+    def grid(self) -> list[dict[str, float | None]]:
+        """The recipes to try, each a mapping of learning_rate, lm_weight and
+        dropout to one value: one setting, or the product of the lists."""
+        keys = ("learning_rate", "lm_weight", "dropout")
+        return [dict(zip(keys, values))
+                for values in itertools.product(*(_values(getattr(self, k)) for k in keys))]
+
+    @property
+    def varied(self) -> list[str]:
+        """The recipe keys given as lists (the grid's axes)."""
+        return [k for k in ("learning_rate", "lm_weight", "dropout") if isinstance(getattr(self, k), list)]
+
+
+def _values(value: Any) -> list:
+    """A grid axis: a list as it is, a single value as a list of one."""
+    return list(value) if isinstance(value, list) else [value]

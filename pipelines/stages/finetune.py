@@ -1,7 +1,7 @@
 """The fine-tuning stages, through `pipelines.trainer.finetune`: each task from
 the pre-trained model and from scratch (`finetune/<task>`), and the analysis
 section's other variants (`transfer/<task>/<name>`), each selected over a
-learning-rate grid on the validation split."""
+recipe grid (learning rate, lambda, dropout) on the validation split."""
 from __future__ import annotations
 
 import os
@@ -23,41 +23,45 @@ def finetune_selected(ctx: Context, run_dir: str, task: str, init_dir: str, spec
                       train_examples: int | None = None) -> tuple[FinetuneResult, dict]:
     """Fine-tune one model for `task` from `init_dir` ("" = no pre-training:
     the pre-trained model's architecture, fresh weights) with `spec`, once per
-    learning rate (a list is a grid); the model that does best on the
-    validation split is kept in `run_dir`. `seed` draws the head, the
-    special-token rows, dropout and the order of batches (and, with
-    `train_examples`, which training examples are used). Returns the kept
-    run's result and the metrics the stage records: the chosen rate and, with
-    a grid, every rate's validation score."""
+    setting of its recipe grid (`FinetuneSpec.grid`: lists in learning_rate,
+    lm_weight, dropout); the model that does best on the validation split is
+    kept in `run_dir`. `seed` draws the head, the special-token rows, dropout
+    and the order of batches (and, with `train_examples`, which training
+    examples are used). Returns the kept run's result and the metrics the
+    stage records: the chosen recipe and, with a grid, every setting's
+    validation score."""
     from gpt_keras import saving
     from pipelines import trainer
 
     began = time.time()
     task_dir = ctx.output(records_stage(task), RecordsOutput).task_dir
     vocab_dir = ctx.output("vocab", VocabOutput).vocab_dir
-    rates = spec.learning_rates
-    trials = {}
-    for lr in rates:
-        trial_dir = run_dir if len(rates) == 1 else f"{run_dir}_lr{lr:g}"
+    grid, varied = spec.grid, spec.varied
+    trials = []
+    for setting in grid:
+        name = ", ".join(f"{k}={setting[k]:g}" for k in varied)  # e.g. "learning_rate=0.0001, dropout=0"
+        trial_dir = run_dir if len(grid) == 1 else f"{run_dir}_{len(trials)}"
         start = (saving.load_backbone(init_dir) if init_dir
                  else saving.read_config(ctx.output("pretrain", PretrainOutput).model_dir))
-        trials[lr] = (trial_dir, trainer.finetune(spec.model_copy(update={"learning_rate": lr}), start, task_dir,
-                                                  vocab_dir, trial_dir, os.path.join(trial_dir, "logs"), seed=seed,
-                                                  train_examples=train_examples))
-    # Regression keeps its lowest validation loss: its scores are negated.
-    best = max(rates, key=lambda lr: trials[lr][1].validation_score)
-    for lr, (trial_dir, _) in trials.items():
-        if trial_dir != run_dir:
-            if lr == best:
-                os.replace(trial_dir, run_dir)
+        trials.append((name, setting, trial_dir, trainer.finetune(
+            spec.model_copy(update=setting), start, task_dir, vocab_dir, trial_dir, os.path.join(trial_dir, "logs"),
+            seed=seed, train_examples=train_examples)))
+    # Regression keeps its lowest validation loss: its scores are negated. max keeps the first of equals.
+    best = max(trials, key=lambda trial: trial[3].validation_score)
+    for trial in trials:
+        if trial[2] != run_dir:
+            if trial is best:
+                os.replace(trial[2], run_dir)
             else:
-                shutil.rmtree(trial_dir)
-    result = trials[best][1]
+                shutil.rmtree(trial[2])
+    kept, chosen, _, result = best
     metrics = {"best_" + result.monitor: result.best, "trainable_parameters": result.trainable_parameters,
                "train_examples": result.train_examples, "seconds": round(time.time() - began, 1),
-               "seed": seed, "learning_rate": best}
-    if len(rates) > 1:
-        metrics["validation_by_learning_rate"] = {f"{lr:g}": abs(r.validation_score) for lr, (_, r) in trials.items()}
+               "seed": seed, "learning_rate": chosen["learning_rate"],
+               **{k: chosen[k] for k in varied if k != "learning_rate"}}
+    if len(grid) > 1:
+        metrics["validation_by_setting"] = {name: abs(r.validation_score) for name, _, _, r in trials}
+        metrics["chosen_setting"] = kept
     return result, metrics
 
 
