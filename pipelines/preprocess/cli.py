@@ -10,7 +10,10 @@ import argparse
 import sys
 from typing import Sequence
 
+from pipelines.preprocess.corpus import run_corpus
+from pipelines.preprocess.errors import PreprocessError
 from pipelines.preprocess.options import OPTION_NAMES, PreprocessOptions
+from pipelines.preprocess.vocab import run_vocab
 
 RUNNER_HELP = """Beam options (any argument not listed above is passed to Beam):
   default runner           in-process FnApiRunner (offline; no Prism download)
@@ -134,11 +137,7 @@ def build_options(args: argparse.Namespace) -> PreprocessOptions:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pipelines.preprocess.common import PreprocessError
-    from pipelines.preprocess.corpus import run_corpus
-    from pipelines.preprocess.task import run_task
-    from pipelines.preprocess.vocab import run_vocab
-
+    """Runs one command; returns the exit status (1 on a preprocessing error)."""
     args, pipeline_args = build_parser().parse_known_args(argv)
     try:
         options = build_options(args)
@@ -151,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        split_fractions=_fractions(args.split_fractions), boundary=args.boundary,
                        num_groups=args.num_groups, num_merges=args.num_merges)
         else:
+            # Here, not at the top: the task job imports TensorFlow, which vocab and corpus runs need not load.
+            from pipelines.preprocess.task import run_task
+
             fields: dict[str, object] = dict(_key_values(args.field, "--field"))
             if "," in str(fields.get("choices", "")):
                 fields["choices"] = str(fields["choices"]).split(",")

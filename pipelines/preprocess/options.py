@@ -1,32 +1,15 @@
 """Options: `PreprocessOptions`, the one object that says how every
 preprocessing run reads, checks and runs (built once by each caller: the CLI,
-the pipeline's preprocess stage, Python code), and Beam's pipeline options.
-
-Beam options (the runner itself is built in `pipelines.preprocess.runner`):
-* Default / `--runner=DirectRunner`: Beam 2.77's DirectRunner first tries to
-  download and start a Prism binary (no network here), so we select the
-  in-process FnApiRunner ourselves, exactly as DirectRunner's fallback does.
-  `--direct_num_workers=N --direct_running_mode=multi_processing` runs N worker
-  processes (`in_memory`, the default, ignores N).
-* `--runner=DataflowRunner` with the standard Google Cloud options
-  (`--project --region --temp_location [--staging_location]
-  [--sdk_container_image] ...`); `--setup_file` defaults to this repository's
-  setup.py so workers install gpt_keras + pipelines.
-* Beam's `--dry_run` flag has no type: `--dry_run=False` would count as true.
-  We normalize it (`False/0/no` -> absent, bare or true -> `True`).
+the pipeline's preprocess stage, Python code). Beam's own pipeline options are
+in `pipelines.preprocess.runner`.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
-from typing import Any, Mapping, Sequence
-
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, TestOptions
+from typing import Any, Mapping
 
 from gpt_keras.tokenizer.text import MODES
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_FALSE = {"false", "0", "no", "off", ""}
 TEXT_UNITS = ("line", "paragraph", "file")
 MiB = 1 << 20
 
@@ -98,41 +81,3 @@ class PreprocessOptions:
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(PreprocessOptions))
-
-
-def normalize_args(pipeline_args: Sequence[str] | None) -> list[str]:
-    """Beam argv with `--dry_run` made unambiguous (see module docstring)."""
-    out = []
-    for arg in pipeline_args or ():
-        if arg == "--dry_run":
-            out.append("--dry_run=True")
-        elif arg.startswith("--dry_run="):
-            if arg.split("=", 1)[1].strip().lower() not in _FALSE:
-                out.append("--dry_run=True")
-        else:
-            out.append(arg)
-    return out
-
-
-def pipeline_options(pipeline_args: Sequence[str] | None = None) -> PipelineOptions:
-    """PipelineOptions from argv-style args, with the defaults this project needs."""
-    options = PipelineOptions(normalize_args(pipeline_args))
-    if is_dataflow(options):
-        setup = options.view_as(SetupOptions)
-        default_setup = os.path.join(REPO_ROOT, "setup.py")
-        if not setup.setup_file and not setup.requirements_file and os.path.isfile(default_setup):
-            setup.setup_file = default_setup
-    return options
-
-
-def runner_name(options: PipelineOptions) -> str | None:
-    runner = options.view_as(StandardOptions).runner
-    return runner if isinstance(runner, str) or runner is None else type(runner).__name__
-
-
-def is_dataflow(options: PipelineOptions) -> bool:
-    return (runner_name(options) or "").lower() in ("dataflowrunner", "dataflow")
-
-
-def is_dry_run(options: PipelineOptions) -> bool:
-    return bool(options.view_as(TestOptions).dry_run)

@@ -112,7 +112,7 @@ def run_task_records(ctx: Context, out: str, task: TaskSpec) -> StageResult:
     """One task's records, through the paper's input transform for its family, in
     the splits the data gives or drawn by a hash (`TaskSpec`)."""
     from gpt_keras import schema
-    from pipelines.preprocess import run_task
+    from pipelines.preprocess.task import run_task
 
     pp = ctx.config.preprocess
     vocab_dir = ctx.output("vocab", VocabOutput).vocab_dir
