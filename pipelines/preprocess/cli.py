@@ -67,7 +67,7 @@ def _option_flags(p: argparse.ArgumentParser, command: str) -> None:
         default, flag = _default(field), _flag(field)
         if isinstance(default, bool):  # a switch away from the default
             p.add_argument(flag, dest=field.name, action="store_false" if default else "store_true",
-                           help=meta["help"])
+                           help=f"do not {meta['help']}" if default else meta["help"])
         elif isinstance(default, dict):  # KEY=VALUE pairs, parsed by build_options
             p.add_argument(flag, dest=field.name, action="append", metavar=meta["metavar"], help=meta["help"])
         else:

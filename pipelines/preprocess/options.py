@@ -63,7 +63,7 @@ class PreprocessOptions:
     split_salt: str = _option("", "salt of the stable hash split", commands=SPLITS)
     num_shards: int = _option(0, "shards per split (0: the runner decides)", commands=SPLITS)
     overwrite: bool = _option(False, "replace earlier output in the output directory")
-    verbose: bool = _option(True, "print the run's summary (--quiet: do not)", flag="--quiet")
+    verbose: bool = _option(True, "print the run's summary", flag="--quiet")
 
     def __post_init__(self):
         object.__setattr__(self, "where", {str(k): str(v) for k, v in dict(self.where or {}).items()})
