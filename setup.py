@@ -50,7 +50,7 @@ setup(
     entry_points={"console_scripts": [
         "gpt-keras-generate=gpt_keras.generate.__main__:main",
         "gpt-keras-convert=gpt_keras.convert.__main__:main",
-        "gpt-keras-serve=serving.server:main",
+        "gpt-keras-serve=serving.server.cli:main",
         "gpt-keras-client=serving.clients.cli:main",
     ]},
 )

@@ -12,11 +12,12 @@ import tensorflow as tf
 from gpt_keras import data, schema
 from gpt_keras.tokenizer import GPTTokenizer, count_words, train_bpe
 from pipelines.preprocess import (PreprocessError, PreprocessOptions, memory_input, pack_documents, run_corpus,
-                                  run_task, run_vocab)
+                                  run_vocab)
 from pipelines.preprocess import task as task_module
-from pipelines.preprocess.common import content_digest
-from pipelines.preprocess.options import normalize_args, pipeline_options
-from pipelines.preprocess.runner import create_pipeline
+from pipelines.preprocess.runner import create_pipeline, normalize_args, pipeline_options
+from pipelines.preprocess.splits import content_digest
+from pipelines.preprocess.task import run_task
+from pipelines.preprocess.task_rows import TaskRow
 
 WORDS = ("the cat sat on the mat . a dog ate the bone ! the quick brown fox jumps over the lazy dog . "
          "good movie bad film great plot awful acting").split()
@@ -232,9 +233,9 @@ def test_task_families_exact_sequences(tmp_path, vocab, tok):
 def test_traced_transform_matches_eager(tok, monkeypatch):
     """Large inputs switch EncodeTask to a traced build_inputs (tracing takes seconds)."""
     from gpt_keras.tasks import TaskFamily
-    from pipelines.preprocess.common import TokenizerSpec
+    from pipelines.preprocess.tokenizer import TokenizerSpec
 
-    rows = [task_module.TaskRow("m", i, "train", f"m:{i}", {"context": c, "choices": ch}, i % 2)
+    rows = [TaskRow("m", i, "train", f"m:{i}", {"context": c, "choices": ch}, i % 2)
             for i, (c, ch) in enumerate([("the cat", ["sat", "ate the bone"]), ("a dog", ["the fox", "jumps"])])]
     outputs = []
     for threshold in (10 ** 9, 0):

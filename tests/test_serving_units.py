@@ -11,13 +11,13 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import codec
-from serving.batching import Batcher
-from serving.config import (BatchingParameters, ConfigError, parse_batching_parameters, read_batching_parameters,
+from serving.server import codec
+from serving.server.batching import Batcher
+from serving.server.config import (BatchingParameters, ConfigError, parse_batching_parameters, read_batching_parameters,
                             read_metrics_path, read_model_config)
-from serving.errors import ServingError
-from serving.manager import select_versions
-from serving.metrics import Metrics
+from serving.server.errors import ServingError
+from serving.server.manager import select_versions
+from serving.server.metrics import Metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -181,14 +181,15 @@ def test_tensorflow_thread_flags():
     import subprocess
     import sys
 
-    from serving.server import build_parser, set_tensorflow_threads
+    from serving.server.cli import build_parser, set_tensorflow_threads
 
     args = build_parser().parse_args([])
     assert (args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism) == (0, 0)
     set_tensorflow_threads(0, 0)  # a no-op, also after TensorFlow has started
     with pytest.raises(ValueError, match=">= 0"):
         set_tensorflow_threads(-1, 0)
-    code = ("from serving.server import set_tensorflow_threads; set_tensorflow_threads(1, 2); import tensorflow as tf; "
+    code = ("from serving.server.cli import set_tensorflow_threads; set_tensorflow_threads(1, 2); "
+            "import tensorflow as tf; "
             "print(tf.config.threading.get_intra_op_parallelism_threads(), "
             "tf.config.threading.get_inter_op_parallelism_threads())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,

@@ -118,7 +118,8 @@ def test_a_split_column_without_validation_rows_is_a_clear_error(tmp_path, capsy
 
 def test_tfds_split_names_are_kept_and_validation_is_carved_when_missing(tmp_path):
     from test_preprocess import _store_tfds
-    from pipelines.preprocess import PreprocessOptions, run_task
+    from pipelines.preprocess import PreprocessOptions
+    from pipelines.preprocess.task import run_task
     from gpt_keras.tokenizer import count_words, train_bpe
 
     data_dir = str(tmp_path / "tfds")

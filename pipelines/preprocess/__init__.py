@@ -1,6 +1,7 @@
 """Apache Beam preprocessing: raw corpora and labeled tasks -> TFRecords.
 
-    from pipelines.preprocess import PreprocessOptions, run_vocab, run_corpus, run_task
+    from pipelines.preprocess import PreprocessOptions, run_vocab, run_corpus
+    from pipelines.preprocess.task import run_task
     options = PreprocessOptions(clean_html=True, mode="hf")
     run_vocab(["corpus/*.txt.gz"], "out/vocab", num_merges=8000, options=options)
     run_corpus(["corpus/*.txt.gz"], "out/lm", "out/vocab", n_ctx=128, val_fraction=0.01, options=options)
@@ -12,30 +13,19 @@ Each returns a summary dict and writes, in its output directory, the shards,
 `pipeline_args` are Beam options; the default runner is the in-process
 FnApiRunner (offline). See docs/preprocess.md and `python -m pipelines.preprocess --help`.
 
-Names load on first use (PEP 562): a Beam worker that unpickles a corpus DoFn
-imports only what that DoFn needs (no TensorFlow, no Keras).
+Each job (vocab.py, corpus.py, task.py) reads as a graph, top to bottom:
+`readers.ReadInputs` -> its own steps -> `sinks.Finish` (dead letter, stats,
+report); `runner.execute` runs it. `run_task` is not imported here: the task
+job imports TensorFlow (its transform), and every Beam worker imports this
+package to unpickle its DoFns, so vocabulary and corpus workers would load
+TensorFlow for nothing.
 """
-import importlib as _importlib
+from pipelines.preprocess.corpus import pack_documents, run_corpus
+from pipelines.preprocess.errors import PreprocessError
+from pipelines.preprocess.inputs import InputSpec, memory_input, parse_input
+from pipelines.preprocess.options import PreprocessOptions
+from pipelines.preprocess.runner import create_pipeline, pipeline_options
+from pipelines.preprocess.vocab import run_vocab
 
-_LAZY = {
-    "run_vocab": "vocab", "run_corpus": "corpus", "pack_documents": "corpus", "run_task": "task",
-    "TFDS_TASKS": "task", "PreprocessError": "common", "PreprocessOptions": "options",
-    "pipeline_options": "options", "create_pipeline": "runner", "InputSpec": "inputs", "memory_input": "inputs",
-    "parse_input": "inputs",
-}
-
-__all__ = ["run_vocab", "run_corpus", "run_task", "PreprocessOptions", "PreprocessError", "InputSpec",
-           "memory_input", "parse_input", "pack_documents", "pipeline_options", "create_pipeline", "TFDS_TASKS"]
-
-
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pipelines.preprocess' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(f"pipelines.preprocess.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__all__ = ["run_vocab", "run_corpus", "PreprocessOptions", "PreprocessError", "InputSpec", "memory_input",
+           "parse_input", "pack_documents", "pipeline_options", "create_pipeline"]

@@ -7,10 +7,14 @@ Arguments this CLI does not know are Beam pipeline options, e.g.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Sequence
 
-from pipelines.preprocess.options import OPTION_NAMES, PreprocessOptions
+from pipelines.preprocess.corpus import BOUNDARY_CHOICES, run_corpus
+from pipelines.preprocess.errors import PreprocessError
+from pipelines.preprocess.options import PreprocessOptions
+from pipelines.preprocess.vocab import SAVE_FORMATS, run_vocab
 
 RUNNER_HELP = """Beam options (any argument not listed above is passed to Beam):
   default runner           in-process FnApiRunner (offline; no Prism download)
@@ -48,43 +52,46 @@ def _inputs(args) -> object:
     return list(args.input)
 
 
-def _common(p: argparse.ArgumentParser, text: bool = True) -> None:
+def _inputs_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", action="append", help="glob (.txt/.jsonl/.csv/.tsv, optionally .gz), "
                    "'format:glob', or 'tfds:NAME[:SPLIT,...]'; repeatable")
     p.add_argument("--out_dir", required=True, help="output directory (local or gs://)")
-    if text:
-        p.add_argument("--text_field", default="text", help="JSONL field / CSV column / TFDS feature with the text")
-        p.add_argument("--text_unit", default="line", choices=["line", "paragraph", "file"],
-                       help="plain-text files: one document per line, blank-line paragraph, or file")
-    p.add_argument("--where", action="append", metavar="COLUMN=VALUE", help="keep only rows with this value; "
-                   "repeatable (e.g. --where source=imdb)")
-    p.add_argument("--clean_html", action="store_true", help="turn <br /> into newlines (IMDB)")
-    p.add_argument("--max_bad_fraction", type=float, default=0.1, help="fail if more rows than this are rejected")
-    p.add_argument("--tfds_data_dir", default=None, help="where TFDS inputs are prepared")
-    p.add_argument("--mode", default="hf", choices=["hf", "original"], help="tokenizer mode")
-    p.add_argument("--overwrite", action="store_true", help="replace earlier output in --out_dir")
-    p.add_argument("--batch_size", type=int, default=256, help="max rows per tokenizer batch")
-    p.add_argument("--quiet", action="store_true", help="no summary on stdout")
-    d = PreprocessOptions()
-    p.add_argument("--max_line_bytes", type=int, default=d.max_line_bytes, help="reject longer physical lines")
-    p.add_argument("--max_record_lines", type=int, default=d.max_record_lines,
-                   help="a quoted CSV field spanning more lines is broken: its first line is rejected, reading resumes")
-    p.add_argument("--max_record_bytes", type=int, default=d.max_record_bytes, help="the same limit in bytes")
-    if text:
-        p.add_argument("--max_document_bytes", type=int, default=d.max_document_bytes,
-                       help="reject longer multi-line documents (--text_unit paragraph/file)")
+
+
+def _option_flags(p: argparse.ArgumentParser, command: str) -> None:
+    """A flag for each `PreprocessOptions` field this command takes, made from the field."""
+    for field in dataclasses.fields(PreprocessOptions):
+        meta = field.metadata
+        if command not in meta["commands"]:
+            continue
+        default, flag = _default(field), _flag(field)
+        if isinstance(default, bool):  # a switch away from the default
+            p.add_argument(flag, dest=field.name, action="store_false" if default else "store_true",
+                           help=f"do not {meta['help']}" if default else meta["help"])
+        elif isinstance(default, dict):  # KEY=VALUE pairs, parsed by build_options
+            p.add_argument(flag, dest=field.name, action="append", metavar=meta["metavar"], help=meta["help"])
+        else:
+            p.add_argument(flag, dest=field.name, type=str if default is None else type(default), default=default,
+                           choices=meta["choices"], help=meta["help"])
+
+
+def _default(field: dataclasses.Field) -> object:
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
+
+
+def _flag(field: dataclasses.Field) -> str:
+    return field.metadata["flag"] or f"--{field.name}"
 
 
 def _splits(p: argparse.ArgumentParser, val_default: float) -> None:
     p.add_argument("--split_input", action="append", metavar="SPLIT=GLOB", help="input kept in SPLIT; repeatable")
     p.add_argument("--val_fraction", type=float, default=val_default, help="hash-split share of 'validation'")
     p.add_argument("--split_fractions", default=None, help="e.g. train=0.8,validation=0.1,test=0.1")
-    p.add_argument("--split_salt", default="", help="salt of the stable hash split")
-    p.add_argument("--num_shards", type=int, default=0, help="shards per split (0: runner decides)")
     p.add_argument("--n_ctx", type=int, default=512, help="max sequence length (model context)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The three commands' parser; the option flags come from `PreprocessOptions`' fields."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.preprocess", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,23 +99,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("vocab", help="count words with Beam and train a BPE vocabulary", epilog=RUNNER_HELP,
                        formatter_class=fmt)
-    _common(v)
+    _inputs_flags(v)
+    _option_flags(v, "vocab")
     v.add_argument("--num_merges", type=int, required=True)
     v.add_argument("--min_frequency", type=int, default=2, help="stop merging below this pair count")
-    v.add_argument("--save_format", default="original", choices=["original", "hf"])
+    v.add_argument("--save_format", default="original", choices=SAVE_FORMATS)
 
     c = sub.add_parser("corpus", help="raw text -> packed pre-training TFRecords", epilog=RUNNER_HELP,
                        formatter_class=fmt)
-    _common(c)
+    _inputs_flags(c)
+    _option_flags(c, "corpus")
     _splits(c, 0.01)
     c.add_argument("--vocab_dir", default=None, help="existing vocabulary (else --num_merges trains one)")
     c.add_argument("--num_merges", type=int, default=None, help="train a vocabulary into OUT_DIR/vocab first")
-    c.add_argument("--boundary", default="auto", choices=["auto", "newline", "concat", "document"],
+    c.add_argument("--boundary", default="auto", choices=BOUNDARY_CHOICES,
                    help="document-boundary policy (docs/preprocess.md)")
     c.add_argument("--num_groups", type=int, default=16, help="packing groups per split")
 
     t = sub.add_parser("task", help="labeled rows -> fine-tuning TFRecords", epilog=RUNNER_HELP, formatter_class=fmt)
-    _common(t, text=False)
+    _inputs_flags(t)
+    _option_flags(t, "task")
     _splits(t, 0.1)
     t.add_argument("--family", required=True,
                    choices=["classification", "entailment", "similarity", "multiple_choice", "regression"])
@@ -119,26 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num_choices", type=int, default=None)
     t.add_argument("--split_field", default=None, help="column naming each row's split (train / validation / "
                    "test; dev, val, valid, eval = validation); other values go to the dead letter")
-    t.add_argument("--min_label_count", type=int, default=PreprocessOptions().min_label_count,
-                   help="without --label_names, labels seen fewer times are likely typos (see --rare_labels)")
-    t.add_argument("--rare_labels", default="warn", choices=["warn", "reject"],
-                   help="warn about rare labels, or reject their rows to the dead letter")
     return parser
 
 
 def build_options(args: argparse.Namespace) -> PreprocessOptions:
     """The run's one PreprocessOptions from the parsed arguments (defaults for those a command lacks)."""
-    given = {"where": _key_values(args.where, "--where"), "verbose": not args.quiet}
-    given.update({name: getattr(args, name) for name in OPTION_NAMES if name not in given and hasattr(args, name)})
+    given = {}
+    for field in dataclasses.fields(PreprocessOptions):
+        if hasattr(args, field.name):
+            value = getattr(args, field.name)
+            given[field.name] = _key_values(value, _flag(field)) if isinstance(_default(field), dict) else value
     return PreprocessOptions(**given)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pipelines.preprocess.common import PreprocessError
-    from pipelines.preprocess.corpus import run_corpus
-    from pipelines.preprocess.task import run_task
-    from pipelines.preprocess.vocab import run_vocab
-
+    """Runs one command; returns the exit status (1 on a preprocessing error)."""
     args, pipeline_args = build_parser().parse_known_args(argv)
     try:
         options = build_options(args)
@@ -151,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        split_fractions=_fractions(args.split_fractions), boundary=args.boundary,
                        num_groups=args.num_groups, num_merges=args.num_merges)
         else:
+            # Here, not at the top: the task job imports TensorFlow, which vocab and corpus runs need not load.
+            from pipelines.preprocess.task import run_task
+
             fields: dict[str, object] = dict(_key_values(args.field, "--field"))
             if "," in str(fields.get("choices", "")):
                 fields["choices"] = str(fields["choices"]).split(",")

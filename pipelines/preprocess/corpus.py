@@ -1,10 +1,11 @@
 """Corpus -> pre-training TFRecords: packed windows of at most n_ctx tokens.
 
-Steps: read rows and take their normalized text field (`readers.ReadRows`) -> tokenize in batches
-(the shared `GPTTokenizer`, built once per worker) -> assign each document a
-split and a packing group from a sha256 of its text -> per (split, group),
-order the documents by that hash, join them under the boundary policy and cut
-the stream into n_ctx windows -> sharded GZIP TFRecords per split.
+The graph, top to bottom: `ReadInputs` (documents of the text field) ->
+tokenize in batches (the shared `GPTTokenizer`, built once per worker) ->
+assign each document a split and a packing group from a sha256 of its text ->
+per (split, group), order the documents by that hash, join them under the
+boundary policy and cut the stream into n_ctx windows -> sharded GZIP
+TFRecords per split -> `Finish`.
 
 Document-boundary policy (GPT-1 has no end-of-text token and DESIGN.md fixes
 exactly three specials, none of them for pre-training):
@@ -31,13 +32,17 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from gpt_keras import schema
-from pipelines.preprocess import readers, sinks
 from pipelines.preprocess import stats as st
-from pipelines.preprocess.common import (NAMESPACE, SplitAssigner, TokenizerDoFn, TokenizerSpec, content_digest,
-                                         load_tokenizer, resolve_split_fractions)
-from pipelines.preprocess.inputs import local_path, parse_inputs, resolve_inputs
+from pipelines.preprocess.inputs import local_path
 from pipelines.preprocess.options import PreprocessOptions
+from pipelines.preprocess.readers import ReadInputs
+from pipelines.preprocess.rows import DEAD_TAG, Document, dead
 from pipelines.preprocess.runner import execute
+from pipelines.preprocess.sinks import Finish, JobOutputs, WriteSplits
+from pipelines.preprocess.splits import SplitAssigner, content_digest, resolve_split_fractions, split_plan
+from pipelines.preprocess.stats import NAMESPACE
+from pipelines.preprocess.tokenizer import TokenizerDoFn, TokenizerSpec, load_tokenizer
+from pipelines.preprocess.vocab import run_vocab
 
 BOUNDARY_CHOICES = ("auto",) + schema.BOUNDARY_POLICIES
 
@@ -90,11 +95,11 @@ class TokenizeDocuments(TokenizerDoFn):
         self._docs = Metrics.counter(NAMESPACE, "documents")
         self._tokens = Metrics.counter(NAMESPACE, "tokens")
 
-    def process(self, batch: Sequence[tuple]):
+    def process(self, batch: Sequence[Document]):
         encoded = self.tokenizer.encode_batch([text for _, _, _, text in batch])
         for (source, row, split, text), ids in zip(batch, encoded):
             if not ids:
-                yield readers.dead(source, row, "no_tokens", "the text has no tokens after normalization", text)
+                yield dead(source, row, "no_tokens", "the text has no tokens after normalization", text)
                 continue
             digest = content_digest([text], self._salt)
             split = split or self._assign(digest)
@@ -147,9 +152,8 @@ def run_corpus(inputs: Any, out_dir: str, vocab_dir: str | None = None, n_ctx: i
         split in one worker's memory, and leaves one short window.
     """
     options = options or PreprocessOptions()
-    specs = parse_inputs(inputs, options.where, options.clean_html)
+    reading = ReadInputs(inputs, options, text_field=options.text_field)  # fails fast on missing inputs
     out_dir = local_path(out_dir)
-    resolved = resolve_inputs(specs, options.tfds_data_dir)  # fail fast on missing inputs
     if not isinstance(n_ctx, int) or n_ctx < 1:
         raise ValueError(f"n_ctx must be a positive int, got {n_ctx!r}")
     if num_groups < 1:
@@ -157,12 +161,10 @@ def run_corpus(inputs: Any, out_dir: str, vocab_dir: str | None = None, n_ctx: i
     if boundary not in BOUNDARY_CHOICES:
         raise ValueError(f"boundary must be one of {BOUNDARY_CHOICES}, got {boundary!r}")
     fractions = resolve_split_fractions(None if split_fractions else val_fraction, split_fractions)
-    split_info, hashed = sinks.split_plan(resolved, fractions)
+    split_info, hashed = split_plan(reading.resolved, fractions)
     if vocab_dir is None:
         if num_merges is None:
             raise ValueError("give vocab_dir (an existing vocabulary) or num_merges (to train one first)")
-        from pipelines.preprocess.vocab import run_vocab
-
         vocab_dir = st.join(out_dir, "vocab")
         run_vocab(inputs, vocab_dir, num_merges, pipeline_args, options=options)
     tokenizer = load_tokenizer(vocab_dir, options.mode)  # fail fast on an unreadable vocabulary
@@ -172,24 +174,21 @@ def run_corpus(inputs: Any, out_dir: str, vocab_dir: str | None = None, n_ctx: i
         "kind": schema.KIND_PRETRAINING, "max_length": n_ctx,
         "vocab": dataclasses.asdict(schema.VocabInfo.from_tokenizer(tokenizer)),
         "boundary_policy": policy, "boundary_token_id": separator, "split_method": "hash" if hashed else "given",
-        "split_salt": salt, "sources": [s.describe() for s in specs], "counts": {}, "splits": {},
+        "split_salt": salt, "sources": reading.sources, "counts": {}, "splits": {},
     }
     spec = TokenizerSpec.from_tokenizer(tokenizer)
 
-    def build(p):
-        read = p | "Read" >> readers.ReadRows(resolved, options, text_field=options.text_field)
-        tokenized = (read["rows"] | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=options.batch_size)
+    def build(p: beam.Pipeline) -> None:
+        read = p | "Read" >> reading
+        tokenized = (read.rows | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=options.batch_size)
                      | "Tokenize" >> beam.ParDo(TokenizeDocuments(spec, SplitAssigner.create(fractions), num_groups,
-                                                                  salt)).with_outputs(
-                         readers.DEAD_TAG, "events", main="docs"))
+                                                                  salt)).with_outputs(DEAD_TAG, "events", main="docs"))
         windows = (tokenized.docs | "GroupForPacking" >> beam.GroupByKey()
                    | "Pack" >> beam.ParDo(PackWindows(n_ctx, policy, separator)).with_outputs("events", main="records"))
-        written = windows.records | "WriteRecords" >> sinks.WriteSplits(out_dir, list(split_info), options.num_shards)
-        dead = [read["dead"], tokenized[readers.DEAD_TAG]]
-        sinks.write_dead_letters(dead, out_dir)
-        events = sinks.dead_events(dead, read["dead"], read["rows"]) + [tokenized.events, windows.events]
-        sinks.report(events, st.WriteReport(out_dir, schema.KIND_PRETRAINING, split_info, n_ctx,
-                                            options.max_bad_fraction, metadata), n_ctx, written_files=written)
+        written = windows.records | "WriteRecords" >> WriteSplits(out_dir, list(split_info), options.num_shards)
+        (JobOutputs(read, written, dead=(tokenized[DEAD_TAG],), events=(tokenized.events, windows.events))
+         | "Finish" >> Finish(out_dir, schema.KIND_PRETRAINING, split_info, n_ctx, options.max_bad_fraction,
+                              metadata))
 
     return execute(build, out_dir, options.overwrite, pipeline_args, options.verbose,
                    extra={"boundary_policy": policy, "vocab_fingerprint": tokenizer.fingerprint})

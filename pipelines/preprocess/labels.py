@@ -17,13 +17,14 @@ from typing import Any, Mapping, Sequence
 
 import apache_beam as beam
 
-from pipelines.preprocess import readers
 from pipelines.preprocess import stats as st
+from pipelines.preprocess.rows import DEAD_TAG, dead
 
 log = logging.getLogger(__name__)
 
 
-def _int_like(value: Any) -> int | None:
+def int_like(value: Any) -> int | None:
+    """An int, or a string of one, as that int; anything else (bools too) None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -36,8 +37,8 @@ def _int_like(value: Any) -> int | None:
 def derive_label_names(keys: Sequence[str]) -> list[str]:
     """Sorted distinct labels: numerically if all are integers, else as strings."""
     keys = sorted(set(keys))
-    if keys and all(_int_like(k) is not None for k in keys):
-        return [str(k) for k in sorted({_int_like(k) for k in keys})]
+    if keys and all(int_like(k) is not None for k in keys):
+        return [str(k) for k in sorted({int_like(k) for k in keys})]
     return keys
 
 
@@ -46,7 +47,7 @@ def label_index(raw: Any, names: Sequence[str]) -> int | None:
     key = str(raw).strip()
     if key in names:
         return list(names).index(key)
-    i = _int_like(raw)
+    i = int_like(raw)
     return i if i is not None and 0 <= i < len(names) else None
 
 
@@ -62,7 +63,7 @@ class RejectRareLabels(beam.DoFn):
             yield row
             return
         yield beam.pvalue.TaggedOutput("events", st.Event(st.COUNT, label=f"rare_label:{row.label}"))
-        yield readers.dead(row.source, row.row, "rare_label", f"label {row.label!r} is seen only {seen} time(s), "
+        yield dead(row.source, row.row, "rare_label", f"label {row.label!r} is seen only {seen} time(s), "
                            f"fewer than min_label_count={self._min}: a typo? Fix the label, give label_names, or "
                            f"lower min_label_count")
 
@@ -74,8 +75,8 @@ def derive(rows: beam.PCollection, min_count: int):
               | "CountLabels" >> beam.combiners.Count.PerElement() | "AllLabelCounts" >> beam.combiners.ToList())
     names = counts | "Derive" >> beam.Map(lambda c: derive_label_names([k for k, n in c if n >= min_count]))
     kept = rows | "RareLabels" >> beam.ParDo(RejectRareLabels(min_count), beam.pvalue.AsSingleton(counts)).with_outputs(
-        readers.DEAD_TAG, "events", main="rows")
-    return kept.rows, names, [kept[readers.DEAD_TAG]], [kept.events]
+        DEAD_TAG, "events", main="rows")
+    return kept.rows, names, [kept[DEAD_TAG]], [kept.events]
 
 
 def warn_rare(summary: Mapping[str, Any], min_count: int, verbose: bool = True) -> list[str]:

@@ -1,138 +1,94 @@
-"""Options: `PreprocessOptions`, the one object that says how every
-preprocessing run reads, checks and runs (built once by each caller: the CLI,
-the pipeline's preprocess stage, Python code), and Beam's pipeline options.
+"""`PreprocessOptions`: the one object that says how every preprocessing run
+reads, checks and runs, built once by each caller (the CLI, the pipeline's
+preprocess stage, Python code).
 
-Beam options (the runner itself is built in `pipelines.preprocess.runner`):
-* Default / `--runner=DirectRunner`: Beam 2.77's DirectRunner first tries to
-  download and start a Prism binary (no network here), so we select the
-  in-process FnApiRunner ourselves, exactly as DirectRunner's fallback does.
-  `--direct_num_workers=N --direct_running_mode=multi_processing` runs N worker
-  processes (`in_memory`, the default, ignores N).
-* `--runner=DataflowRunner` with the standard Google Cloud options
-  (`--project --region --temp_location [--staging_location]
-  [--sdk_container_image] ...`); `--setup_file` defaults to this repository's
-  setup.py so workers install gpt_keras + pipelines.
-* Beam's `--dry_run` flag has no type: `--dry_run=False` would count as true.
-  We normalize it (`False/0/no` -> absent, bare or true -> `True`).
+Each option is declared once, here: its name, default, help and, for the
+command line, the commands that take it (`python -m pipelines.preprocess`
+makes its flags from these fields; `from_sections` takes a config's keys of
+the same names). Beam's own pipeline options are in `pipelines.preprocess.runner`.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Mapping, Sequence
-
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, TestOptions
 
 from gpt_keras.tokenizer.text import MODES
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_FALSE = {"false", "0", "no", "off", ""}
-TEXT_UNITS = ("line", "paragraph", "file")
+COMMANDS = ("vocab", "corpus", "task")
+TEXT = ("vocab", "corpus")     # jobs that read documents of one text field
+SPLITS = ("corpus", "task")    # jobs that write split records
 MiB = 1 << 20
+
+
+def _option(default: Any, help: str, *, commands: Sequence[str] = COMMANDS, choices: Sequence[str] | None = None,
+            flag: str | None = None, metavar: str | None = None) -> Any:
+    """A PreprocessOptions field with what the command line needs: its help,
+    choices (also checked in `__post_init__`), the commands that take it, and
+    the flag when it is not `--<name>`."""
+    value = {"default_factory": dict} if isinstance(default, dict) else {"default": default}
+    return dataclasses.field(**value, metadata={"help": help, "commands": tuple(commands), "choices": choices,
+                                                "flag": flag, "metavar": metavar})
 
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessOptions:
     """How a preprocessing run reads, checks and runs (docs/preprocess.md, "Options").
 
-    Reading: `text_field` names the JSONL field / CSV column / TFDS feature
-    with the text (and the key plain-text documents get); `text_unit` cuts
-    plain-text files into a document per "line", "paragraph" or "file";
-    `where` keeps only rows whose columns equal these values (others are
-    skipped, not counted); `clean_html` turns `<br />` into newlines; both add
-    to an `InputSpec`'s own. `tfds_data_dir`: where TFDS inputs are prepared.
+    The limits keep one hostile or broken record from crashing or hanging a
+    worker, or swallowing the rest of a file: what breaks one goes to the
+    dead letter with its line number and raw text. `where` and `clean_html`
+    add to each `InputSpec`'s own."""
 
-    Limits (bad input goes to the dead letter, never crashes or hangs a worker):
-    `max_line_bytes` caps one physical line; `max_document_bytes` caps one
-    document of several lines (`text_unit` "paragraph"/"file"); a quoted
-    CSV field spanning more than `max_record_lines` lines or
-    `max_record_bytes` bytes is broken: its first line is rejected and reading
-    resumes at the next line. `min_label_count`, `rare_labels`: without
-    `label_names`, a label seen fewer times is a likely typo; "warn" keeps it
-    and prints a warning with the label counts, "reject" sends its rows to the
-    dead letter (`rare_label`) so that it does not become a class.
-
-    Checks and run: `max_bad_fraction` fails the run when more rows are
-    rejected; `mode` is the tokenizer mode; `batch_size` the rows per
-    tokenizer batch; `split_salt` changes the hash split; `num_shards` per
-    split (0: the runner decides); `overwrite` replaces earlier output;
-    `verbose` prints the summary."""
-
-    text_field: str = "text"
-    text_unit: str = "line"
-    where: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    clean_html: bool = False
-    tfds_data_dir: str | None = None
-    max_line_bytes: int = 8 * MiB
-    max_document_bytes: int = 64 * MiB
-    max_record_lines: int = 1000
-    max_record_bytes: int = 16 * MiB
-    min_label_count: int = 2
-    rare_labels: str = "warn"
-    max_bad_fraction: float = 0.1
-    mode: str = "hf"
-    batch_size: int = 256
-    split_salt: str = ""
-    num_shards: int = 0
-    overwrite: bool = False
-    verbose: bool = True
+    text_field: str = _option("text", "JSONL field / CSV column / TFDS feature with the text (the key plain-text "
+                              "documents get)", commands=TEXT)
+    text_unit: str = _option("line", "plain-text files: a document per line, blank-line paragraph, or file",
+                             commands=TEXT, choices=("line", "paragraph", "file"))
+    where: Mapping[str, str] = _option({}, "keep only rows whose column has this value (others are skipped, not "
+                                       "counted); repeatable, e.g. --where source=imdb", metavar="COLUMN=VALUE")
+    clean_html: bool = _option(False, "turn <br /> into newlines (IMDB)")
+    tfds_data_dir: str | None = _option(None, "where TFDS inputs are prepared")
+    max_line_bytes: int = _option(8 * MiB, "reject longer physical lines; only this much of one is held in memory")
+    max_document_bytes: int = _option(64 * MiB, "reject longer multi-line documents (text_unit paragraph/file)",
+                                      commands=TEXT)
+    max_record_lines: int = _option(1000, "a quoted CSV field spanning more lines is broken: its first line is "
+                                    "rejected, reading resumes at the next")
+    max_record_bytes: int = _option(16 * MiB, "the same limit in bytes")
+    min_label_count: int = _option(2, "without label_names, labels seen fewer times are likely typos (see "
+                                   "rare_labels)", commands=("task",))
+    rare_labels: str = _option("warn", "warn about rare labels (they stay classes), or reject their rows to the "
+                               "dead letter", commands=("task",), choices=("warn", "reject"))
+    max_bad_fraction: float = _option(0.1, "fail the run if a larger share of the rows is rejected")
+    mode: str = _option("hf", "tokenizer mode", choices=MODES)
+    batch_size: int = _option(256, "max rows per tokenizer batch")
+    split_salt: str = _option("", "salt of the stable hash split", commands=SPLITS)
+    num_shards: int = _option(0, "shards per split (0: the runner decides)", commands=SPLITS)
+    overwrite: bool = _option(False, "replace earlier output in the output directory")
+    verbose: bool = _option(True, "print the run's summary", flag="--quiet")
 
     def __post_init__(self):
         object.__setattr__(self, "where", {str(k): str(v) for k, v in dict(self.where or {}).items()})
         problems = [
-            (self.text_unit in TEXT_UNITS, "text_unit", f"must be one of {TEXT_UNITS}"),
-            (self.mode in MODES, "mode", f"must be one of {MODES}"),
             (0.0 <= self.max_bad_fraction <= 1.0, "max_bad_fraction", "must be in [0, 1]"),
             (self.batch_size >= 1, "batch_size", "must be >= 1"),
             (self.num_shards >= 0, "num_shards", "must be >= 0 (0: the runner decides)"),
             (self.min_label_count >= 1, "min_label_count", "must be >= 1"),
-            (self.rare_labels in ("warn", "reject"), "rare_labels", "must be 'warn' or 'reject'"),
         ] + [(getattr(self, k) >= 1, k, "must be >= 1") for k in
-             ("max_line_bytes", "max_document_bytes", "max_record_lines", "max_record_bytes")]
+             ("max_line_bytes", "max_document_bytes", "max_record_lines", "max_record_bytes")
+        ] + [(getattr(self, f.name) in f.metadata["choices"], f.name, f"must be one of {f.metadata['choices']}")
+             for f in dataclasses.fields(self) if f.metadata["choices"]]
         for ok, key, message in problems:
             if not ok:
                 raise ValueError(f"PreprocessOptions.{key} {message}, got {getattr(self, key)!r}")
 
     def replace(self, **changes: Any) -> "PreprocessOptions":
+        """A copy with these options changed (checked again)."""
         return dataclasses.replace(self, **changes)
 
-
-OPTION_NAMES = tuple(f.name for f in dataclasses.fields(PreprocessOptions))
-
-
-def normalize_args(pipeline_args: Sequence[str] | None) -> list[str]:
-    """Beam argv with `--dry_run` made unambiguous (see module docstring)."""
-    out = []
-    for arg in pipeline_args or ():
-        if arg == "--dry_run":
-            out.append("--dry_run=True")
-        elif arg.startswith("--dry_run="):
-            if arg.split("=", 1)[1].strip().lower() not in _FALSE:
-                out.append("--dry_run=True")
-        else:
-            out.append(arg)
-    return out
-
-
-def pipeline_options(pipeline_args: Sequence[str] | None = None) -> PipelineOptions:
-    """PipelineOptions from argv-style args, with the defaults this project needs."""
-    options = PipelineOptions(normalize_args(pipeline_args))
-    if is_dataflow(options):
-        setup = options.view_as(SetupOptions)
-        default_setup = os.path.join(REPO_ROOT, "setup.py")
-        if not setup.setup_file and not setup.requirements_file and os.path.isfile(default_setup):
-            setup.setup_file = default_setup
-    return options
-
-
-def runner_name(options: PipelineOptions) -> str | None:
-    runner = options.view_as(StandardOptions).runner
-    return runner if isinstance(runner, str) or runner is None else type(runner).__name__
-
-
-def is_dataflow(options: PipelineOptions) -> bool:
-    return (runner_name(options) or "").lower() in ("dataflowrunner", "dataflow")
-
-
-def is_dry_run(options: PipelineOptions) -> bool:
-    return bool(options.view_as(TestOptions).dry_run)
+    @classmethod
+    def from_sections(cls, *sections: Any, **given: Any) -> "PreprocessOptions":
+        """The options a config gives: every attribute of `sections` named like
+        an option (a later section wins), then `given` (options the config
+        names otherwise, e.g. `mode` from its tokenizer mode)."""
+        values = {f.name: getattr(section, f.name) for section in sections for f in dataclasses.fields(cls)
+                  if hasattr(section, f.name)}
+        return cls(**{**values, **given})

@@ -1,75 +1,34 @@
-"""Reading: input files, TFDS and in-memory rows -> rows, and bad records to a dead letter.
+"""Reading: the inputs of a run -> rows, and bad records to the dead letter.
 
-Every record read becomes a `SourceRow` (source, row, split, data) or a
-`DeadLetter` (source, row, reason, detail, raw). `row` is the 1-based line where the
-record starts in a file, the list index for in-memory rows, or the `idx`
-feature for TFDS. Every physical line of a file is accounted for: it is part
-of a row, rejected with its line number and raw text, or a blank line / CSV
-header. Files are opened through Beam's `FileSystems`, so `gs://` works on
-Dataflow; each file is read by one worker (that is what gives exact line
-numbers), so shard big inputs into many files. Inputs are described in
-`pipelines.preprocess.inputs`, the limits in `PreprocessOptions`.
+`ReadInputs` is the start of every job (vocabulary, corpus, task): it reads
+files, TFDS datasets and in-memory rows into `SourceRow`s (or `Document`s of
+one text field) and `DeadLetter`s (`pipelines.preprocess.rows`). Every
+physical line of a file is accounted for: it is part of a row, rejected with
+its line number and raw text, or a blank line / CSV header. Files are opened
+through Beam's `FileSystems`, so `gs://` works on Dataflow; each file is read
+by one worker (that is what gives exact line numbers), so shard big inputs
+into many files. Inputs are described in `pipelines.preprocess.inputs`, the
+limits in `PreprocessOptions`.
 """
 from __future__ import annotations
 
 import json
-import re
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines.preprocess.common import NAMESPACE, PreprocessError
-from pipelines.preprocess.inputs import InputSpec, ResolvedInput
+from pipelines.preprocess.errors import PreprocessError
+from pipelines.preprocess.inputs import InputSpec, ResolvedInput, parse_inputs, resolve_inputs
 from pipelines.preprocess.lines import CsvRecords, Line, Reject, line_problem, read_lines
 from pipelines.preprocess.options import PreprocessOptions
+from pipelines.preprocess.rows import (DEAD_TAG, Document, SourceRow, dead, has_surrogates, keep,
+                                       text_field)
+from pipelines.preprocess.stats import NAMESPACE
 
-DEAD_TAG = "dead"
-RAW_KEPT = 64 * 1024  # characters of a rejected record's raw text kept in the dead letter
-
-
-class SourceRow(NamedTuple):
-    source: str
-    row: int | None
-    split: str | None  # a split given with the input, or None (hash split later)
-    data: dict
-    clean_html: bool = False  # the input asks for <br /> -> newline in its text fields
-
-
-class DeadLetter(NamedTuple):
-    source: str
-    row: int | None
-    reason: str   # a short code: malformed_csv, malformed_json, missing_field, empty_text, invalid_utf8, ...
-    detail: str   # human-readable explanation and a snippet of the row
-    raw: str | None = None  # the rejected record as read (up to RAW_KEPT characters)
-
-    def to_json(self) -> str:
-        return json.dumps(self._asdict(), ensure_ascii=False)
-
-
-def dead(source: str, row: int | None, reason: str, detail: str, snippet: Any = None) -> beam.pvalue.TaggedOutput:
-    """A dead letter on the `dead` output, counted per reason; `snippet` (the
-    raw record) is kept in `raw` and quoted in `detail`."""
-    Metrics.counter(NAMESPACE, f"rejected_{reason}").inc()
-    raw = None
-    if snippet is not None:
-        if isinstance(snippet, bytes):
-            snippet = snippet[:RAW_KEPT * 4].decode("utf-8", "backslashreplace")
-        raw = (snippet if isinstance(snippet, str) else repr(snippet))[:RAW_KEPT]
-        detail = f"{detail}: {raw[:200]!r}" if raw else detail
-    return beam.pvalue.TaggedOutput(DEAD_TAG, DeadLetter(source, row, reason, detail, raw))
-
-
-def keep(where: Mapping[str, str], data: Mapping) -> bool:
-    """The `where` filter: every named column has the given value."""
-    return all(_as_text(data.get(k)) == v for k, v in where.items())
-
-
-def _as_text(value: Any) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return None if value is None else str(value)
+# One input's part of the read: its row PCollections and its dead-letter PCollections.
+_Branches = tuple[list[beam.PCollection], list[beam.PCollection]]
 
 
 class ReadFileFn(beam.DoFn):
@@ -178,7 +137,7 @@ class ReadFileFn(beam.DoFn):
             record, fields = item
             if header is None:
                 header = fields
-                if any(_has_surrogates(h) for h in header) or len(set(header)) != len(header) or not header:
+                if any(has_surrogates(h) for h in header) or len(set(header)) != len(header) or not header:
                     raise PreprocessError(f"{path}: the first line must be a header of distinct UTF-8 column "
                                           f"names, got {header[:10]!r}")
             elif not fields:
@@ -187,7 +146,7 @@ class ReadFileFn(beam.DoFn):
                 for reject in records.reject(record, "malformed_csv", f"expected {len(header)} columns, "
                                              f"got {len(fields)}"):
                     yield _dead(path, reject)
-            elif any(_has_surrogates(f) for f in fields):
+            elif any(has_surrogates(f) for f in fields):
                 yield dead(path, record[0].number, "invalid_utf8", "invalid UTF-8", b"".join(x.data for x in record))
             else:
                 yield self._row(path, record[0].number, dict(zip(header, fields)))
@@ -197,14 +156,9 @@ def _dead(path: str, reject: Reject) -> beam.pvalue.TaggedOutput:
     return dead(path, reject.row, reject.reason, reject.detail, reject.raw)
 
 
-_SURROGATES = re.compile("[\ud800-\udfff]")  # surrogateescape'd bad bytes, or lone surrogates
-
-
-def _has_surrogates(text: str) -> bool:
-    return bool(_SURROGATES.search(text))
-
-
 class _MemoryRows(beam.DoFn):
+    """In-memory rows through the `where` filter, counted as the files' rows are."""
+
     def __init__(self, where: Mapping[str, str]):
         self._where = where
 
@@ -240,14 +194,6 @@ def _from_numpy(value: Any) -> Any:
     return value
 
 
-class Document(NamedTuple):
-    """A row's text, normalized (what the corpus and vocabulary steps tokenize)."""
-    source: str
-    row: int | None
-    split: str | None
-    text: str
-
-
 class _TextOf(beam.DoFn):
     """SourceRow -> Document (the text field, normalized) | dead letter."""
 
@@ -259,47 +205,44 @@ class _TextOf(beam.DoFn):
         yield bad if bad is not None else Document(row.source, row.row, row.split, text)
 
 
-class ReadRows(beam.PTransform):
-    """Resolved inputs -> {"rows": SourceRow, "dead": DeadLetter} PCollections;
-    with `text_field`, "rows" holds `Document`s of that field instead (the
-    corpus and vocabulary steps), and rows without usable text go to "dead".
+class Read(NamedTuple):
+    """What `ReadInputs` gives a job: the rows (or documents) and the records it rejected."""
+    rows: beam.PCollection
+    dead: beam.PCollection
 
-    Rows are reshuffled after reading, so the work downstream spreads over all
-    workers even when one file held everything."""
 
-    def __init__(self, inputs: Sequence[ResolvedInput], options: PreprocessOptions, text_field: str | None = None):
+class ReadInputs(beam.PTransform):
+    """The start of every job: inputs -> `Read(rows, dead)`.
+
+    Made on the driver, it parses the inputs (strings, `InputSpec`s, rows, or
+    {split: inputs}; the options' `where` and `clean_html` added to each) and
+    resolves them at once: a glob that matches nothing or a TFDS dataset that
+    is not prepared fails here, before any Beam work. `specs` and `resolved`
+    are for the job's metadata and split plan.
+
+    "rows" holds `SourceRow`s; with `text_field`, `Document`s of that field
+    instead (the corpus and vocabulary jobs), and rows without usable text go
+    to "dead". Rows are reshuffled after reading, so the work downstream
+    spreads over all workers even when one file held everything."""
+
+    def __init__(self, inputs: Any, options: PreprocessOptions, text_field: str | None = None):
         super().__init__()
-        self._inputs, self._opt, self._text = list(inputs), options, text_field
+        self.specs = parse_inputs(inputs, options.where, options.clean_html)
+        self.resolved = resolve_inputs(self.specs, options.tfds_data_dir)
+        self._opt, self._text = options, text_field
 
-    def expand(self, pbegin):
+    @property
+    def sources(self) -> list[str]:
+        """The inputs as the metadata names them."""
+        return [spec.describe() for spec in self.specs]
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> Read:
         rows, deads = [], []
-        for i, item in enumerate(self._inputs):
-            spec = item.spec
-            label = f"Read{i}_{spec.format}"
-            if spec.format == "memory":
-                key = self._opt.text_field
-                name = f"memory:{spec.split}" if spec.split else "memory"
-                source = [SourceRow(name, n, spec.split, dict(r) if isinstance(r, Mapping) else {key: r},
-                                    spec.clean_html) for n, r in enumerate(spec.rows)]
-                rows.append(pbegin | label >> beam.Create(source, reshuffle=False)
-                            | f"{label}_filter" >> beam.ParDo(_MemoryRows(spec.where)))
-                continue
-            if spec.format == "tfds":
-                import tensorflow_datasets as tfds
-
-                for split in item.tfds_splits:
-                    name = f"tfds:{spec.path}:{split}"
-                    out = (pbegin | f"{label}_{split}" >> tfds.beam.ReadFromTFDS(item.builder, split=split)
-                           | f"{label}_{split}_np" >> beam.Map(tfds.as_numpy)
-                           | f"{label}_{split}_rows" >> beam.FlatMap(
-                               _tfds_row, name, spec.split or split, spec).with_outputs(DEAD_TAG, main="rows"))
-                    rows.append(out.rows)
-                    deads.append(out[DEAD_TAG])
-                continue
-            out = (pbegin | f"{label}_files" >> beam.Create(item.files)
-                   | f"{label}_read" >> beam.ParDo(ReadFileFn(spec, self._opt)).with_outputs(DEAD_TAG, main="rows"))
-            rows.append(out.rows)
-            deads.append(out[DEAD_TAG])
+        for i, item in enumerate(self.resolved):
+            read = {"memory": self._memory, "tfds": self._tfds}.get(item.spec.format, self._files)
+            item_rows, item_deads = read(pbegin, f"Read{i}_{item.spec.format}", item)
+            rows += item_rows
+            deads += item_deads
         all_rows = rows | "FlattenRows" >> beam.Flatten() if len(rows) > 1 else rows[0]
         if self._text is not None:
             texts = all_rows | "TextOf" >> beam.ParDo(_TextOf(self._text)).with_outputs(DEAD_TAG, main="rows")
@@ -307,45 +250,35 @@ class ReadRows(beam.PTransform):
             deads.append(texts[DEAD_TAG])
         if not deads:
             deads = [pbegin | "NoReadErrors" >> beam.Create([])]
-        return {"rows": all_rows | "Spread" >> beam.Reshuffle(),
-                "dead": deads | "FlattenReadErrors" >> beam.Flatten()}
+        return Read(all_rows | "Spread" >> beam.Reshuffle(), deads | "FlattenReadErrors" >> beam.Flatten())
 
+    def _memory(self, pbegin: beam.pvalue.PBegin, label: str, item: ResolvedInput) -> _Branches:
+        """In-memory rows (a string is {text_field: string}); reading them rejects nothing."""
+        spec, key = item.spec, self._opt.text_field
+        name = f"memory:{spec.split}" if spec.split else "memory"
+        source = [SourceRow(name, n, spec.split, dict(r) if isinstance(r, Mapping) else {key: r}, spec.clean_html)
+                  for n, r in enumerate(spec.rows)]
+        rows = (pbegin | label >> beam.Create(source, reshuffle=False)
+                | f"{label}_filter" >> beam.ParDo(_MemoryRows(spec.where)))
+        return [rows], []
 
-# --------------------------------------------------------------------------- text fields
+    def _tfds(self, pbegin: beam.pvalue.PBegin, label: str, item: ResolvedInput) -> _Branches:
+        """Each TFDS split through `tfds.beam`; a feature that is not UTF-8 rejects its example."""
+        import tensorflow_datasets as tfds  # imports TensorFlow: only jobs that read TFDS pay for it
 
-_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+        rows, deads = [], []
+        for split in item.tfds_splits:
+            name = f"tfds:{item.spec.path}:{split}"
+            out = (pbegin | f"{label}_{split}" >> tfds.beam.ReadFromTFDS(item.builder, split=split)
+                   | f"{label}_{split}_np" >> beam.Map(tfds.as_numpy)
+                   | f"{label}_{split}_rows" >> beam.FlatMap(
+                       _tfds_row, name, item.spec.split or split, item.spec).with_outputs(DEAD_TAG, main="rows"))
+            rows.append(out.rows)
+            deads.append(out[DEAD_TAG])
+        return rows, deads
 
-
-def normalize_text(text: str, clean_html: bool = False) -> str:
-    """The pipeline's only text clean-up before the tokenizer (which does its
-    own, shared normalization): unify line ends, optionally turn HTML `<br />`
-    into newlines (IMDB), strip. Kept minimal so that serving raw text gives
-    the same ids as training."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if clean_html:
-        text = _BR.sub("\n", text)
-    return text.strip()
-
-
-def text_field(row: SourceRow, column: str, clean_html: bool):
-    """(text, None) or (None, TaggedOutput dead letter) for one text column."""
-    if column not in row.data or row.data[column] is None:
-        return None, dead(row.source, row.row, "missing_field", f"missing field {column!r}; row has "
-                          f"{sorted(row.data)[:10]}")
-    value = row.data[column]
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError as e:
-            return None, dead(row.source, row.row, "invalid_utf8", f"field {column!r}: invalid UTF-8 at byte {e.start}")
-    if not isinstance(value, str):
-        return None, dead(row.source, row.row, "wrong_type", f"field {column!r} must be text, got "
-                          f"{type(value).__name__}", value)
-    if _has_surrogates(value):
-        return None, dead(row.source, row.row, "invalid_utf8", f"field {column!r} holds invalid UTF-8 / surrogates")
-    if "\x00" in value:
-        return None, dead(row.source, row.row, "nul_byte", f"field {column!r} holds a NUL character", value)
-    value = normalize_text(value, clean_html)
-    if not value:
-        return None, dead(row.source, row.row, "empty_text", f"field {column!r} is empty")
-    return value, None
+    def _files(self, pbegin: beam.pvalue.PBegin, label: str, item: ResolvedInput) -> _Branches:
+        """The files of a glob, each read by one worker (`ReadFileFn`)."""
+        out = (pbegin | f"{label}_files" >> beam.Create(item.files)
+               | f"{label}_read" >> beam.ParDo(ReadFileFn(item.spec, self._opt)).with_outputs(DEAD_TAG, main="rows"))
+        return [out.rows], [out[DEAD_TAG]]

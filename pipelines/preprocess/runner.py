@@ -1,9 +1,17 @@
-"""The runner: builds the Beam pipeline on the runner the options name, runs it,
-and turns its result into the run's summary.
+"""The runner: Beam's pipeline options, the pipeline on the runner they name,
+the run, and its result as the run's summary.
 
-The local default is the in-process FnApiRunner (Beam 2.77's DirectRunner
-first tries to download a Prism binary; there is no network here), exactly as
-DirectRunner's own fallback builds it. See `pipelines.preprocess.options`.
+* Default / `--runner=DirectRunner`: Beam 2.77's DirectRunner first tries to
+  download and start a Prism binary (no network here), so we select the
+  in-process FnApiRunner ourselves, exactly as DirectRunner's fallback does.
+  `--direct_num_workers=N --direct_running_mode=multi_processing` runs N worker
+  processes (`in_memory`, the default, ignores N).
+* `--runner=DataflowRunner` with the standard Google Cloud options
+  (`--project --region --temp_location [--staging_location]
+  [--sdk_container_image] ...`); `--setup_file` defaults to this repository's
+  setup.py so workers install gpt_keras + pipelines.
+* Beam's `--dry_run` flag has no type: `--dry_run=False` would count as true.
+  We normalize it (`False/0/no` -> absent, bare or true -> `True`).
 """
 from __future__ import annotations
 
@@ -14,17 +22,61 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, SetupOptions, StandardOptions,
+                                                  TestOptions)
 
 from gpt_keras import schema
 from pipelines.preprocess import stats as st
-from pipelines.preprocess.common import ERROR_MARK, NAMESPACE, PreprocessError
-from pipelines.preprocess.options import REPO_ROOT, is_dry_run, pipeline_options, runner_name
+from pipelines.preprocess.errors import ERROR_MARK, PreprocessError
 from pipelines.preprocess.sinks import RECORD_FILES, prepare_out_dir
+from pipelines.preprocess.stats import NAMESPACE
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _DIRECT = {None, "", "DirectRunner", "direct", "FnApiRunner", "SwitchingDirectRunner"}
+_FALSE = {"false", "0", "no", "off", ""}
 
 log = logging.getLogger(__name__)
+
+
+def normalize_args(pipeline_args: Sequence[str] | None) -> list[str]:
+    """Beam argv with `--dry_run` made unambiguous (see module docstring)."""
+    out = []
+    for arg in pipeline_args or ():
+        if arg == "--dry_run":
+            out.append("--dry_run=True")
+        elif arg.startswith("--dry_run="):
+            if arg.split("=", 1)[1].strip().lower() not in _FALSE:
+                out.append("--dry_run=True")
+        else:
+            out.append(arg)
+    return out
+
+
+def pipeline_options(pipeline_args: Sequence[str] | None = None) -> PipelineOptions:
+    """PipelineOptions from argv-style args, with the defaults this project needs."""
+    options = PipelineOptions(normalize_args(pipeline_args))
+    if is_dataflow(options):
+        setup = options.view_as(SetupOptions)
+        default_setup = os.path.join(REPO_ROOT, "setup.py")
+        if not setup.setup_file and not setup.requirements_file and os.path.isfile(default_setup):
+            setup.setup_file = default_setup
+    return options
+
+
+def runner_name(options: PipelineOptions) -> str | None:
+    """The runner the options name (a class name when they hold a runner object)."""
+    runner = options.view_as(StandardOptions).runner
+    return runner if isinstance(runner, str) or runner is None else type(runner).__name__
+
+
+def is_dataflow(options: PipelineOptions) -> bool:
+    """Whether the options name Dataflow."""
+    return (runner_name(options) or "").lower() in ("dataflowrunner", "dataflow")
+
+
+def is_dry_run(options: PipelineOptions) -> bool:
+    """Whether the job is to be built but not run (`--dry_run`)."""
+    return bool(options.view_as(TestOptions).dry_run)
 
 
 def create_pipeline(options: PipelineOptions) -> beam.Pipeline:

@@ -1,9 +1,9 @@
-"""Outputs shared by the pipelines: the output directory, sharded compressed
-TFRecords per split, the dead letter, and the stats/metadata report."""
+"""Outputs shared by the jobs: the output directory, sharded compressed
+TFRecords per split, and `Finish` (the dead letter, the stats and the report)."""
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -11,7 +11,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from gpt_keras import schema
 from pipelines.preprocess import stats as st
-from pipelines.preprocess.readers import DeadLetter
+from pipelines.preprocess.readers import Read
+from pipelines.preprocess.rows import DeadLetter
 
 # Files a run owns in its output directory (removed by overwrite=True).
 RECORD_FILES = ("*" + schema.RECORD_SUFFIX, schema.METADATA_FILENAME, schema.STATS_FILENAME,
@@ -35,17 +36,6 @@ def prepare_out_dir(out_dir: str, overwrite: bool, owned: Sequence[str] = RECORD
         os.makedirs(out_dir, exist_ok=True)
 
 
-def split_plan(resolved, fractions: Mapping[str, float]) -> tuple[dict[str, float | None], bool]:
-    """({split: hash fraction, or None for splits given with the input}, any hash split);
-    split names are checked here, before any work."""
-    kept = sorted({s for r in resolved for s in r.kept_splits})
-    hashed = any(not r.kept_splits for r in resolved)
-    plan = {**(dict(fractions) if hashed else {}), **{k: None for k in kept}}
-    for name in plan:
-        schema.shard_prefix(name)
-    return plan, hashed
-
-
 class WriteSplits(beam.PTransform):
     """(split, serialized example) -> GZIP TFRecord shards `<split>-SSSSS-of-NNNNN.tfrecord.gz`.
 
@@ -66,30 +56,46 @@ class WriteSplits(beam.PTransform):
         return files | "WrittenFiles" >> beam.Flatten()
 
 
-def write_dead_letters(dead: Sequence[beam.PCollection], out_dir: str):
-    """All dead letters -> one `dead_letter.jsonl` (always written, maybe empty)."""
-    return (dead | "AllDeadLetters" >> beam.Flatten()
-            | "DeadToJson" >> beam.Map(DeadLetter.to_json)
-            | "WriteDeadLetters" >> beam.io.WriteToText(st.join(out_dir, "dead_letter"), file_name_suffix=".jsonl",
-                                                          num_shards=1, shard_name_template=""))
+class JobOutputs(NamedTuple):
+    """What a job hands to `Finish`: its read, the files it wrote, and the
+    dead letters and stats events of its own steps (tuples: Beam takes a
+    tuple, not a list, as a transform's input)."""
+    read: Read
+    written: beam.PCollection  # the names of the files the job wrote: the report waits for them
+    dead: tuple[beam.PCollection, ...] = ()
+    events: tuple[beam.PCollection, ...] = ()
 
 
-def dead_events(dead: Sequence[beam.PCollection], from_reader: beam.PCollection, rows: beam.PCollection):
-    """INPUT events (rows read + rows the reader rejected) and DEAD events."""
-    return [
-        rows | "InputEvents" >> beam.Map(lambda _: st.Event(st.INPUT)),
-        from_reader | "ReaderInputEvents" >> beam.Map(lambda _: st.Event(st.INPUT)),
-        dead | "FlattenDead" >> beam.Flatten() | "DeadEvents" >> beam.Map(lambda d: st.Event(st.DEAD, label=d.reason)),
-    ]
+class Finish(beam.PTransform):
+    """The end of every job: `JobOutputs` -> `dead_letter.jsonl`, the stats,
+    and the report (`stats.WriteReport`: stats.json, the checks, metadata.json).
 
+    Every row read counts as input, once: the rows `ReadInputs` passed on and
+    the records it rejected. The report runs after the job's writes, so that
+    metadata.json is only written once the records are. `label_names`, a
+    one-element PCollection, fills in labels derived from the data."""
 
-def report(events: Sequence[beam.PCollection], report_fn: st.WriteReport, max_length: int,
-           written_files: beam.PCollection | None = None, label_names: beam.PCollection | None = None):
-    """Events -> stats -> WriteReport, after the record writes."""
-    raw = events | "AllEvents" >> beam.Flatten() | "Stats" >> beam.CombineGlobally(st.StatsFn(max_length))
-    side: dict[str, Any] = {}
-    if written_files is not None:
-        side["written_files"] = beam.pvalue.AsList(written_files)
-    if label_names is not None:
-        side["label_names"] = beam.pvalue.AsSingleton(label_names)
-    return raw | "WriteReport" >> beam.ParDo(report_fn, **side)
+    def __init__(self, out_dir: str, kind: str, split_fractions: Mapping[str, float | None], max_length: int,
+                 max_bad_fraction: float, metadata: dict | None = None,
+                 label_names: beam.PCollection | None = None):
+        super().__init__()
+        self._out, self._max_length = out_dir, max_length
+        self._report = st.WriteReport(out_dir, kind, split_fractions, max_length, max_bad_fraction, metadata)
+        self._label_names = label_names
+
+    def expand(self, job: JobOutputs):
+        dead = (job.read.dead, *job.dead) | "AllDeadLetters" >> beam.Flatten()
+        (dead | "DeadToJson" >> beam.Map(DeadLetter.to_json)
+         | "WriteDeadLetters" >> beam.io.WriteToText(st.join(self._out, "dead_letter"), file_name_suffix=".jsonl",
+                                                       num_shards=1, shard_name_template=""))
+        events = [
+            job.read.rows | "InputEvents" >> beam.Map(lambda _: st.Event(st.INPUT)),
+            job.read.dead | "ReaderInputEvents" >> beam.Map(lambda _: st.Event(st.INPUT)),
+            dead | "DeadEvents" >> beam.Map(lambda d: st.Event(st.DEAD, label=d.reason)),
+            *job.events,
+        ]
+        raw = events | "AllEvents" >> beam.Flatten() | "Stats" >> beam.CombineGlobally(st.StatsFn(self._max_length))
+        side: dict[str, Any] = {"written_files": beam.pvalue.AsList(job.written)}
+        if self._label_names is not None:
+            side["label_names"] = beam.pvalue.AsSingleton(self._label_names)
+        return raw | "WriteReport" >> beam.ParDo(self._report, **side)

@@ -1,8 +1,9 @@
 """Statistics, the metadata/stats files, the bad-row threshold and the summary.
 
-Every step emits small `Event`s; one CombineFn folds them into the stats dict
-(documents, tokens, sequences, length histograms, labels, truncation, rejects
-by reason). `WriteReport` then writes `stats.json`, checks that the counts add
+Every step counts what it does in Beam counters under NAMESPACE (the
+summary's `counters`) and emits small `Event`s; one CombineFn folds those into
+the stats dict (documents, tokens, sequences, length histograms, labels,
+truncation, rejects by reason). `WriteReport` then writes `stats.json`, checks that the counts add
 up and that the rejected share is within `max_bad_fraction`, and only then
 writes `metadata.json` (so a failed run leaves no usable metadata).
 """
@@ -16,8 +17,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from gpt_keras import schema
-from pipelines.preprocess.common import PreprocessError
+from pipelines.preprocess.errors import PreprocessError
 
+NAMESPACE = "gpt_keras.preprocess"  # Beam counter namespace
 INPUT, DEAD, DOC, SEQ, COUNT = "input", "dead", "doc", "seq", "count"
 
 

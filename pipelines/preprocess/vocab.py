@@ -1,11 +1,11 @@
-"""Vocabulary step: Beam counts words over the corpus, then the tokenizer's BPE
+"""Vocabulary job: Beam counts words over the corpus, then the tokenizer's BPE
 trainer learns merges from those counts, so a pipeline can start from raw text.
 
-Counting uses `gpt_keras.tokenizer.count_words` (the same pre-tokenization as
-encoding) on batches of documents; Beam sums the per-batch counts per word
-and writes them as `word_counts-*.jsonl` (["word", count] per line). The
-driver then runs `train_bpe` (single process: BPE learning is sequential) and
-saves the vocabulary files next to them, in `out_dir`.
+The graph, top to bottom: `ReadInputs` (documents of the text field) ->
+batches -> `count_words` per batch (the same pre-tokenization as encoding) ->
+sum per word -> `word_counts-*.jsonl` (["word", count] per line) -> `Finish`.
+The driver then runs `train_bpe` (single process: BPE learning is
+sequential) and saves the vocabulary files next to the counts, in `out_dir`.
 """
 from __future__ import annotations
 
@@ -20,14 +20,18 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from gpt_keras import schema
-from pipelines.preprocess import readers, sinks
+from gpt_keras.tokenizer import GPTTokenizer, count_words, train_bpe
 from pipelines.preprocess import stats as st
-from pipelines.preprocess.common import NAMESPACE
-from pipelines.preprocess.inputs import local_path, parse_inputs, resolve_inputs
+from pipelines.preprocess.inputs import local_path
 from pipelines.preprocess.options import PreprocessOptions
+from pipelines.preprocess.readers import ReadInputs
+from pipelines.preprocess.rows import DEAD_TAG, Document, dead
 from pipelines.preprocess.runner import execute
+from pipelines.preprocess.sinks import VOCAB_FILES, Finish, JobOutputs
+from pipelines.preprocess.stats import NAMESPACE
 
 KIND_VOCABULARY = "vocabulary"
+SAVE_FORMATS = ("original", "hf")
 _HISTOGRAM_MAX = 1024  # words per document histogram: the last bucket is ">1024"
 
 
@@ -38,18 +42,15 @@ class CountWords(beam.DoFn):
         self._mode = mode
 
     def setup(self):
-        from gpt_keras.tokenizer import count_words
-
-        self._count = count_words
         self._docs = Metrics.counter(NAMESPACE, "documents")
 
-    def process(self, batch: Sequence[tuple]):
+    def process(self, batch: Sequence[Document]):
         total: Counter = Counter()
         for source, row, _, text in batch:
-            counts = self._count([text], self._mode)
+            counts = count_words([text], self._mode)
             n = sum(counts.values())
             if not n:
-                yield readers.dead(source, row, "no_tokens", "the text has no words after normalization", text)
+                yield dead(source, row, "no_tokens", "the text has no words after normalization", text)
                 continue
             self._docs.inc()
             total.update(counts)
@@ -69,7 +70,7 @@ def read_word_counts(directory: str) -> dict[str, int]:
     return counts
 
 
-def _save(tokenizer, out_dir: str, save_format: str) -> list[str]:
+def _save(tokenizer: GPTTokenizer, out_dir: str, save_format: str) -> list[str]:
     if "://" not in out_dir:
         return list(tokenizer.save(out_dir, format=save_format))
     with tempfile.TemporaryDirectory() as local:
@@ -93,33 +94,26 @@ def run_vocab(inputs: Any, out_dir: str, num_merges: int, pipeline_args: Sequenc
     options = options or PreprocessOptions()
     if not isinstance(num_merges, int) or num_merges < 0:
         raise ValueError(f"num_merges must be a non-negative int, got {num_merges!r}")
-    if save_format not in ("original", "hf"):
-        raise ValueError(f"save_format must be 'original' or 'hf', got {save_format!r}")
-    from gpt_keras.tokenizer import train_bpe
-
-    mode = options.mode
-    specs = parse_inputs(inputs, options.where, options.clean_html)
+    if save_format not in SAVE_FORMATS:
+        raise ValueError(f"save_format must be one of {SAVE_FORMATS}, got {save_format!r}")
+    reading = ReadInputs(inputs, options, text_field=options.text_field)
     out_dir = local_path(out_dir)
-    resolved = resolve_inputs(specs, options.tfds_data_dir)
 
-    def build(p):
-        read = p | "Read" >> readers.ReadRows(resolved, options, text_field=options.text_field)
-        counted = (read["rows"] | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=options.batch_size)
-                   | "Count" >> beam.ParDo(CountWords(mode)).with_outputs(readers.DEAD_TAG, "events", main="words"))
+    def build(p: beam.Pipeline) -> None:
+        read = p | "Read" >> reading
+        counted = (read.rows | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=options.batch_size)
+                   | "Count" >> beam.ParDo(CountWords(options.mode)).with_outputs(DEAD_TAG, "events", main="words"))
         words = counted.words | "SumPerWord" >> beam.CombinePerKey(sum)
         written = (words | "ToJson" >> beam.Map(lambda kv: json.dumps(list(kv), ensure_ascii=False))
                    | "WriteCounts" >> beam.io.WriteToText(st.join(out_dir, "word_counts"), file_name_suffix=".jsonl"))
-        dead = [read["dead"], counted[readers.DEAD_TAG]]
-        sinks.write_dead_letters(dead, out_dir)
         distinct = words | "DistinctEvents" >> beam.Map(lambda _: st.Event(st.COUNT, label="distinct_words"))
-        events = sinks.dead_events(dead, read["dead"], read["rows"]) + [counted.events, distinct]
-        sinks.report(events, st.WriteReport(out_dir, KIND_VOCABULARY, {"all": None}, _HISTOGRAM_MAX,
-                                            options.max_bad_fraction, None), _HISTOGRAM_MAX, written_files=written)
+        (JobOutputs(read, written, dead=(counted[DEAD_TAG],), events=(counted.events, distinct))
+         | "Finish" >> Finish(out_dir, KIND_VOCABULARY, {"all": None}, _HISTOGRAM_MAX, options.max_bad_fraction))
 
-    summary = execute(build, out_dir, options.overwrite, pipeline_args, verbose=False, owned=sinks.VOCAB_FILES)
+    summary = execute(build, out_dir, options.overwrite, pipeline_args, verbose=False, owned=VOCAB_FILES)
     if summary.get("dry_run"):
         return summary
-    tokenizer = train_bpe(read_word_counts(out_dir), num_merges, min_frequency=min_frequency, mode=mode)
+    tokenizer = train_bpe(read_word_counts(out_dir), num_merges, min_frequency=min_frequency, mode=options.mode)
     files = _save(tokenizer, out_dir, save_format)
     vocab = {"vocab_fingerprint": tokenizer.fingerprint, "n_vocab": tokenizer.n_vocab,
              "num_merges": len(tokenizer.merges), "vocab_files": files}

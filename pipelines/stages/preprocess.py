@@ -38,11 +38,9 @@ def _options(ctx: Context):
     unit and size limits apply to plain-text inputs only."""
     from pipelines.preprocess import PreprocessOptions
 
-    pp, corpus = ctx.config.preprocess, ctx.config.preprocess.corpus
-    return PreprocessOptions(mode=ctx.resolved.tokenizer_mode, max_bad_fraction=pp.max_bad_fraction,
-                             split_salt=str(ctx.config.seed), text_field=corpus.text_field,
-                             text_unit=corpus.text_unit, max_line_bytes=corpus.max_line_bytes,
-                             max_document_bytes=corpus.max_document_bytes, num_shards=pp.num_shards)
+    pp = ctx.config.preprocess  # its keys named like an option (max_bad_fraction, num_shards, ...) are that option
+    return PreprocessOptions.from_sections(pp, pp.corpus, mode=ctx.resolved.tokenizer_mode,
+                                           split_salt=str(ctx.config.seed))
 
 
 def _resolved(spec: InputSpec) -> InputSpec:
@@ -112,7 +110,7 @@ def run_task_records(ctx: Context, out: str, task: TaskSpec) -> StageResult:
     """One task's records, through the paper's input transform for its family, in
     the splits the data gives or drawn by a hash (`TaskSpec`)."""
     from gpt_keras import schema
-    from pipelines.preprocess import run_task
+    from pipelines.preprocess.task import run_task
 
     pp = ctx.config.preprocess
     vocab_dir = ctx.output("vocab", VocabOutput).vocab_dir

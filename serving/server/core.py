@@ -12,13 +12,13 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from serving.codec import input_to_examples
-from serving.config import BatchingParameters
-from serving.errors import ServingError, invalid
-from serving.limits import Admission, Deadline, Limits
-from serving.manager import ModelManager
-from serving.metrics import Metrics
-from serving.servable import Servable, Signature
+from serving.server.codec import input_to_examples
+from serving.server.config import BatchingParameters
+from serving.server.errors import ServingError, invalid
+from serving.server.limits import Admission, Deadline, Limits
+from serving.server.manager import ModelManager
+from serving.server.metrics import Metrics
+from serving.server.servable import Servable, Signature
 
 __all__ = ["ModelSpec", "ServingCore"]
 

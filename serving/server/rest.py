@@ -22,10 +22,10 @@ from typing import Any
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from serving import codec
-from serving.core import ModelSpec, ServingCore
-from serving.errors import ServingError, invalid
-from serving.limits import Deadline
+from serving.server import codec
+from serving.server.core import ModelSpec, ServingCore
+from serving.server.errors import ServingError, invalid
+from serving.server.limits import Deadline
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from typing import Callable, Mapping
 import grpc
 import numpy as np
 
-from serving.config import BatchingParameters
-from serving.errors import ServingError, invalid
-from serving.limits import Deadline
+from serving.server.config import BatchingParameters
+from serving.server.errors import ServingError, invalid
+from serving.server.limits import Deadline
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from serving.rest import RestApi
+from serving.server.rest import RestApi
 
 log = logging.getLogger("serving.access")
 _DRAIN_LIMIT = 64 << 20  # an oversized body up to this size is read and dropped (keeps the connection sane)

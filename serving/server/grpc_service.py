@@ -14,6 +14,7 @@ import concurrent.futures
 import functools
 import logging
 import time
+from typing import Callable
 
 import grpc
 import numpy as np
@@ -22,10 +23,10 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc,
                                      regression_pb2)
 
-from serving.codec import input_to_examples, tensor_from_proto
-from serving.core import ModelSpec, ServingCore
-from serving.errors import ServingError, from_tf_error, invalid
-from serving.limits import Limits
+from serving.server.codec import input_to_examples, tensor_from_proto
+from serving.server.core import ModelSpec, ServingCore
+from serving.server.errors import ServingError, from_tf_error, invalid
+from serving.server.limits import Limits
 
 log = logging.getLogger("serving.access")
 
@@ -85,12 +86,16 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.outputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(array)))
         return response
 
+    def _on_examples(self, request, context, method: str, run: Callable) -> tuple:
+        """`run(spec, examples, deadline)` on a Classify/Regress request's
+        tf.Examples, tracked as `method` (latency, errors, the deadline)."""
+        spec = _spec(request.model_spec)
+        with self.core.track(spec.name, method, "GRPC", context.time_remaining()) as deadline:
+            return run(spec, input_to_examples(request.input, self.core.limits.max_request_rows), deadline)
+
     @_rpc
     def Classify(self, request, context):  # noqa: N802
-        spec = _spec(request.model_spec)
-        with self.core.track(spec.name, "classify", "GRPC", context.time_remaining()) as deadline:
-            examples = input_to_examples(request.input, self.core.limits.max_request_rows)
-            servable, key, classes, scores = self.core.classify(spec, examples, deadline)
+        servable, key, classes, scores = self._on_examples(request, context, "classify", self.core.classify)
         response = classification_pb2.ClassificationResponse()
         _fill_spec(response.model_spec, servable, key)
         rows = len(classes) if classes is not None else len(scores)
@@ -107,10 +112,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_rpc
     def Regress(self, request, context):  # noqa: N802
-        spec = _spec(request.model_spec)
-        with self.core.track(spec.name, "regress", "GRPC", context.time_remaining()) as deadline:
-            examples = input_to_examples(request.input, self.core.limits.max_request_rows)
-            servable, key, values = self.core.regress(spec, examples, deadline)
+        servable, key, values = self._on_examples(request, context, "regress", self.core.regress)
         response = regression_pb2.RegressionResponse()
         _fill_spec(response.model_spec, servable, key)
         for value in values:

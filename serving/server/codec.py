@@ -21,9 +21,9 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow as tf
 
-from serving.errors import invalid
+from serving.server.errors import invalid
 from serving.example_json import FormatError, decode_strings, json_to_example
-from serving.limits import Limits
+from serving.server.limits import Limits
 
 DEFAULT_MAX_ROWS = Limits.max_request_rows
 

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import grpc
 
-from serving.errors import ServingError
+from serving.server.errors import ServingError
 
 
 @dataclasses.dataclass
@@ -69,7 +69,7 @@ class Admission:
     @contextlib.contextmanager
     def slot(self, deadline: Deadline) -> Iterator[None]:
         if not self._slots.acquire(timeout=deadline.remaining()):
-            raise deadline.exceeded(f"waited for one of the server's --max_concurrent_requests slots")
+            raise deadline.exceeded("waited for one of the server's --max_concurrent_requests slots")
         try:
             yield
         finally:

@@ -20,7 +20,7 @@ from typing import Callable
 
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.errors import ServingError, invalid, not_found
+from serving.server.errors import ServingError, invalid, not_found
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ import grpc
 import numpy as np
 import tensorflow as tf
 
-from serving.batching import Batcher
-from serving.codec import check_rows
-from serving.config import BatchingParameters
-from serving.errors import ServingError, failed_precondition, from_tf_error, invalid
-from serving.limits import Deadline, Limits
+from serving.server.batching import Batcher
+from serving.server.codec import check_rows
+from serving.server.config import BatchingParameters
+from serving.server.errors import ServingError, failed_precondition, from_tf_error, invalid
+from serving.server.limits import Deadline, Limits
 
 log = logging.getLogger(__name__)
 
