@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     module = _LAZY.get(name)
-    if module is None:  # a submodule, e.g. `gk.model.lm_loss_sum` after a bare `import gpt_keras`
+    if module is None:  # a submodule, e.g. `gk.losses.lm_loss_sum` after a bare `import gpt_keras`
         try:
             return _importlib.import_module(f"gpt_keras.{name}")
         except ModuleNotFoundError as e:

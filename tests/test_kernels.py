@@ -7,7 +7,7 @@ from helpers import random_ids, tiny_config
 
 import gpt_keras as gk
 from gpt_keras import kernels
-from gpt_keras.model import lm_head_loss_sum, lm_loss_sum
+from gpt_keras.losses import lm_head_loss_sum, lm_loss_sum
 from gpt_keras.optim import OpenAIAdam
 
 

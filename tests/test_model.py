@@ -89,12 +89,12 @@ def test_padding_never_changes_loss_or_predictions(normalize_first):
     rng = np.random.default_rng(1)
     lm = _lm(tiny_config().replace(normalize_first=normalize_first))
     ids = random_ids(rng, (1, 9), 97)
-    loss, count = gk.model.lm_loss_sum(lm(_inputs(ids)), ids, np.ones_like(ids))
+    loss, count = gk.losses.lm_loss_sum(lm(_inputs(ids)), ids, np.ones_like(ids))
     # Right padding with junk ids under the mask.
     right = np.concatenate([ids, random_ids(rng, (1, 5), 97)], axis=1)
     right_mask = np.array([[1] * 9 + [0] * 5], "int32")
     logits_r = lm(_inputs(right, right_mask))
-    loss_r, count_r = gk.model.lm_loss_sum(logits_r, right, right_mask)
+    loss_r, count_r = gk.losses.lm_loss_sum(logits_r, right, right_mask)
     assert float(count_r) == float(count) == 8
     np.testing.assert_allclose(float(loss_r), float(loss), rtol=1e-5)
     # Left padding: positions come from the mask, so predictions are unchanged.
@@ -102,7 +102,7 @@ def test_padding_never_changes_loss_or_predictions(normalize_first):
     left_mask = np.array([[0] * 5 + [1] * 9], "int32")
     logits_l = lm(_inputs(left, left_mask)).numpy()[:, 5:]
     np.testing.assert_allclose(logits_l, lm(_inputs(ids)).numpy(), atol=1e-5)
-    loss_l, count_l = gk.model.lm_loss_sum(lm(_inputs(left, left_mask)), left, left_mask)
+    loss_l, count_l = gk.losses.lm_loss_sum(lm(_inputs(left, left_mask)), left, left_mask)
     np.testing.assert_allclose(float(loss_l), float(loss), rtol=1e-5)
 
 
