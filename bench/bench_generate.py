@@ -60,7 +60,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import cpu_flags  # noqa: E402  (bench/, next to this file)
+from machine import ISAS, cpu_flags, limit_isa  # noqa: E402  (bench/, next to this file)
 
 VOCAB = 40478  # BPE ids drawn for prompts (the gpt1 vocabulary without specials)
 WORKERS = {"gpt_keras": ("ours_xla", "ours_graph", "ours_bf16"), "keras_hub": ("keras_hub", "keras_hub_xla"),
@@ -484,7 +484,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality_prompts", type=int, default=32)
     parser.add_argument("--quality_texts", type=int, default=256, help="held-out sentences for perplexity")
     parser.add_argument("--json", default=None, help="also write the report to this JSON file")
+    parser.add_argument("--isa", choices=ISAS, default=None,
+                        help="limit oneDNN, XLA, torch and MKL to this instruction set (measure an AVX2 CPU on a newer one)")
     args = parser.parse_args(argv)
+    limit_isa(args.isa)
     args.batches = [int(b) for b in args.batches.split(",") if b]
     if args.quality:
         print_quality(quality(args))

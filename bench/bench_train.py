@@ -44,7 +44,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import cpu_flags  # noqa: E402  (bench/, next to this file)
+from machine import ISAS, cpu_flags, limit_isa  # noqa: E402  (bench/, next to this file)
 
 
 def _keras_step(config, ids: np.ndarray, jit_compile: bool, dtype_policy: str = "float32") -> Callable[[], float]:
@@ -359,7 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-process", action="store_true",
                         help="run all systems in this process instead of one process each")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--isa", choices=ISAS, default=None,
+                        help="limit oneDNN, XLA, torch and MKL to this instruction set (measure an AVX2 CPU on a newer one)")
     args = parser.parse_args(argv)
+    limit_isa(args.isa)
     if min(args.seq, args.batch, args.rounds) < 1 or args.warmup < 1:
         parser.error("--seq, --batch, --rounds and --warmup must be >= 1")
     report = run(args)

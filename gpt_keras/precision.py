@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from typing import Iterator
 
 import keras
@@ -35,6 +36,10 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # Below this width a step is not matmul-bound and bf16 did not pay even with AMX
 # (the demo's 256-wide pre-training: 205 s bf16 against 145-205 s fp32).
 AUTO_BF16_MIN_WIDTH = 512
+# oneDNN's ONEDNN_MAX_CPU_ISA values that still use bf16 instructions: any other
+# limit (e.g. AVX2, which bench/ sets to measure an AVX2 CPU) makes bf16 emulated.
+ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+                    "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "ALL", "DEFAULT")
 
 
 @functools.lru_cache(maxsize=None)
@@ -59,6 +64,9 @@ def fast_bf16() -> str | None:
             return f"GPU compute capability {capability[0]}.{capability[1]}"
     if tf.config.list_physical_devices("TPU"):
         return "TPU"
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if limit and limit not in ONEDNN_BF16_ISAS:
+        return None
     found = [f for f in BF16_CPU_FLAGS if f in cpu_flags()]
     return f"CPU flag {found[-1]}" if found else None
 

@@ -180,6 +180,15 @@ def test_auto_policy_follows_the_cpu_and_the_model_width(cpu, flags, width, want
     assert precision.resolve_policy("auto", width) == want
 
 
+@pytest.mark.parametrize("limit,want", [("AVX2", "float32"), ("avx512_core", "float32"),
+                                        ("AVX512_CORE_BF16", "mixed_bfloat16"), ("", "mixed_bfloat16")])
+def test_auto_policy_follows_a_onednn_isa_limit(cpu, monkeypatch, limit, want):
+    """ONEDNN_MAX_CPU_ISA below bf16 makes oneDNN emulate it even on a bf16 CPU (bench/ --isa avx2)."""
+    cpu(ZEN4)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", limit)
+    assert precision.resolve_policy("auto", 768) == want
+
+
 def test_explicit_bf16_without_hardware_warns_once_and_is_kept(cpu, caplog):
     cpu(AVX2)
     caplog.set_level(logging.WARNING, logger="gpt_keras.precision")
@@ -221,3 +230,25 @@ def test_the_gpu_check_skips_cleanly_without_a_gpu():
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "gpu_check.sh")
     done = subprocess.run(["bash", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "no GPU visible" in done.stdout and "skipped" in done.stdout, done.stderr
+
+
+def test_bench_isa_limit_reruns_with_every_library_limited(tmp_path):
+    """bench/ --isa avx2: the benchmark re-runs itself with oneDNN, XLA, torch and MKL
+    limited, and names the limit beside the CPU's flags."""
+    import os
+    import subprocess
+    import sys
+
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+    script = tmp_path / "probe.py"
+    script.write_text(f"import os, sys\nsys.path.insert(0, {bench!r})\nimport machine\nprint('start')\n"
+                      "machine.limit_isa('avx2')\n"
+                      "print(os.environ['ONEDNN_MAX_CPU_ISA'], os.environ['ATEN_CPU_CAPABILITY'], "
+                      "os.environ['XLA_FLAGS'])\nprint(machine.cpu_flags())\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "XLA_FLAGS": "--xla_cpu_use_thunk_runtime=true"})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:2] == ["start", "start"]  # re-run once, not again
+    assert lines[2] == "AVX2 avx2 --xla_cpu_use_thunk_runtime=true --xla_cpu_max_isa=AVX2"
+    assert lines[3].endswith("; kernels limited to AVX2]")
