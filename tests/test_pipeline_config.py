@@ -15,6 +15,10 @@ def test_shipped_configs_load_with_the_papers_settings():
         (512, 64, 2.5e-4, 2000, "warmup_cosine", 100)
     assert (f.learning_rate, f.batch_size, f.epochs, f.warmup, f.lm_weight, f.schedule) == \
         (6.25e-5, 32, 3, 0.002, 0.5, "warmup_linear")
+    # The shipped LM's run: the recipe chosen on validation, each variant picking its dropout per seed.
+    shipped = load_config("shipped")
+    assert shipped.name == "shipped" and shipped.model.init_from == "demo_imdb" and shipped.finetune.seeds == [0, 1, 2]
+    assert shipped.finetune.grid == [{"learning_rate": 1e-4, "lm_weight": 0.0, "dropout": d} for d in (0.0, 0.1)]
 
 
 def test_overrides_use_dotted_paths_and_are_typed():
