@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 import statistics
@@ -60,7 +59,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import ISAS, cpu_flags, limit_isa  # noqa: E402  (bench/, next to this file)
+from machine import ISAS, Worker, check_systems_under_limit, cpu_flags, isa_limit, limit_isa  # noqa: E402  (bench/, next to this file)
 
 VOCAB = 40478  # BPE ids drawn for prompts (the gpt1 vocabulary without specials)
 WORKERS = {"gpt_keras": ("ours_xla", "ours_graph", "ours_bf16"), "keras_hub": ("keras_hub", "keras_hub_xla"),
@@ -98,8 +97,10 @@ def _build_gpt_keras(args: argparse.Namespace, state: dict) -> dict[str, Callabl
                                                       b.c_proj.kernel)]
     state["weight_bytes"]["bfloat16"] = 2 * int(sum(np.prod(w.shape) for w in matrices)
                                                 + backbone.config.vocab_size * backbone.config.n_embd)
-    # Built (and compiled) once; timed before and after the rounds.
-    ceilings = {dtype: weight_stream_ceiling(backbone, storage=dtype) for dtype in ("float32", "bfloat16")}
+    # Built (and compiled) once; timed before and after the rounds. Under an ISA
+    # limit oneDNN has no bf16 kernels (see machine.TF_BF16_SYSTEMS): fp32 only.
+    dtypes = ("float32",) if isa_limit() else ("float32", "bfloat16")
+    ceilings = {dtype: weight_stream_ceiling(backbone, storage=dtype) for dtype in dtypes}
     state["probes"] = {"ceiling": lambda: {dtype: probe() for dtype, probe in ceilings.items()}}
     return systems
 
@@ -258,20 +259,15 @@ def _worker(kind: str, args: argparse.Namespace, conn) -> None:
 
 class _Worker:
     def __init__(self, kind: str, args: argparse.Namespace):
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker, args=(kind, args, child), daemon=True)
-        self.process.start()
-        self.state = self.conn.recv()
+        self.worker = Worker(kind, _worker, kind, args)
+        self.state = self.worker.recv()
         print(f"# {kind}: ready, warm-up seconds {self.state.get('warmup_s')}", flush=True)
 
     def ask(self, *request):
-        self.conn.send(request)
-        return self.conn.recv()
+        return self.worker.ask(request)
 
     def close(self) -> None:
-        self.conn.send(("stop",))
-        self.process.join()
+        self.worker.close(("stop",))
 
 
 # ------------------------------------------------------------------ driver
@@ -496,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     known = set(sum(WORKERS.values(), ()))
     if set(args.systems) - known:
         parser.error(f"unknown --systems {sorted(set(args.systems) - known)}")
+    check_systems_under_limit(args.systems)
     if min([args.rounds, args.prompt_len, args.new_tokens, *args.batches]) < 1:
         parser.error("--rounds, --batches, --prompt_len and --new_tokens must be >= 1")
     if args.prompt_len + args.new_tokens > 512:

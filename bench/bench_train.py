@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 import statistics
@@ -44,7 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import ISAS, cpu_flags, limit_isa  # noqa: E402  (bench/, next to this file)
+from machine import ISAS, Worker, check_systems_under_limit, cpu_flags, limit_isa  # noqa: E402  (bench/, next to this file)
 
 
 def _keras_step(config, ids: np.ndarray, jit_compile: bool, dtype_policy: str = "float32") -> Callable[[], float]:
@@ -221,19 +220,14 @@ class _Remote:
     """A system running in a worker process, driven one round at a time."""
 
     def __init__(self, name: str, args: argparse.Namespace):
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker, args=(name, args, child), daemon=True)
-        self.process.start()
-        print(self.conn.recv(), flush=True)
+        self.worker = Worker(name, _worker, name, args)
+        print(self.worker.recv(), flush=True)
 
     def round(self) -> tuple[float, int]:
-        self.conn.send("round")
-        return self.conn.recv()
+        return self.worker.ask("round")
 
     def close(self) -> None:
-        self.conn.send("stop")
-        self.process.join()
+        self.worker.close("stop")
 
 
 class _Local:
@@ -260,6 +254,7 @@ def run(args: argparse.Namespace) -> dict:
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown:
         raise SystemExit(f"unknown --systems {unknown}; choose from {list(SYSTEMS)}")
+    check_systems_under_limit(systems)
     load_before = os.getloadavg()[0]
     runners = {name: (_Local if args.in_process or name in PROBES else _Remote)(name, args) for name in systems}
     per_step = {name: [] for name in systems}

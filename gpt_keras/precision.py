@@ -30,8 +30,8 @@ CHOICES = (AUTO,) + POLICIES
 # CPU flags with bfloat16 arithmetic in hardware (oneDNN's bf16 kernels use them).
 # Without them bf16 is emulated: on a 2-core AVX2 EPYC a gpt1 bf16 training step
 # ran 0.97x fp32 + XLA and bf16-weight generation 0.23x fp32 (issue 24); with
-# avx512_bf16 (EPYC, no AMX) a 1024x768x3072 bf16 matmul runs 1.9x fp32, with
-# AMX (Xeon) a gpt1 bf16 step 1.79x fp32.
+# avx512_bf16 (Zen 4 EPYC, no AMX) a gpt1 bf16 step ran 1.26x fp32 + XLA, with
+# AMX (Xeon) 1.79x (bench/bench_train.py).
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # Below this width a step is not matmul-bound and bf16 did not pay even with AMX
 # (the demo's 256-wide pre-training: 205 s bf16 against 145-205 s fp32).
@@ -55,6 +55,16 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def cpu_bf16() -> str | None:
+    """The CPU flag that gives this machine bfloat16 arithmetic ("amx_bf16",
+    "avx512_bf16"), or None: no such flag, or oneDNN limited below it."""
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if limit and limit not in ONEDNN_BF16_ISAS:
+        return None
+    found = [f for f in BF16_CPU_FLAGS if f in cpu_flags()]
+    return found[-1] if found else None
+
+
 def fast_bf16() -> str | None:
     """Why this machine computes bfloat16 in hardware ("GPU compute capability
     8.0", "CPU flag amx_bf16"), or None when it would emulate it."""
@@ -64,11 +74,8 @@ def fast_bf16() -> str | None:
             return f"GPU compute capability {capability[0]}.{capability[1]}"
     if tf.config.list_physical_devices("TPU"):
         return "TPU"
-    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    if limit and limit not in ONEDNN_BF16_ISAS:
-        return None
-    found = [f for f in BF16_CPU_FLAGS if f in cpu_flags()]
-    return f"CPU flag {found[-1]}" if found else None
+    flag = cpu_bf16()
+    return f"CPU flag {flag}" if flag else None
 
 
 def check_policy(name: str, allow_auto: bool = False) -> str:
@@ -110,10 +117,13 @@ def _warn_emulated(what: str, measured: str, instead: str) -> None:
 def resolve_weights(weights: str, batch_size: int) -> str:
     """The weight format generation uses: "auto" -> "bf16" for one row on a CPU
     with AMX (bf16 weights decoded 1.09x fp32 there at batch 1, 0.87x at batch
-    8), else "fp32"; an explicit "bf16" without bf16 hardware warns once (it ran
-    0.23x fp32 on an AVX2 CPU)."""
+    8), else "fp32": with AVX512_BF16 alone (Zen 4) they ran 1.00x fp32 at
+    batch 1, so exact fp32 is kept; a GPU keeps fp32 too (bf16 weights run on
+    oneDNN's CPU kernels). An explicit "bf16" without bf16 hardware warns once
+    (it ran 0.23x fp32 on an AVX2 CPU)."""
     if weights == AUTO:
-        return "bf16" if batch_size == 1 and "amx_bf16" in cpu_flags() else "fp32"
+        on_cpu = not tf.config.list_physical_devices("GPU")
+        return "bf16" if batch_size == 1 and on_cpu and cpu_bf16() == "amx_bf16" else "fp32"
     if weights == "bf16" and fast_bf16() is None:
         _warn_emulated('weights="bf16"', "generation at 0.23x fp32 on an AVX2 CPU", 'weights="fp32" or "auto"')
     return weights

@@ -210,6 +210,13 @@ def test_auto_generation_weights_are_bf16_only_where_measured_faster(cpu, flags,
     assert precision.resolve_weights("auto", batch) == want
 
 
+def test_auto_generation_weights_follow_a_onednn_isa_limit(cpu, monkeypatch):
+    """Under bench/'s AVX2 limit oneDNN has no bf16 kernels: auto must not pick them."""
+    cpu(SAPPHIRE_RAPIDS)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert precision.resolve_weights("auto", 1) == "fp32"
+
+
 def test_auto_training_builds_the_resolved_policy(cpu):
     """TrainSettings' default is auto: a tiny model trains in float32 even on a bf16 CPU."""
     cpu(SAPPHIRE_RAPIDS)
@@ -252,3 +259,33 @@ def test_bench_isa_limit_reruns_with_every_library_limited(tmp_path):
     assert lines[:2] == ["start", "start"]  # re-run once, not again
     assert lines[2] == "AVX2 avx2 --xla_cpu_use_thunk_runtime=true --xla_cpu_max_isa=AVX2"
     assert lines[3].endswith("; kernels limited to AVX2]")
+
+
+def test_a_bench_worker_that_dies_ends_the_benchmark_with_its_exit_code(tmp_path):
+    """A system's process aborting (as oneDNN does for bf16 under the AVX2 limit)
+    stops the driver with the exit code instead of leaving it waiting forever."""
+    import os
+    import subprocess
+    import sys
+
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+    script = tmp_path / "die.py"
+    script.write_text(f"import os, sys\nsys.path.insert(0, {bench!r})\nimport machine\n"
+                      "def die(conn):\n    os._exit(3)\n"
+                      "if __name__ == '__main__':\n    machine.Worker('dying', die).recv()\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "benchmark worker 'dying' died (exit code 3)" in out.stderr, out.stderr
+
+
+def test_bench_refuses_tensorflow_bf16_systems_under_the_isa_limit(monkeypatch):
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import machine
+
+    machine.check_systems_under_limit(["keras_xla", "ours_bf16"])  # no limit: anything runs
+    monkeypatch.setenv("GPT_KERAS_BENCH_ISA", "AVX2")
+    machine.check_systems_under_limit(["keras_xla", "hf_torch_bf16"])
+    with pytest.raises(SystemExit, match=r"--isa avx2: \['ours_bf16'\] cannot be measured under the limit"):
+        machine.check_systems_under_limit(["keras_xla", "ours_bf16"])
